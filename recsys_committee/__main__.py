@@ -1,0 +1,3 @@
+from recsys_committee.cli import main
+
+raise SystemExit(main())

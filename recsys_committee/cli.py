@@ -1,0 +1,51 @@
+"""``recsys-committee`` (= ``python -m recsys_committee``): train, distill, cache, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: nothing but registries is reachable
+
+
+def _train(args: argparse.Namespace) -> int:
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.run_train import run_train
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = run_train(cfg, Path(args.out))
+    print(json.dumps({k: metrics[k] for k in ("model", "params", "best_epoch", "epoch_seconds")} | {"val_auc": metrics["val"]["auc"], "test": {k: metrics["test"][k] for k in ("auc", "logloss", "gauc")}}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys-committee", description="Distil a committee of frozen teachers into a small recommender.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one model (student, expert, LM teacher)")
+    train.add_argument("--config", required=True)
+    train.add_argument("--out", required=True)
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from recsys_committee.data.schema import DataValidationError
+    from recsys_committee.registry import UnknownNameError
+    from recsys_committee.train.checkpoint import CheckpointError
+    from recsys_committee.train.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataValidationError, UnknownNameError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Binary-task metrics over ALL predictions of a split: AUC, log loss, NE, GAUC.
+
+Why: AUC is a ranking statistic, so averaging per-batch (or per-rank) AUCs is wrong; we gather
+every prediction first and call TorchRec's metric kernels once (RecBole PR #1872 is the classic
+bug this avoids). Log loss is natural-log BCE (TorchRec's NE states use log2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchrec.metrics.auc import compute_auc
+from torchrec.metrics.gauc import compute_gauc_3d
+from torchrec.metrics.ne import compute_ne, get_ne_states
+
+_ETA = 1e-12
+
+
+def auc(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    probs, labels = probs.double().flatten(), labels.double().flatten()
+    weights = torch.ones_like(probs)
+    return float(compute_auc(1, [probs[None]], [labels[None]], [weights[None]])[0])
+
+
+def logloss(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    probs = probs.double().clamp(_ETA, 1 - _ETA)
+    return float(F.binary_cross_entropy(probs, labels.double()))
+
+
+def normalized_entropy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    probs, labels = probs.double()[None], labels.double()[None]
+    states = get_ne_states(labels, probs, torch.ones_like(probs), _ETA)
+    ne = compute_ne(
+        states["cross_entropy_sum"], states["weighted_num_samples"], states["pos_labels"], states["neg_labels"], _ETA
+    )
+    return float(ne[0])
+
+
+def gauc(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean per-user AUC over users with both labels and non-constant predictions."""
+    order = torch.argsort(groups, stable=True)
+    groups, probs, labels = groups[order], probs[order].double(), labels[order].double()
+    _, counts = torch.unique_consecutive(groups, return_counts=True)
+    n_group, width = counts.numel(), int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    col = torch.arange(groups.numel()) - torch.repeat_interleave(starts, counts)
+    row = torch.repeat_interleave(torch.arange(n_group), counts)
+    shape = (1, n_group, width)
+    p3, l3, w3 = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    p3[0, row, col], l3[0, row, col], w3[0, row, col] = probs, labels, 1.0
+    out = compute_gauc_3d(p3, l3, w3)
+    n = float(out["num_samples"][0])
+    return float(out["auc_sum"][0]) / n if n > 0 else float("nan")
+
+
+def binary_metrics(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, float]:
+    result = {
+        "auc": auc(probs, labels),
+        "logloss": logloss(probs, labels),
+        "ne": normalized_entropy(probs, labels),
+        "n": int(labels.numel()),
+    }
+    if groups is not None:
+        result["gauc"] = gauc(probs, labels, groups)
+    return result

@@ -1,0 +1,26 @@
+"""Learning-curve PNGs (people read a curve faster than a JSON list)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_learning_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(5, 3.2))
+    ax1.plot(epochs, [h["val_auc"] for h in history], "o-", color="tab:blue", label="val AUC")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("validation AUC", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h["train_loss"] for h in history], "s--", color="tab:orange", label="train loss")
+    ax2.set_ylabel("train loss", color="tab:orange")
+    ax1.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
