@@ -21,6 +21,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from recsys_committee.demo import run_demo
+
+    run_demo(Path(args.out), seed=args.seed, overrides=args.overrides)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-committee", description="Distil a committee of frozen teachers into a small recommender.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     train.set_defaults(func=_train)
+    demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -104,6 +104,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return dict(value)
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation in (int, str, bool, float) and not (isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
         raise ConfigError(f"'{where}' must be {annotation.__name__}, got {value!r}")
     return value

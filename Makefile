@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each creates .venv and fetches
+# data as needed; re-running is cheap because every step is stamped).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_STAMP := data/.fetched
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv data test test-all demo clean-runs
+
+venv: $(STAMP)
+
+# Pinned CPU stack installed with --no-deps: torchrec's metadata asks for the CUDA fbgemm-gpu,
+# which cannot load without an NVIDIA driver; the lock carries fbgemm-gpu-cpu instead.
+$(STAMP): requirements/lock-cpu.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-deps -r requirements/lock-cpu.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+data: $(DATA_STAMP)
+
+$(DATA_STAMP): $(STAMP) recsys_committee/data/fetch.py
+	$(PY) -m recsys_committee.data.fetch
+	touch $@
+
+test: $(DATA_STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(DATA_STAMP)
+	$(PY) -m pytest -q
+
+demo: $(DATA_STAMP)
+	$(PY) -m recsys_committee demo --out runs/demo
+
+clean-runs:
+	rm -rf runs

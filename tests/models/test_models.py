@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from recsys_committee.models import MODELS, build_model, count_params
+from recsys_committee.registry import UnknownNameError
+
+
+@pytest.mark.parametrize("name", ["student", "expert_dlrm", "expert_din_dcn"])
+def test_forward_backward(ml_slice, name):
+    torch.manual_seed(0)
+    model = build_model(name, ml_slice.cardinalities, ml_slice.num_dense)
+    batch = ml_slice.train.batch(torch.arange(64))
+    out = model(batch)
+    assert out.logits.shape == (64,)
+    assert out.hidden.ndim == 2 and out.hidden.shape[0] == 64
+    assert out.h0.ndim == 2 and out.h0.shape[0] == 64
+    torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.labels).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_default_sizes(ml100k):
+    student = count_params(build_model("student", ml100k.cardinalities, ml100k.num_dense, hidden=[864, 256]))
+    assert 550_000 < student < 650_000
+    for expert in ("expert_dlrm", "expert_din_dcn"):
+        assert count_params(build_model(expert, ml100k.cardinalities, ml100k.num_dense)) > 2.5 * student
+
+
+def test_unknown_model_and_param(ml_slice):
+    with pytest.raises(UnknownNameError, match="Did you mean 'student'"):
+        build_model("studnet", ml_slice.cardinalities, ml_slice.num_dense)
+    with pytest.raises(UnknownNameError, match="unknown parameter 'hiden'.*Did you mean 'hidden'"):
+        build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hiden=[8])
+    assert {"student", "expert_dlrm", "expert_din_dcn"} <= set(MODELS.names())
+
+
+def test_empty_history_is_finite(ml_slice):
+    # The first rows in time have no history at all: pooled/attended embeddings must not be NaN.
+    _, offsets = ml_slice.train.jagged["history_long"]
+    empty = torch.nonzero(offsets[1:] == offsets[:-1]).flatten()[:8]
+    batch = ml_slice.train.batch(empty)
+    assert len(empty) == 8 and int(batch.sparse["history_long"][1].sum()) == 0
+    for name in ("student", "expert_din_dcn"):
+        out = build_model(name, ml_slice.cardinalities, ml_slice.num_dense)(batch)
+        assert torch.isfinite(out.logits).all()

@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_committee.cli import main as cli_main
+from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from recsys_committee.train.config import load_config
+from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything
+from recsys_committee.train.run_train import load_trained_model, run_train
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["train.epochs=2", "train.progress=false", "train.batch_size=256", "model.params.hidden=[64,32]"]
+
+
+def test_short_real_run_learns_and_writes_contract(ml_slice, tmp_path):
+    cfg = load_config(ROOT / "configs/rec/student.yaml", FAST)
+    metrics = run_train(cfg, tmp_path, data=ml_slice)
+    assert metrics["val"]["auc"] > 0.6  # clearly above chance on real data
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert isinstance(on_disk["params"], int)
+    assert {"auc", "logloss", "gauc"} <= set(on_disk["test"]) and on_disk["epoch_seconds"] > 0
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "curve.png").stat().st_size > 1000
+    # model.pt holds the best-validation weights and rebuilds without the config
+    model = load_trained_model(tmp_path / "model.pt")
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+
+
+def test_same_seed_same_result(ml_slice, tmp_path):
+    cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=1", "train.max_steps_per_epoch=10"])
+    a = run_train(cfg, tmp_path / "a", data=ml_slice)
+    b = run_train(cfg, tmp_path / "b", data=ml_slice)
+    assert a["val"]["auc"] == b["val"]["auc"]
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(ml_slice, tmp_path):
+    cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=3", "train.max_steps_per_epoch=5", "train.patience=5"])
+    gen = seed_everything(0)
+    from recsys_committee.models import build_model
+
+    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
+    saved = []
+
+    def loss_fn(batch, step):
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(model(batch).logits, batch.labels)
+        poison = torch.tensor(float("nan")) if step >= 7 else torch.tensor(0.0)
+        return bce + poison, {"task": bce, "poison": poison}
+
+    def on_best(predictor, epoch, val):
+        save_checkpoint(tmp_path / "model.pt", {"state_dict": predictor.state_dict(), "epoch": epoch})
+        saved.append(epoch)
+
+    with pytest.raises(NonFiniteLossError, match=r"step 7: term 'total'"):
+        fit(model, model, loss_fn, ml_slice, cfg.train, cfg.optim, gen, on_best=on_best)
+    assert saved == [0]
+    assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 0  # last good checkpoint kept
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"state_dict": {}})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"foo": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a diverse-distill"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_cli_reports_bad_config_clearly(tmp_path, capsys):
+    code = cli_main(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--out", str(tmp_path), "train.epoch=1"])
+    assert code == 2
+    assert "Did you mean 'epochs'" in capsys.readouterr().err
+
+
+def test_cli_unknown_model_name(tmp_path, capsys, real_data_dir):
+    code = cli_main(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--out", str(tmp_path), "model.name=expert_dlrn", "data.max_rows=2000"])
+    assert code == 2
+    assert "Did you mean 'expert_dlrm'" in capsys.readouterr().err
