@@ -72,6 +72,8 @@ class RunConfig:
     # Committee distillation (None for plain training): teachers and the committee settings.
     teachers: list[dict[str, Any]] = field(default_factory=list)
     committee: Optional[dict[str, Any]] = None
+    # "{teacher_dir}" in a teacher's checkpoint path is replaced by this (demo/benchmarks set it)
+    teacher_dir: str = "runs/teachers"
 
 
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
@@ -161,8 +163,29 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_with_bases(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``base: other.yaml`` (relative to the file) is loaded first and deep-merged under it."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
+    return _deep_merge(load_with_bases(path.parent / base, seen + (path,)), data)
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    data = load_yaml(path) if path else {}
+    data = load_with_bases(path) if path else {}
     for override in overrides:
         apply_override(data, override)
     try:

@@ -1,0 +1,165 @@
+"""Which teachers run on which samples (METHOD.md "Importance gate"), and the forward counter.
+
+Why the gate decides BEFORE any teacher runs: the point is to skip forward passes, so the
+decision may only use what the student computed anyway (h0, stop-gradient). The gate learns
+only from its own loss (a soft-min of the answer losses of the teachers that ran): the weights
+w it hands to the distillation losses are detached, so the student's losses cannot be lowered
+by steering the gate towards the teacher that is easiest to imitate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from recsys_committee.committee.config import GateConfig
+from recsys_committee.registry import Registry
+
+
+@dataclass
+class GateDecision:
+    active: torch.Tensor  # [B, K] bool: the pair (sample, teacher) runs
+    weights: torch.Tensor  # [B, K] float, detached: g renormalised over the active set (0 elsewhere)
+    logits: Optional[torch.Tensor] = None  # [B, K] G(sg(h0)), with grad to the gate
+    probs: Optional[torch.Tensor] = None  # [B, K] softmax(logits / tau_g)
+    selected: Optional[torch.Tensor] = None  # [B, K] bool: chosen by the gate itself (before
+    # warm-up, exploration and always_on), what the load-balance term measures
+
+
+class Gate(nn.Module):
+    """Interface: ``forward(h0, step) -> GateDecision`` and ``loss(decision, answer_losses)``."""
+
+    learnable = False
+
+    def loss(self, decision: GateDecision, answer_losses: torch.Tensor) -> Optional[torch.Tensor]:
+        """Scalar gate loss, or None when the gate has nothing to learn."""
+        return None
+
+
+GATES: Registry[Callable[..., Gate]] = Registry("gate")
+register_gate = GATES.register
+
+
+def list_gates() -> list[str]:
+    return GATES.names()
+
+
+class DenseGate(Gate):
+    """Every teacher on every sample, uniform weights (DiverseDistill dense; multi-teacher
+    baselines)."""
+
+    def __init__(self, n_teachers: int) -> None:
+        super().__init__()
+        self.n_teachers = n_teachers
+
+    def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
+        b, k = h0.shape[0], self.n_teachers
+        active = torch.ones(b, k, dtype=torch.bool, device=h0.device)
+        weights = torch.full((b, k), 1.0 / k, dtype=h0.dtype, device=h0.device)
+        return GateDecision(active=active, weights=weights, selected=active)
+
+
+class ImportanceGate(Gate):
+    """g = softmax(G(sg(h0)) / tau_g); active = {g_k >= rho max g} ∪ always_on ∪ exploration.
+
+    Training: dense for ``warmup_steps``, then sparse with each pair also drawn with prob eps.
+    Eval: deterministic (no warm-up, no exploration): what a converged gate would route.
+    """
+
+    learnable = True
+
+    def __init__(self, n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.hidden:
+            self.net: nn.Module = nn.Sequential(nn.Linear(d0, config.hidden), nn.ReLU(), nn.Linear(config.hidden, n_teachers))
+        else:
+            self.net = nn.Linear(d0, n_teachers)
+        self.register_buffer("always_on", torch.tensor(list(always_on), dtype=torch.bool), persistent=False)
+        if self.always_on.numel() != n_teachers:
+            raise ValueError("always_on must have one flag per teacher")
+
+    def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
+        cfg = self.config
+        logits = self.net(h0.detach())
+        probs = torch.softmax(logits / cfg.tau_g, dim=-1)
+        g = probs.detach()
+        selected = g >= cfg.rho * g.max(dim=-1, keepdim=True).values
+        active = selected | self.always_on
+        if self.training:
+            if step < cfg.warmup_steps:
+                active = torch.ones_like(active)
+            elif cfg.eps > 0:
+                active = active | (torch.rand(active.shape, device=active.device) < cfg.eps)
+        masked = g * active
+        weights = masked / masked.sum(dim=-1, keepdim=True)
+        return GateDecision(active=active, weights=weights, logits=logits, probs=probs, selected=selected)
+
+    def loss(self, decision: GateDecision, answer_losses: torch.Tensor) -> Optional[torch.Tensor]:
+        """CE(p*, g restricted to the teachers that ran) + beta * load balance.
+
+        p*_k = softmax(-L_ans,k / tau_t) over the teachers that ran for the sample (target,
+        no grad). A sample with a single teacher gives zero CE (nothing to compare), which is
+        why exploration keeps sending a few extra pairs.
+        """
+        cfg = self.config
+        assert decision.logits is not None and decision.selected is not None
+        ran = decision.active
+        neg_inf = torch.tensor(float("-inf"), dtype=decision.logits.dtype, device=ran.device)
+        target = torch.softmax(torch.where(ran, -answer_losses.detach() / cfg.tau_t, neg_inf), dim=-1)
+        log_g = torch.log_softmax(torch.where(ran, decision.logits / cfg.tau_g, neg_inf), dim=-1)
+        ce = -torch.where(ran, target * log_g, torch.zeros_like(log_g)).sum(dim=-1).mean()
+        return ce + cfg.beta * load_balance(decision.probs, decision.selected)
+
+
+def load_balance(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Switch-Transformer balance: K * sum_k f_k P_k, f_k = share of the gate's selections that
+    went to k (no grad), P_k = mean gate probability of k. Equals 1 when balanced."""
+    k = probs.shape[-1]
+    counts = selected.to(probs.dtype).sum(dim=0)
+    f = counts / counts.sum().clamp_min(1.0)
+    return k * (f.detach() * probs.mean(dim=0)).sum()
+
+
+@register_gate("importance")
+def importance_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
+    return ImportanceGate(n_teachers, d0, always_on, config)
+
+
+@register_gate("dense")
+def dense_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
+    return DenseGate(n_teachers)
+
+
+class ForwardCounter:
+    """Exact counts of teacher-sample forwards: run vs dense (every teacher on every sample).
+
+    Why integers kept on the host: "~30% fewer forwards" is a claim about counts, so it is
+    measured, not estimated from gate probabilities.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples = 0
+        self.per_teacher = {n: 0 for n in self.names}
+
+    def add_batch(self, batch_size: int) -> None:
+        self.samples += int(batch_size)
+
+    def add(self, k: int, n_rows: int) -> None:
+        self.per_teacher[self.names[k]] += int(n_rows)
+
+    def as_dict(self) -> dict:
+        run = sum(self.per_teacher.values())
+        return {
+            "run": run,
+            "dense": self.samples * len(self.names),
+            "samples": self.samples,
+            "per_teacher": dict(self.per_teacher),
+        }

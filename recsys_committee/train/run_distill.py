@@ -1,0 +1,97 @@
+"""``recsys-committee distill``: distil a committee of frozen teachers into the student.
+
+The same loop as ``train`` (best validation epoch, then test), with the committee's loss and
+the student as the predictor. Writes DIR/config.yaml, DIR/metrics.json (method, parameter
+counts, test metrics, teacher forwards run vs dense), DIR/student.pt (the exported bare
+student: rebuilt by ``load_trained_model`` with no committee code) and DIR/curve.png.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recsys_committee.committee import Committee, CommitteeConfig, build_teacher, export_student
+from recsys_committee.data.movielens import RecData
+from recsys_committee.models import build_model, count_params
+from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers rec teachers)
+from recsys_committee.train.checkpoint import save_checkpoint
+from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
+from recsys_committee.train.loop import fit, seed_everything, write_json
+from recsys_committee.train.plots import plot_learning_curve
+from recsys_committee.train.run_train import load_data
+
+
+def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers") -> list:
+    teachers = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        if isinstance(spec.get("checkpoint"), str):
+            spec["checkpoint"] = spec["checkpoint"].replace("{teacher_dir}", teacher_dir)
+        if "kind" not in spec or "name" not in spec:
+            raise ConfigError(f"teachers[{i}] needs 'name' and 'kind' (a registered teacher), got {sorted(spec)}")
+        teachers.append(build_teacher(spec.pop("kind"), **spec))
+    names = [t.name for t in teachers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"teacher names must be unique, got {names}")
+    return teachers
+
+
+def committee_config(cfg: RunConfig) -> CommitteeConfig:
+    return from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
+
+
+def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    ccfg = committee_config(cfg)
+    generator = seed_everything(cfg.seed, cfg.train.deterministic)
+    data = data or load_data(cfg.data)
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir) if ccfg.method != "no_kd" else []
+    student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+    probe = data.train.batch(torch.arange(min(256, len(data.train))))
+    committee = Committee.build(student, teachers, probe, ccfg)
+
+    def loss_fn(batch, step):
+        result = committee(batch, step)
+        return result.loss, result.terms
+
+    def save_best(predictor, epoch, val):
+        save_checkpoint(
+            out / "student.pt",
+            {
+                "model": cfg.model.name,
+                "params": cfg.model.params,
+                "cardinalities": data.cardinalities,
+                "num_dense": data.num_dense,
+                "state_dict": copy.deepcopy(predictor.state_dict()),
+                "epoch": epoch,
+                "val_auc": val["auc"],
+                "method": ccfg.method,
+            },
+        )
+
+    result = fit(committee, committee.student, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=ccfg.method)
+    exported = export_student(committee)
+    forwards = committee.teacher_forwards()
+    metrics = {
+        "method": ccfg.method,
+        "gate": ccfg.gate if ccfg.method == "diverse_distill" else None,
+        "seed": cfg.seed,
+        "student_params": count_params(exported),
+        "teacher_params": {t.name: count_params(t.model) for t in teachers},
+        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
+        "teacher_forwards": forwards,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "epoch_seconds": result.epoch_seconds,
+        "val": result.val,
+        "test": result.test,
+        "history": result.history,
+    }
+    write_json(out / "metrics.json", metrics)
+    plot_learning_curve(result.history, out / "curve.png", f"{ccfg.method} (seed {cfg.seed})")
+    return metrics

@@ -1,0 +1,117 @@
+"""Routing: routed execution equals dense execution on the pairs that ran; exact counters;
+warm-up is dense; always_on teachers always run; eval routing is deterministic."""
+
+import torch
+
+from committee_toys import MLPTeacher, TransformerTeacher, make_batch
+from recsys_committee.committee import Committee, CommitteeConfig, GateConfig
+
+
+def _sparse_cfg(**gate):
+    params = dict(rho=0.99, eps=0.0, warmup_steps=0)
+    params.update(gate)
+    return CommitteeConfig(gate_config=GateConfig(**params))
+
+
+def test_routed_equals_dense_on_active_pairs(student, teachers):
+    batch = make_batch(n=32, d_in=6, seed=1)
+    committee = Committee.build(student, teachers, batch, _sparse_cfg())
+    committee.eval()
+    routed = committee(batch, 10)
+    active = routed.active
+    assert not bool(active.all()), "test needs some skipped pairs"
+    assert bool(active.any(dim=1).all())
+
+    gate_forward = committee.gate.forward
+
+    def dense_forward(h0, step):
+        decision = gate_forward(h0, step)
+        decision.active = torch.ones_like(decision.active)
+        decision.weights = decision.probs.detach()
+        return decision
+
+    committee.gate.forward = dense_forward
+    dense = committee(batch, 10)
+    assert bool(dense.active.all())
+    for name, (rows, answer_hat) in routed.answers.items():
+        dense_rows, dense_hat = dense.answers[name]
+        assert torch.equal(dense_rows, torch.arange(32))
+        torch.testing.assert_close(answer_hat, dense_hat[rows], rtol=1e-5, atol=1e-6)
+    for name, matrix in routed.per_sample.items():
+        torch.testing.assert_close(matrix[active], dense.per_sample[name][active], rtol=1e-5, atol=1e-6)
+        assert bool((matrix[~active] == 0).all()), f"{name}: skipped pairs must contribute nothing"
+        expected = (routed.weights * matrix).sum(dim=1).mean()
+        torch.testing.assert_close(routed.terms[name], expected)
+    # weights: g renormalised over the active set
+    torch.testing.assert_close(routed.weights.sum(dim=1), torch.ones(32))
+    assert bool((routed.weights[~active] == 0).all())
+
+
+def test_counters_are_exact_and_resettable(student, teachers):
+    batch = make_batch(n=24, d_in=6, seed=2)
+    committee = Committee.build(student, teachers, batch, _sparse_cfg(rho=0.9, eps=0.3, warmup_steps=2))
+    committee.train()
+    expected = torch.zeros(3, dtype=torch.long)
+    samples = 0
+    for step in range(6):
+        sub = batch.subset(torch.arange(24 - step))  # varying batch sizes
+        out = committee(sub, step)
+        expected += out.active.sum(dim=0)
+        samples += len(sub)
+    counts = committee.teacher_forwards()
+    assert counts["per_teacher"] == {"mlp": int(expected[0]), "tfm": int(expected[1]), "mlp2": int(expected[2])}
+    assert counts["run"] == int(expected.sum()) and counts["dense"] == 3 * samples and counts["samples"] == samples
+    assert counts["run"] < counts["dense"]
+    assert all(isinstance(v, int) for v in counts["per_teacher"].values())
+    committee.reset_teacher_forwards()
+    assert committee.teacher_forwards() == {"run": 0, "dense": 0, "samples": 0, "per_teacher": {"mlp": 0, "tfm": 0, "mlp2": 0}}
+
+
+def test_warmup_is_dense_then_sparse_and_eval_is_deterministic(student, teachers, batch):
+    committee = Committee.build(student, teachers, batch, _sparse_cfg(rho=1.0, warmup_steps=3))
+    committee.train()
+    for step in range(3):
+        assert bool(committee(batch, step).active.all())
+    after = committee(batch, 3).active
+    assert not bool(after.all()) and bool((after.sum(dim=1) == 1).all())  # rho=1: top-1 only
+    committee.eval()
+    a, b = committee(batch, 0).active, committee(batch, 0).active  # no warm-up, no exploration in eval
+    assert torch.equal(a, b) and not bool(a.all())
+
+
+def test_exploration_only_in_training(student, teachers, batch):
+    committee = Committee.build(student, teachers, batch, _sparse_cfg(rho=1.0, eps=1.0))
+    committee.train()
+    assert bool(committee(batch, 5).active.all())
+    committee.eval()
+    assert not bool(committee(batch, 5).active.all())
+
+
+def test_always_on_teacher_always_runs(student, batch):
+    teachers = [MLPTeacher(6, name="mlp"), TransformerTeacher(6, name="tfm"), MLPTeacher(6, name="anchor", always_on=True)]
+    committee = Committee.build(student, teachers, batch, _sparse_cfg(rho=1.0))
+    for mode in (True, False):
+        committee.train(mode)
+        for step in range(3):
+            assert bool(committee(batch, step).active[:, 2].all())
+
+
+def test_dense_gate_variant_runs_everything_uniformly(student, teachers, batch):
+    committee = Committee.build(student, teachers, batch, CommitteeConfig(gate="dense"))
+    committee.train()
+    out = committee(batch, 500)
+    assert bool(out.active.all())
+    torch.testing.assert_close(out.weights, torch.full((12, 3), 1 / 3))
+    assert "gate" not in out.terms and list(committee.gate.parameters()) == []
+
+
+def test_baselines_run_the_right_teachers(student, teachers, batch):
+    single = Committee.build(student, teachers, batch, CommitteeConfig(method="logit_kd", teacher="tfm"))
+    assert [t.name for t in single.teachers] == ["tfm"] and list(single(batch, 0).terms) == ["task", "kd"]
+    assert single.teacher_forwards()["per_teacher"] == {"tfm": 12}
+    headless = TransformerTeacher(6, name="nohead", with_head=False)
+    avg = Committee.build(student, teachers + [headless], batch, CommitteeConfig(method="avg_kd"))
+    assert [t.name for t in avg.teachers] == ["mlp", "tfm", "mlp2"]  # no logits -> nothing to average
+    none = Committee.build(student, teachers, batch, CommitteeConfig(method="no_kd"))
+    out = none(batch, 0)
+    assert list(out.terms) == ["task"] and len(none.teachers) == 0 and out.active is None
