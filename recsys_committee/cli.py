@@ -21,6 +21,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.run_distill import run_distill
+
+    cfg = load_config(args.config, args.overrides)
+    m = run_distill(cfg, Path(args.out))
+    summary = {k: m[k] for k in ("method", "student_params", "teacher_params", "teacher_forwards", "best_epoch")}
+    summary["test"] = {k: m["test"][k] for k in ("auc", "logloss", "gauc")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from recsys_committee.demo import run_demo
 
@@ -36,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     train.set_defaults(func=_train)
+    distill = sub.add_parser("distill", help="distil a committee of trained teachers into the student")
+    distill.add_argument("--config", required=True)
+    distill.add_argument("--out", required=True)
+    distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    distill.set_defaults(func=_distill)
     demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)
@@ -50,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_committee.data.schema import DataValidationError
     from recsys_committee.registry import UnknownNameError
     from recsys_committee.train.checkpoint import CheckpointError
+    from recsys_committee.committee import CommitteeConfigError
     from recsys_committee.train.config import ConfigError
 
     try:
         return args.func(args)
-    except (ConfigError, DataValidationError, UnknownNameError, CheckpointError) as exc:
+    except (ConfigError, CommitteeConfigError, DataValidationError, UnknownNameError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,137 @@
+"""Recommendation reproduction: every method x seeds on MovieLens-100K, gap recovered, plots.
+
+Reproduce (teachers trained once by `benchmarks/train_models.py` or `make demo`):
+    .venv/bin/python benchmarks/reproduce_rec.py --seeds 0 1 2 --teacher-dir runs/teachers
+
+Model selection is on validation only (best-validation epoch of each run); test metrics are
+read once from that epoch. gap% = 100 (M(method) - M(no-KD)) / (M(teacher) - M(no-KD)), with
+M = test AUC, against each teacher and the best one. Writes benchmarks/results/rec.json,
+rec.md and rec_gap.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from recsys_committee.train.config import load_config
+from recsys_committee.train.run_distill import run_distill
+from recsys_committee.train.run_train import load_data
+
+METHOD_CONFIGS = {
+    "no_kd": "no_kd.yaml",
+    "logit_kd[dlrm]": "logit_kd_dlrm.yaml",
+    "logit_kd[din_dcn]": "logit_kd_din_dcn.yaml",
+    "feature_kd[dlrm]": "feature_kd_dlrm.yaml",
+    "feature_kd[din_dcn]": "feature_kd_din_dcn.yaml",
+    "avg_kd": "avg_kd.yaml",
+    "camkd": "camkd.yaml",
+    "diverse_distill_dense": "diverse_distill_dense.yaml",
+    "diverse_distill": "diverse_distill.yaml",
+}
+
+
+def mean_std(values: list[float]) -> list[float]:
+    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def teacher_test_auc(teacher_dir: Path) -> dict[str, float]:
+    out = {}
+    for name, folder in (("dlrm", "expert_dlrm"), ("din_dcn", "expert_din_dcn")):
+        metrics = teacher_dir / folder / "metrics.json"
+        if metrics.exists():
+            out[name] = json.loads(metrics.read_text())["test"]["auc"]
+    return out
+
+
+def plot_gap(results: dict, path: Path, reference: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m for m in results if m != "no_kd"]
+    gaps = [results[m]["gap_vs"][reference] for m in names]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.bar(range(len(names)), [g[0] for g in gaps], yerr=[g[1] for g in gaps], capsize=3,
+           color=["tab:red" if n.startswith("diverse") else "tab:gray" for n in names])
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel(f"gap recovered vs {reference} (%)")
+    ax.set_title("MovieLens-100K: share of the teacher-student test-AUC gap recovered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_CONFIGS))
+    parser.add_argument("--teacher-dir", default="runs/teachers")
+    parser.add_argument("--out", default="runs/reproduce_rec")
+    parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value applied to every run")
+    args = parser.parse_args()
+    teachers = teacher_test_auc(Path(args.teacher_dir))
+    data, results = None, {}
+    for method in args.methods:
+        runs = []
+        for seed in args.seeds:
+            cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *args.overrides])
+            data = data or load_data(cfg.data)
+            start = time.perf_counter()
+            m = run_distill(cfg, Path(args.out) / f"{method}-seed{seed}", data=data)
+            f = m["teacher_forwards"]
+            print(f"{method} seed {seed}: val {m['val']['auc']:.4f} test {m['test']['auc']:.4f} forwards {f['run']}/{f['dense']} ({time.perf_counter() - start:.0f}s)", flush=True)
+            runs.append(m)
+        forwards_run = sum(r["teacher_forwards"]["run"] for r in runs)
+        forwards_dense = sum(r["teacher_forwards"]["dense"] for r in runs)
+        results[method] = {
+            "val_auc": mean_std([r["val"]["auc"] for r in runs]),
+            "test_auc": mean_std([r["test"]["auc"] for r in runs]),
+            "test_logloss": mean_std([r["test"]["logloss"] for r in runs]),
+            "test_gauc": mean_std([r["test"]["gauc"] for r in runs]),
+            "test_cold_auc": mean_std([r["test"]["cold"]["auc"] for r in runs]),
+            "test_warm_auc": mean_std([r["test"]["warm"]["auc"] for r in runs]),
+            "student_params": runs[0]["student_params"],
+            "teacher_params": runs[0]["teacher_params"],
+            "teacher_forwards": {"run": forwards_run, "dense": forwards_dense},
+            "forwards_skipped": 1 - forwards_run / forwards_dense if forwards_dense else None,
+            "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in runs),
+            "seeds": args.seeds,
+        }
+    base = results.get("no_kd", {}).get("test_auc")
+    if base and teachers:
+        refs = {**teachers, "best_teacher": max(teachers.values())}
+        for method, r in results.items():
+            r["gap_vs"] = {}
+            for ref, t_auc in refs.items():
+                per_seed = [100 * (a - base[0]) / (t_auc - base[0]) for a in [r["test_auc"][0]]]
+                # std of the gap from the std of the method's AUC (the no-KD mean is the anchor)
+                r["gap_vs"][ref] = [per_seed[0], 100 * r["test_auc"][1] / (t_auc - base[0])]
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"teachers_test_auc": teachers, "methods": results, "command": "benchmarks/reproduce_rec.py " + " ".join(f"--seeds {' '.join(map(str, args.seeds))}".split())}
+    (results_dir / "rec.json").write_text(json.dumps(payload, indent=2))
+    lines = ["| method | test AUC | val AUC | logloss | cold AUC | warm AUC | gap vs best teacher | forwards skipped | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method, r in results.items():
+        gap = r.get("gap_vs", {}).get("best_teacher")
+        skipped = "" if r["forwards_skipped"] is None else f"{100 * r['forwards_skipped']:.1f}%"
+        lines.append(
+            f"| {method} | {r['test_auc'][0]:.4f} ± {r['test_auc'][1]:.4f} | {r['val_auc'][0]:.4f} | {r['test_logloss'][0]:.4f} | "
+            f"{r['test_cold_auc'][0]:.4f} | {r['test_warm_auc'][0]:.4f} | {'' if gap is None else f'{gap[0]:.0f}% ± {gap[1]:.0f}'} | {skipped} | {r['epoch_seconds']:.1f} |"
+        )
+    teachers_line = ", ".join(f"{k} {v:.4f}" for k, v in teachers.items())
+    table = "\n".join(lines) + f"\n\nTeachers (test AUC): {teachers_line}. Seeds {args.seeds}.\n"
+    (results_dir / "rec.md").write_text(table)
+    print("\n" + table)
+    if base and teachers:
+        plot_gap(results, results_dir / "rec_gap.png", "best_teacher")
+
+
+if __name__ == "__main__":
+    main()
