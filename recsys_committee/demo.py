@@ -11,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from recsys_committee.train.config import load_config
+from recsys_committee.train.run_distill import run_distill
 from recsys_committee.train.run_train import load_data, run_train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "rec"
 TRAIN_STAGES = ["student", "expert_dlrm", "expert_din_dcn"]
+DISTILL_STAGES = ["no_kd", "diverse_distill_dense", "diverse_distill"]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'model':<28} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9}"
+    header = f"{'model':<28} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9} {'teacher fwd':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
         t = r["test"]
         lines.append(
             f"{r['name']:<28} {r['params']:>10,} {t['auc']:>9.4f} {t['logloss']:>8.4f} {t.get('gauc', float('nan')):>7.4f} "
-            f"{t.get('cold', {}).get('auc', float('nan')):>9.4f} {t.get('warm', {}).get('auc', float('nan')):>9.4f}"
+            f"{t.get('cold', {}).get('auc', float('nan')):>9.4f} {t.get('warm', {}).get('auc', float('nan')):>9.4f} {r.get('forwards', ''):>12}"
         )
     return "\n".join(lines)
 
@@ -37,7 +39,14 @@ def run_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list[dict[s
         data = data or load_data(cfg.data)
         metrics = run_train(cfg, out / name, data=data)
         rows.append({"name": name, "params": metrics["params"], "test": metrics["test"]})
-    print("\nMovieLens-100K, global temporal split 80/10/10, label rating >= 4, best-validation epoch:")
+    for name in DISTILL_STAGES:
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", *overrides])
+        metrics = run_distill(cfg, out / name, data=data)
+        f = metrics["teacher_forwards"]
+        forwards = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
+        rows.append({"name": f"student <- {name}", "params": metrics["student_params"], "test": metrics["test"], "forwards": forwards})
+    print("\nMovieLens-100K, global temporal split 80/10/10, label rating >= 4, best-validation epoch.")
+    print("Rows 1-3 train alone; 'student <- X' distils the frozen experts into the same student with method X:")
     print(format_table(rows))
     print(f"\n(runs, metrics.json and learning curves under {out}/)")
     return rows

@@ -207,8 +207,8 @@ class FeatureKDLoss(LossModule):
         return (pred - target).pow(2).mean(dim=-1)
 
 
-class AvgKDLoss(LossModule):
-    """KD towards the average of the soft targets of the teachers that ran (with logits)."""
+class _MultiTeacherKD(LossModule):
+    """Step-scoped KD from every teacher with logits; skipped when no teacher answered."""
 
     scope = "step"
 
@@ -219,6 +219,16 @@ class AvgKDLoss(LossModule):
     def forward(self, ctx: StepContext) -> Optional[torch.Tensor]:
         if ctx.teacher_logits is None or not bool(ctx.has_logits.any()):
             return None
+        return self.combine(ctx)
+
+    def combine(self, ctx: StepContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AvgKDLoss(_MultiTeacherKD):
+    """KD towards the average of the soft targets of the teachers that ran (with logits)."""
+
+    def combine(self, ctx: StepContext) -> torch.Tensor:
         probs = soft_targets(ctx.teacher_logits, self.temperature, ctx.task)  # [B, K(, C)]
         m = _expand_like(ctx.has_logits.to(probs.dtype), probs)
         count = ctx.has_logits.sum(dim=1).clamp_min(1)
@@ -227,19 +237,11 @@ class AvgKDLoss(LossModule):
         return loss * ctx.has_logits.any(dim=1)  # a sample no teacher answered gets no KD
 
 
-class CAMKDLoss(LossModule):
+class CAMKDLoss(_MultiTeacherKD):
     """CA-MKD-style: per-sample teacher weights softmax_k(-CE(t_k, y)) (confident, correct
     teachers count more), then sum_k w_k KD(s, t_k; T)."""
 
-    scope = "step"
-
-    def __init__(self, temperature: float) -> None:
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(self, ctx: StepContext) -> Optional[torch.Tensor]:
-        if ctx.teacher_logits is None or not bool(ctx.has_logits.any()):
-            return None
+    def combine(self, ctx: StepContext) -> torch.Tensor:
         t = ctx.teacher_logits.detach()
         k = t.shape[1]
         ce = torch.stack([task_loss(t[:, j], ctx.labels, ctx.task) for j in range(k)], dim=1)  # [B, K]

@@ -75,6 +75,17 @@ class FitResult:
     epoch_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def as_metrics(self) -> dict[str, Any]:
+        """The metrics.json fields every run shares (train and distill)."""
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "epoch_seconds": self.epoch_seconds,
+            "val": self.val,
+            "test": self.test,
+            "history": self.history,
+        }
+
 
 def fit(
     trainable: nn.Module,

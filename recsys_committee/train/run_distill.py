@@ -85,12 +85,7 @@ def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[
         "teacher_params": {t.name: count_params(t.model) for t in teachers},
         "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
         "teacher_forwards": forwards,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "epoch_seconds": result.epoch_seconds,
-        "val": result.val,
-        "test": result.test,
-        "history": result.history,
+        **result.as_metrics(),
     }
     write_json(out / "metrics.json", metrics)
     plot_learning_curve(result.history, out / "curve.png", f"{ccfg.method} (seed {cfg.seed})")

@@ -64,12 +64,7 @@ def run_train(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[st
         "model": cfg.model.name,
         "seed": cfg.seed,
         "params": count_params(model),
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "epoch_seconds": result.epoch_seconds,
-        "val": result.val,
-        "test": result.test,
-        "history": result.history,
+        **result.as_metrics(),
     }
     write_json(out / "metrics.json", metrics)
     plot_learning_curve(result.history, out / "curve.png", f"{cfg.model.name} (seed {cfg.seed})")
