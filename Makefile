@@ -16,7 +16,7 @@ venv: $(STAMP)
 # which cannot load without an NVIDIA driver; the lock carries fbgemm-gpu-cpu instead.
 $(STAMP): requirements/lock-cpu.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=70" wheel
 	$(PY) -m pip install -q --no-deps -r requirements/lock-cpu.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@

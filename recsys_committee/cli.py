@@ -33,6 +33,14 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from recsys_committee.train.run_cache import load_cache_config, run_cache
+
+    cfg = load_cache_config(args.config, args.overrides)
+    print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache), indent=2))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from recsys_committee.demo import run_demo
 
@@ -53,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", required=True)
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     distill.set_defaults(func=_distill)
+    cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")
+    cache.add_argument("--config", required=True)
+    cache.add_argument("--out", required=True, help="the cache folder (resumed if a build was interrupted)")
+    cache.add_argument("--rebuild-cache", action="store_true", help="discard an existing (stale) cache and rebuild it")
+    cache.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    cache.set_defaults(func=_cache)
     demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,6 @@ movie 255``: ids as words; useful only when the encoder is fine-tuned).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -40,7 +39,7 @@ GENRE_WORDS = {"children's": "children", "sci-fi": "scifi", "film-noir": "noir"}
 
 @dataclass(frozen=True)
 class TextOptions:
-    history_n: int = 5  # how many of the most recent past titles to list
+    history_n: int = 5  # the most recent past titles to list (at most data.history_len exist)
     include_ratings: bool = False  # "... 4/5" after each past title
     include_stats: bool = False  # past-only mean rating and count of the movie and the user
     id_tokens: bool = False  # "user 259 movie 255"
@@ -151,25 +150,20 @@ def _history_strings(table: FeatureTable, istr: pl.DataFrame, options: TextOptio
     history are absent (rendered as "none")."""
     if options.history_n == 0:
         return pl.DataFrame({"_row": pl.Series([], dtype=pl.UInt32), "recent": pl.Series([], dtype=pl.String)})
-    if options.include_ratings:
-        # history_long and its ratings are aligned; the last n of history_long == the last n of
-        # history (same rows, same order, strictly earlier timestamps) for n <= both windows.
-        values, offsets = table.jagged["history_long"]
-        ratings, _ = table.jagged["history_long_rating"]
-    else:
-        values, offsets = table.jagged["history"]
-        ratings = None
+    values, offsets = table.jagged["history"]  # the student's own history (most recent last)
     segment, rank, flat = _last_n(values, offsets, rows, options.history_n)
-    hist = pl.DataFrame(
-        {
-            "_row": segment.numpy().astype(np.uint32),
-            "rank": rank.numpy(),
-            "item_id": values[flat].numpy(),
-        }
-    )
+    hist = pl.DataFrame({"_row": segment.numpy().astype(np.uint32), "rank": rank.numpy(), "item_id": values[flat].numpy()})
+    if options.include_ratings:
+        # history_long (+ its ratings) holds the same items in the same order over a longer
+        # window: the entry ``rank`` places before the end is the same item in both.
+        long_values, long_offsets = table.jagged["history_long"]
+        long_ratings, _ = table.jagged["history_long_rating"]
+        at = long_offsets[rows + 1][segment] - 1 - rank
+        if at.numel() and not torch.equal(long_values[at], values[flat]):
+            raise ValueError("history and history_long disagree on the recent items: cannot attach past ratings")
+        hist = hist.with_columns(r=pl.Series(long_ratings[at].numpy()))
     entry = [pl.col("short"), pl.lit(" - "), pl.col("genres")]
-    if ratings is not None:
-        hist = hist.with_columns(r=pl.Series(ratings[flat].numpy()))
+    if options.include_ratings:
         entry += [pl.lit(" "), pl.col("r").cast(pl.String), pl.lit("/5")]
     return (
         hist.join(istr, on="item_id", how="left")
@@ -179,11 +173,3 @@ def _history_strings(table: FeatureTable, istr: pl.DataFrame, options: TextOptio
         .agg(recent=pl.concat_str(entry).str.join("; "))
     )
 
-
-def texts_digest(texts: list[str]) -> str:
-    """sha256 of the texts (order-sensitive): what the teacher cache records about its inputs."""
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
