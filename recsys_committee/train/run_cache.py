@@ -1,0 +1,60 @@
+"""``recsys-committee cache``: compute the LM teacher's tapped features (and logits) once.
+
+The config is the LM teacher's own run config (``configs/rec/lm_cache.yaml`` bases on
+``lm_teacher.yaml``): the data, and ``model.params`` (text options, ``cache_taps``,
+``cache_dtype``, ``cache_shard_rows``, ``cache_batch_size``, optional ``init_checkpoint``).
+So ``train`` with ``feature_cache`` and this command build and accept the same cache. It is
+written to ``--out`` (``data/teacher_cache.py``: safetensors shards + index.json; resumable,
+keyed, checksummed). Without ``init_checkpoint`` the cached encoder is the pretrained one and
+there are no logits (the CPU recipe: cache -> train the head on it -> an ``lm_cached`` teacher
+with that checkpoint computes its logits from the cached pooled output); with one, that
+model's encoder is cached with its logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recsys_committee.train.config import ConfigError, RunConfig
+
+TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "include_stats", "id_tokens", "head_hidden", "dropout")
+DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16", "cache_shard_rows": 4096, "cache_batch_size": 64}
+
+
+def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any]:
+    from recsys_committee.data.schema import read_movielens
+    from recsys_committee.data.teacher_cache import build_cache
+    from recsys_committee.models.lm_teacher import LMCacheCompute, build_lm_model, lm_cache_key, load_lm_weights
+    from recsys_committee.train.run_train import load_data
+
+    if cfg.model.name != "lm_teacher":
+        raise ConfigError(f"model.name: the cache command caches the LM teacher ('lm_teacher'), got '{cfg.model.name}'")
+    params = {**DEFAULTS, **cfg.model.params}
+    taps = list(params["cache_taps"] or [])
+    if not taps:
+        raise ConfigError("model.params.cache_taps must name at least one output (encoder.layer.i or pooled)")
+    data = load_data(cfg.data)
+    raw = read_movielens(cfg.data.root, cfg.data.name)
+    model = build_lm_model(data, raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
+    checkpoint = params.get("init_checkpoint")
+    if checkpoint:
+        load_lm_weights(model, checkpoint.replace("{teacher_dir}", cfg.teacher_dir))
+    with_logits = bool(checkpoint)
+    key = lm_cache_key(model, data.table, taps, params["cache_dtype"], with_logits=with_logits)
+    cache = build_cache(
+        out, key, model.num_rows, LMCacheCompute(model, taps, with_logits=with_logits),
+        shard_rows=params["cache_shard_rows"], batch_size=params["cache_batch_size"], rebuild=rebuild,
+        progress=cfg.train.progress, description="LM teacher cache",
+        meta={"teacher_params": sum(p.numel() for p in model.lm.parameters())},
+    )
+    return {
+        "cache": str(out),
+        "rows": cache.n_rows,
+        "shards": len(cache.index["shards"]),
+        "outputs": {k: v["shape"] for k, v in cache.outputs.items()},
+        "dtype": cache.index["dtype"],
+        "max_abs_error": cache.max_abs_error,
+        "seconds": round(float(cache.index.get("seconds", 0.0)), 1),
+        "key_hash": cache.index["key_hash"][:16],
+    }

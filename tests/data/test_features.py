@@ -1,0 +1,75 @@
+import random
+
+import polars as pl
+import torch
+
+from recsys_committee.data.features import build_features
+from recsys_committee.data.jagged import gather_jagged
+from recsys_committee.data.schema import read_movielens
+
+
+def _rows(table, name):
+    values, offsets = table.jagged[name]
+    return [values[offsets[i] : offsets[i + 1]].tolist() for i in range(table.num_rows)]
+
+
+def test_tiny_histories_exclude_same_second_and_future(tiny_dir):
+    table = build_features(read_movielens(tiny_dir, "ml-tiny"), history_len=3, long_history_len=10)
+    frame = table.frame
+    history = dict(zip(zip(frame["user_id"], frame["timestamp"], frame["item_id"]), _rows(table, "history")))
+    # user 1 rated items 1 and 2 in the same second: neither sees the other
+    assert history[(1, 100, 1)] == [] and history[(1, 100, 2)] == []
+    assert history[(1, 200, 3)] == [1, 2]
+    assert history[(1, 300, 4)] == [1, 2, 3]
+    assert history[(1, 600, 1)] == [2, 3, 4]  # window 3 keeps the latest three
+    assert history[(2, 500, 2)] == [1, 3]
+    liked = dict(zip(zip(frame["user_id"], frame["timestamp"]), _rows(table, "history_liked")))
+    assert liked[(1, 600)] == [1, 3]  # ratings 5 and 4; item 2 (3) and item 4 (1) are disliked
+
+
+def test_tiny_buckets_and_unknowns(tiny_dir):
+    table = build_features(read_movielens(tiny_dir, "ml-tiny"))
+    years = dict(zip(table.frame["item_id"], table.frame["year_bucket"]))
+    assert years[3] == 0  # "unkonwn" release year -> unknown bucket
+    genres = dict(zip(table.frame["item_id"], _rows(table, "genres")))
+    assert genres[4] == [] and len(genres[1]) == 2
+    ages = dict(zip(table.frame["user_id"], table.frame["age_bucket"]))
+    assert ages[3] == 1 and ages[1] == 2 and ages[2] == 6
+
+
+def test_global_time_order(tiny_dir):
+    table = build_features(read_movielens(tiny_dir, "ml-tiny"))
+    ts = table.frame["timestamp"].to_list()
+    assert ts == sorted(ts)
+    assert table.frame["example_id"].to_list() == list(range(table.num_rows))
+
+
+def test_real_history_has_no_leakage(real_data_dir):
+    """Brute force 300 random rows: the history is the last 20 items strictly before t."""
+    raw = read_movielens(real_data_dir)
+    table = build_features(raw, history_len=20)
+    inter = raw.inter.sort(["user_id", "timestamp", "item_id"])
+    by_user = {u: g for (u,), g in inter.group_by(["user_id"])}
+    values, offsets = table.jagged["history"]
+    rng = random.Random(0)
+    for row in rng.sample(range(table.num_rows), 300):
+        user, ts = table.frame["user_id"][row], table.frame["timestamp"][row]
+        past = by_user[user].filter(pl.col("timestamp") < ts).sort(["timestamp", "item_id"])
+        expected = past["item_id"].to_list()[-20:]
+        assert values[offsets[row] : offsets[row + 1]].tolist() == expected, row
+
+
+def test_real_past_stats_use_only_the_past(real_data_dir):
+    raw = read_movielens(real_data_dir)
+    table = build_features(raw)
+    first = table.frame.group_by("user_id").agg(pl.col("timestamp").min().alias("t0"))
+    at_first = table.frame.join(first, on="user_id").filter(pl.col("timestamp") == pl.col("t0"))
+    assert (at_first["user_prev_log_count"] == 0).all()
+
+
+def test_gather_jagged_matches_python():
+    values = torch.arange(10)
+    offsets = torch.tensor([0, 3, 3, 7, 10])
+    got, lengths = gather_jagged(values, offsets, torch.tensor([3, 0, 1, 3]))
+    assert got.tolist() == [7, 8, 9, 0, 1, 2, 7, 8, 9]
+    assert lengths.tolist() == [3, 3, 0, 3]

@@ -1,0 +1,58 @@
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_committee.data.split import temporal_split
+
+
+def test_split_sizes_and_order(ml100k):
+    assert (len(ml100k.train), len(ml100k.val), len(ml100k.test)) == (80_000, 10_000, 10_000)
+    ts = torch.from_numpy(ml100k.table.frame["timestamp"].to_numpy())
+    assert ts[ml100k.split.train].max() <= ts[ml100k.split.val].min()
+    assert ts[ml100k.split.val].max() <= ts[ml100k.split.test].min()
+
+
+def test_most_test_users_are_cold(ml100k):
+    warm = torch.isin(ml100k.test.users, ml100k.warm_users()).float().mean()
+    assert 0.05 < warm < 0.4  # METHOD.md: ~85% of test rows are from users unseen in training
+
+
+def test_bad_fractions():
+    with pytest.raises(ValueError, match="fractions"):
+        temporal_split(10, (0.5, 0.5, 0.5))
+
+
+def test_kjt_shapes_and_lengths(ml_slice):
+    rows = torch.tensor([5, 100, 2000, 7])
+    batch = ml_slice.train.batch(rows)
+    kjt = batch.kjt(["user_id", "history", "genres"])
+    assert isinstance(kjt, KeyedJaggedTensor)
+    assert kjt.keys() == ["user_id", "history", "genres"]
+    assert kjt.stride() == 4
+    jt = kjt.to_dict()
+    assert jt["user_id"].lengths().tolist() == [1, 1, 1, 1]
+    hist_v, hist_o = ml_slice.train.jagged["history"]
+    for i, r in enumerate(rows.tolist()):
+        assert jt["history"].lengths()[i] == hist_o[r + 1] - hist_o[r]
+        assert jt["history"].to_dense()[i].tolist() == hist_v[hist_o[r] : hist_o[r + 1]].tolist()
+    assert (jt["history"].lengths() <= 20).all()
+
+
+def test_subset_equals_direct_batch(ml_slice):
+    full = ml_slice.train.batch(torch.arange(50))
+    sub = full.subset(torch.tensor([3, 10, 42]))
+    direct = ml_slice.train.batch(torch.tensor([3, 10, 42]))
+    for key in ("history", "genres", "user_id"):
+        assert torch.equal(sub.sparse[key][0], direct.sparse[key][0])
+        assert torch.equal(sub.sparse[key][1], direct.sparse[key][1])
+    assert torch.equal(sub.labels, direct.labels) and torch.equal(sub.dense, direct.dense)
+
+
+def test_unknown_feature_in_kjt(ml_slice):
+    with pytest.raises(KeyError, match="no sparse feature"):
+        ml_slice.train.batch(torch.arange(2)).kjt(["nope"])
+
+
+def test_epoch_covers_every_row_once(ml_slice):
+    seen = torch.cat([b.example_ids for b in ml_slice.val.batches(300, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert torch.equal(torch.sort(seen).values, ml_slice.val.example_ids)

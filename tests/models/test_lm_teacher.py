@@ -1,0 +1,236 @@
+"""The LM teacher on a tiny real slice: offline load, head/top_k/full, memoised features, the
+feature cache, the live adapter (token taps, masks, reenter) and the cached one."""
+
+import os
+
+import pytest
+import torch
+
+from recsys_committee.committee import Committee, CommitteeConfig, CommitteeConfigError, ReenterNotSupportedError, TapPathError
+from recsys_committee.data.teacher_cache import StaleCacheError, build_cache, open_cache
+from recsys_committee.models import build_model, count_params
+from recsys_committee.models.lm_teacher import (
+    POOLED,
+    LMCacheCompute,
+    LMDataError,
+    LMTeacherAdapter,
+    build_lm_model,
+    lm_cache_key,
+    lm_cached_teacher,
+    lm_minilm_teacher,
+    load_tokenizer,
+    masked_mean,
+)
+from recsys_committee.train.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.realdata
+ROWS = 96
+
+
+@pytest.fixture(scope="module")
+def small(real_data_dir):
+    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.schema import read_movielens
+
+    return load_movielens(real_data_dir, max_rows=ROWS), read_movielens(real_data_dir)
+
+
+@pytest.fixture(scope="module")
+def model(small):
+    data, raw = small
+    torch.manual_seed(0)
+    return build_lm_model(data, raw, include_ratings=True, include_stats=True, history_n=3)
+
+
+def batch_of(data, rows):
+    return data.train.batch(torch.as_tensor(rows))
+
+
+def test_offline_load_and_size(model):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert count_params(model.lm) == 22_713_216
+    assert model.num_rows == ROWS and model.input_ids.dtype == torch.int32
+    # the candidate comes first, so truncation at 64 tokens never cuts it
+    tok = load_tokenizer()
+    first = tok.convert_ids_to_tokens(model.input_ids[0, :3].tolist())
+    assert first == ["[CLS]", "movie", ":"]
+
+
+def test_forward_head_mode_memoises_the_encoder(model, small):
+    data, _ = small
+    calls = []
+    handle = model.lm.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        model.train()
+        assert not model.lm.training  # frozen encoder stays in eval (no dropout)
+        batch = batch_of(data, range(16))
+        out = model(batch)
+        assert out.logits.shape == (16,) and out.hidden.shape == (16, 256) and out.h0.shape == (16, 384)
+        torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.labels).backward()
+        assert all(p.grad is None for p in model.lm.parameters())
+        assert all(p.grad is not None for p in model.head.parameters())
+        model(batch)
+        model(batch_of(data, range(8, 24)))  # 8 new rows
+        assert len(calls) == 2  # the second call ran the encoder on the 8 new rows only
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+
+
+def test_finetune_modes(small):
+    data, raw = small
+    m = build_lm_model(data, raw, finetune="top_k", top_k=2)
+    trainable = {n.split(".")[2] for n, p in m.lm.named_parameters() if p.requires_grad}
+    assert trainable == {"4", "5"}
+    m.set_finetune("full")
+    assert all(p.requires_grad for n, p in m.lm.named_parameters() if not n.startswith("pooler"))
+    out = m(batch_of(data, range(4)))
+    out.logits.sum().backward()
+    assert m.lm.encoder.layer[0].attention.self.query.weight.grad is not None
+    with pytest.raises(ValueError, match="finetune"):
+        m.set_finetune("lora")
+
+
+def test_registry_builder_needs_the_data(small):
+    data, raw = small
+    with pytest.raises(LMDataError, match="needs the data"):
+        build_model("lm_teacher", data.cardinalities, data.num_dense)
+    m = build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=2, data=data, raw=raw)
+    assert m.text_options.history_n == 2
+
+
+def test_feature_cache_head_training_reads_the_cache(small, tmp_path, monkeypatch):
+    data, raw = small
+    cache_dir = tmp_path / "cache"
+    m = build_model("lm_teacher", data.cardinalities, data.num_dense, feature_cache=str(cache_dir), cache_dtype="float32",
+                    data=data, raw=raw)
+    assert bool(m.memo_valid.all())
+
+    def no_encoder(*_args):
+        raise AssertionError("the encoder ran although the cache was complete")
+
+    monkeypatch.setattr(LMCacheCompute, "__call__", no_encoder)
+    m2 = build_model("lm_teacher", data.cardinalities, data.num_dense, feature_cache=str(cache_dir), data=data, raw=raw)
+    monkeypatch.undo()
+    assert torch.equal(m.pooled_memo, m2.pooled_memo)  # read back, exact in fp32
+    with torch.no_grad():
+        hidden, mask = m2.encode(torch.arange(4))
+    assert torch.allclose(masked_mean(hidden, mask), m2.pooled_memo[:4], atol=1e-5)
+    with pytest.raises(StaleCacheError, match="text.include_stats"):
+        build_model("lm_teacher", data.cardinalities, data.num_dense, feature_cache=str(cache_dir), include_stats=True,
+                    data=data, raw=raw)
+
+
+def test_lm_cache_round_trip_and_stale(model, small, tmp_path):
+    data, _ = small
+    taps = ["encoder.layer.3", POOLED]
+    compute = LMCacheCompute(model, taps, with_logits=True)
+    key = lm_cache_key(model, data.table, taps, "float32", with_logits=True)
+    build_cache(tmp_path / "c32", key, model.num_rows, compute, shard_rows=64, batch_size=32, progress=False)
+    direct = compute(torch.arange(ROWS))
+    loaded = open_cache(tmp_path / "c32", expect=key, verify=True).load()
+    for name in ("encoder.layer.3", POOLED, "logits"):
+        assert torch.equal(loaded[name], direct[name]), name
+    key16 = {**key, "dtype": "float16"}
+    c16 = build_cache(tmp_path / "c16", key16, model.num_rows, compute, shard_rows=64, batch_size=32, progress=False)
+    half = c16.load(dtype=torch.float32)
+    for name in ("encoder.layer.3", POOLED):
+        err = float((half[name] - direct[name]).abs().max())
+        assert 0 < err <= c16.max_abs_error[name] + 1e-7 and c16.max_abs_error[name] < 5e-3
+    # another head (e.g. the teacher retrained) -> the stale error names it
+    with pytest.raises(StaleCacheError, match="head: cache"):
+        open_cache(tmp_path / "c32", expect={"head": "0" * 64})
+
+
+# ------------------------------------------------------------------------------ teachers
+@pytest.fixture(scope="module")
+def checkpoint(model, small, tmp_path_factory):
+    data, _ = small
+    path = tmp_path_factory.mktemp("lm") / "model.pt"
+    params = {"history_n": 3, "include_ratings": True, "include_stats": True}
+    save_checkpoint(path, {"model": "lm_teacher", "params": params, "cardinalities": data.cardinalities,
+                           "num_dense": data.num_dense, "state_dict": model.state_dict()})
+    return path
+
+
+def test_live_teacher_tokens_mask_and_logits(model, small, checkpoint):
+    data, raw = small
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", data=data, raw=raw)
+    batch = batch_of(data, range(12))
+    out = teacher.probe(batch)
+    assert teacher.feature_kind == "tokens" and out.features.shape[::2] == (12, 384)
+    assert out.mask.dtype == torch.bool and out.mask.shape == out.features.shape[:2]
+    model.eval()
+    assert torch.allclose(out.logits, model(batch).logits, atol=1e-5)  # live == memoised head outputs
+    assert all(not p.requires_grad for p in teacher.parameters())
+    pooled = lm_minilm_teacher(name="lm", tap="encoder.layer.3", pool_tokens=True, data=data, raw=raw).run(batch)
+    assert pooled.features.shape == (12, 384) and pooled.logits is None and pooled.mask is None
+    with pytest.raises(TapPathError, match="encoder.layer"):
+        LMTeacherAdapter(model, "lm", tap="encoder.layer.9")
+    with pytest.raises(CommitteeConfigError, match="history_n"):
+        lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), history_n=5, data=data, raw=raw)
+
+
+def test_reenter_question_gets_gradient_teacher_does_not(small, checkpoint):
+    data, raw = small
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", data=data, raw=raw)
+    assert teacher.supports_reenter
+    batch = batch_of(data, range(6))
+    question = torch.randn(6, 384, requires_grad=True)
+    answer = teacher.reenter(batch, question)
+    assert answer.shape == (6, 384)
+    answer.pow(2).sum().backward()
+    assert question.grad is not None and question.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    # padding is masked: a row answers the same alone or in a padded batch
+    alone = teacher.reenter(batch.subset(torch.tensor([2])), question[2:3])
+    assert torch.allclose(alone, answer[2:3], atol=1e-4)
+    last = lm_minilm_teacher(name="lm", tap="encoder.layer.5", data=data, raw=raw)
+    assert not last.supports_reenter  # no upper layer left to carry the question
+
+
+def test_reenter_in_a_committee_step(small, checkpoint):
+    data, raw = small
+    torch.manual_seed(0)
+    student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), data=data, raw=raw)
+    probe = batch_of(data, range(8))
+    cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
+    committee = Committee.build(student, [teacher], probe, cfg)
+    result = committee(probe, step=0)
+    result.loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert committee.qa.question.parameters().__next__().grad is not None
+
+
+def test_cached_teacher_and_reenter_is_a_config_error(model, small, checkpoint, tmp_path):
+    data, raw = small
+    taps = ["encoder.layer.3", POOLED]
+    key = lm_cache_key(model, data.table, taps, "float16", with_logits=False)  # the CPU recipe: no logits
+    build_cache(tmp_path, key, model.num_rows, LMCacheCompute(model, taps, with_logits=False), shard_rows=64, progress=False)
+    teacher = lm_cached_teacher(name="lm", cache=str(tmp_path), checkpoint=str(checkpoint), data=data)
+    batch = batch_of(data, range(10))
+    out = teacher.run(batch)
+    model.eval()
+    assert out.features.shape == (10, 384)
+    assert torch.allclose(out.logits, model(batch).logits, atol=5e-3)  # head(fp16 cached pooled)
+    assert lm_cached_teacher(name="lm", cache=str(tmp_path)).run(batch).logits is None
+    with pytest.raises(StaleCacheError, match="taps"):
+        lm_cached_teacher(name="lm", cache=str(tmp_path), tap="encoder.layer.1")
+    student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
+    cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
+    with pytest.raises(ReenterNotSupportedError, match="'lm'"):
+        Committee.build(student, [teacher], batch, cfg)
+    with pytest.raises(ReenterNotSupportedError, match="lm_minilm"):
+        teacher.reenter(batch, torch.zeros(10, 384))
+
+
+def test_init_checkpoint_must_match_the_texts(small, checkpoint):
+    from recsys_committee.train.checkpoint import CheckpointError
+
+    data, raw = small
+    kwargs = {"include_ratings": True, "include_stats": True, "data": data, "raw": raw}
+    m = build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=3, init_checkpoint=str(checkpoint), **kwargs)
+    assert m.head_digest() == lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), data=data, raw=raw).model.head_digest()
+    with pytest.raises(CheckpointError, match="trained on other texts.*history_n"):
+        build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=5, init_checkpoint=str(checkpoint), **kwargs)
