@@ -13,7 +13,7 @@ import torch
 
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.data.features import FeatureTable, build_features
-from recsys_committee.data.schema import read_movielens
+from recsys_committee.data.schema import RawTables, read_movielens
 from recsys_committee.data.split import Split, temporal_split
 
 
@@ -24,6 +24,7 @@ class RecData:
     train: RecDataset
     val: RecDataset
     test: RecDataset
+    raw: RawTables | None = None  # the validated tables (the LM teacher's texts read titles and profiles)
 
     @property
     def cardinalities(self) -> dict[str, int]:
@@ -59,4 +60,4 @@ def load_movielens(
     mean = dense_all[split.train].mean(0)
     std = dense_all[split.train].std(0).clamp_min(1e-6)
     datasets = {name: RecDataset(table, split[name], mean, std) for name in ("train", "val", "test")}
-    return RecData(table=table, split=split, **datasets)
+    return RecData(table=table, split=split, raw=raw, **datasets)

@@ -6,6 +6,7 @@ so an unknown parameter is refused with the accepted names (``Registry.build``).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -17,7 +18,10 @@ MODELS: Registry[Any] = Registry("model")
 register_model = MODELS.register
 
 
-def build_model(name: str, cardinalities: dict[str, int], num_dense: int, **params: Any) -> nn.Module:
+def build_model(name: str, cardinalities: dict[str, int], num_dense: int, *, data: Any = None, **params: Any) -> nn.Module:
+    """``data`` (a RecData) goes to builders that take it (the LM teacher renders its texts from it)."""
+    if data is not None and "data" in inspect.signature(MODELS.get(name)).parameters:
+        params["data"] = data
     return MODELS.build(name, cardinalities, num_dense, **params)
 
 

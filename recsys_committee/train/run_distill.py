@@ -9,12 +9,13 @@ student: rebuilt by ``load_trained_model`` with no committee code) and DIR/curve
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recsys_committee.committee import Committee, CommitteeConfig, build_teacher, export_student
+from recsys_committee.committee import TEACHERS, Committee, CommitteeConfig, build_teacher, export_student
 from recsys_committee.data.movielens import RecData
 from recsys_committee.models import build_model, count_params
 from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers rec teachers)
@@ -25,15 +26,16 @@ from recsys_committee.train.plots import plot_learning_curve
 from recsys_committee.train.run_train import load_data
 
 
-def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers") -> list:
+def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers", data: RecData | None = None) -> list:
     teachers = []
     for i, spec in enumerate(specs):
-        spec = dict(spec)
-        if isinstance(spec.get("checkpoint"), str):
-            spec["checkpoint"] = spec["checkpoint"].replace("{teacher_dir}", teacher_dir)
+        spec = {k: v.replace("{teacher_dir}", teacher_dir) if isinstance(v, str) else v for k, v in spec.items()}
         if "kind" not in spec or "name" not in spec:
             raise ConfigError(f"teachers[{i}] needs 'name' and 'kind' (a registered teacher), got {sorted(spec)}")
-        teachers.append(build_teacher(spec.pop("kind"), **spec))
+        kind = spec.pop("kind")
+        if data is not None and "data" in inspect.signature(TEACHERS.get(kind)).parameters:
+            spec["data"] = data  # teachers that render inputs from the data (the LM teachers)
+        teachers.append(build_teacher(kind, **spec))
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise ConfigError(f"teacher names must be unique, got {names}")
@@ -50,7 +52,7 @@ def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
-    teachers = build_teachers(cfg.teachers, cfg.teacher_dir) if ccfg.method != "no_kd" else []
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data) if ccfg.method != "no_kd" else []
     student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)
@@ -82,7 +84,7 @@ def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[
         "gate": ccfg.gate if ccfg.method == "diverse_distill" else None,
         "seed": cfg.seed,
         "student_params": count_params(exported),
-        "teacher_params": {t.name: count_params(t.model) for t in teachers},
+        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
         "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
         "teacher_forwards": forwards,
         **result.as_metrics(),

@@ -27,10 +27,10 @@ def load_data(cfg: DataConfig) -> RecData:
     return load_movielens(cfg.root, cfg.name, cfg.history_len, cfg.long_history_len, tuple(cfg.fractions), cfg.max_rows)
 
 
-def load_trained_model(path: str | Path) -> torch.nn.Module:
+def load_trained_model(path: str | Path, data: RecData | None = None) -> torch.nn.Module:
     """Rebuild a model saved by ``train`` (name + params + cardinalities in the file)."""
     payload = load_checkpoint(path, required=("state_dict", "model", "params", "cardinalities", "num_dense"))
-    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], **payload["params"])
+    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], data=data, **payload["params"])
     load_state_strict(model, payload["state_dict"], path)
     return model
 
@@ -40,7 +40,7 @@ def run_train(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[st
     dump_config(cfg, out / "config.yaml")
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
-    model = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+    model = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
 
     def loss_fn(batch, step):
         return F.binary_cross_entropy_with_logits(model(batch).logits, batch.labels), {}
