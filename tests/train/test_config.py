@@ -51,5 +51,5 @@ def test_override_without_equals():
 def test_every_shipped_config_loads():
     from pathlib import Path
 
-    for path in sorted(Path(__file__).resolve().parents[2].glob("configs/rec/*.yaml")):
+    for path in sorted(Path(__file__).resolve().parents[2].glob("configs/rec/**/*.yaml")):
         load_config(path)
