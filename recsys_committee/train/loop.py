@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributed.optim import _apply_optimizer_in_backward
 from tqdm.auto import tqdm
 
+from recsys_committee.committee.config import NonFiniteLossError
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.data.movielens import RecData
 from recsys_committee.models.registry import dense_parameters, embedding_parameters
@@ -30,14 +31,6 @@ from recsys_committee.train.config import OptimConfig, TrainConfig
 from recsys_committee.train.evaluate import predict, split_metrics
 
 LossFn = Callable[[RecBatch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced NaN/inf; the message names the step and the loss term."""
-
-    def __init__(self, step: int, term: str, value: float):
-        super().__init__(f"non-finite loss at step {step}: term '{term}' = {value}; the last good checkpoint is kept")
-        self.step, self.term = step, term
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
