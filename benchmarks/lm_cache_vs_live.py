@@ -54,7 +54,9 @@ def main() -> None:
         build_seconds = time.perf_counter() - start
         size = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
         data = load_data(cfg.data)
-        ccfg = CommitteeConfig(method="diverse_distill", gate="dense")
+        # The pretrained encoder has no task head, so KD has nothing to read: time the QA path
+        # (question -> attend over the LM features -> answer), identical for both teacher kinds.
+        ccfg = CommitteeConfig(method="diverse_distill", gate="dense", losses=["task", "answer", "align"])
         student_cfg = load_config("configs/rec/student.yaml")
         timings = {}
         for kind, spec in (

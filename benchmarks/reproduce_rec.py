@@ -25,6 +25,7 @@ METHOD_CONFIGS = {
     "no_kd": "no_kd.yaml",
     "logit_kd[dlrm]": "logit_kd_dlrm.yaml",
     "logit_kd[din_dcn]": "logit_kd_din_dcn.yaml",
+    "logit_kd[lm]": "logit_kd_lm.yaml",
     "feature_kd[dlrm]": "feature_kd_dlrm.yaml",
     "feature_kd[din_dcn]": "feature_kd_din_dcn.yaml",
     "avg_kd": "avg_kd.yaml",
@@ -40,7 +41,7 @@ def mean_std(values: list[float]) -> list[float]:
 
 def teacher_test_auc(teacher_dir: Path) -> dict[str, float]:
     out = {}
-    for name, folder in (("dlrm", "expert_dlrm"), ("din_dcn", "expert_din_dcn")):
+    for name, folder in (("dlrm", "expert_dlrm"), ("din_dcn", "expert_din_dcn"), ("lm", "lm_teacher")):
         metrics = teacher_dir / folder / "metrics.json"
         if metrics.exists():
             out[name] = json.loads(metrics.read_text())["test"]["auc"]
@@ -74,15 +75,24 @@ def main() -> None:
     parser.add_argument("--teacher-dir", default="runs/teachers")
     parser.add_argument("--out", default="runs/reproduce_rec")
     parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("--teachers", help="YAML file with a `teachers:` list replacing the base config's (e.g. the LM committee)")
     parser.add_argument("--reuse", action="store_true", help="read runs whose metrics.json already exists instead of re-running them")
     parser.add_argument("overrides", nargs="*", help="key.sub=value applied to every run")
     args = parser.parse_args()
     teachers = teacher_test_auc(Path(args.teacher_dir))
+    extra = list(args.overrides)
+    if args.teachers:
+        import yaml
+
+        spec = yaml.safe_load(Path(args.teachers).read_text())["teachers"]
+        extra.append("teachers=" + json.dumps(spec))  # JSON is valid YAML flow syntax
+    elif "logit_kd[lm]" in args.methods:
+        parser.error("logit_kd[lm] needs --teachers with an lm teacher (configs/rec/teachers/experts_lm.yaml)")
     data, results, per_seed_auc = None, {}, {}
     for method in args.methods:
         runs = []
         for seed in args.seeds:
-            cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *args.overrides])
+            cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *extra])
             run_dir = Path(args.out) / f"{method}-seed{seed}"
             start = time.perf_counter()
             if args.reuse and (run_dir / "metrics.json").exists():
