@@ -20,12 +20,12 @@ DISTILL_STAGES = ["no_kd", "diverse_distill_dense", "diverse_distill"]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'model':<28} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9} {'teacher fwd':>12}"
+    header = f"{'model':<34} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9} {'teacher fwd':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
         t = r["test"]
         lines.append(
-            f"{r['name']:<28} {r['params']:>10,} {t['auc']:>9.4f} {t['logloss']:>8.4f} {t.get('gauc', float('nan')):>7.4f} "
+            f"{r['name']:<34} {r['params']:>10,} {t['auc']:>9.4f} {t['logloss']:>8.4f} {t.get('gauc', float('nan')):>7.4f} "
             f"{t.get('cold', {}).get('auc', float('nan')):>9.4f} {t.get('warm', {}).get('auc', float('nan')):>9.4f} {r.get('forwards', ''):>12}"
         )
     return "\n".join(lines)
