@@ -103,7 +103,7 @@ def fit(
         n_batches = data.train.num_batches(train_cfg.batch_size)
         if train_cfg.max_steps_per_epoch:
             n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
-        bar = tqdm(total=n_batches, desc=f"{description} epoch {epoch}", disable=not train_cfg.progress, leave=False)
+        bar = tqdm(total=n_batches, desc=f"{description} epoch {epoch}", disable=not train_cfg.progress, leave=False, mininterval=1.0)
         loss_sum = 0.0
         for i, batch in enumerate(data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator)):
             if i >= n_batches:
