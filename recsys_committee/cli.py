@@ -11,22 +11,46 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: nothing but registries is reachable
 
 
-def _train(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The run config with the cluster flags folded in (they are ``dist.*`` keys, so a YAML file
+    or ``dist.num_workers=2`` works as well)."""
     from recsys_committee.train.config import load_config
-    from recsys_committee.train.run_train import run_train
 
-    cfg = load_config(args.config, args.overrides)
-    metrics = run_train(cfg, Path(args.out))
+    flags = []
+    if args.num_workers is not None:
+        flags.append(f"dist.num_workers={args.num_workers}")
+    if args.use_gpu:
+        flags.append("dist.use_gpu=true")
+    if args.storage_path is not None:
+        flags.append(f"dist.storage_path={Path(args.storage_path).resolve()}")
+    return load_config(args.config, list(args.overrides) + flags)
+
+
+def _run(command: str, args: argparse.Namespace) -> dict:
+    """One process unless ``--num-workers`` / ``dist.num_workers`` asks for Ray Train workers
+    (``--num-workers 1`` still goes through Ray: sharded path, DCP checkpoints)."""
+    cfg = _load(args)
+    if args.num_workers is not None or cfg.dist.num_workers > 1 or cfg.dist.use_gpu:
+        from recsys_committee.train.ray_entry import run_with_ray
+
+        return run_with_ray(command, cfg, Path(args.out))
+    if command == "train":
+        from recsys_committee.train.run_train import run_train
+
+        return run_train(cfg, Path(args.out))
+    from recsys_committee.train.run_distill import run_distill
+
+    return run_distill(cfg, Path(args.out))
+
+
+def _train(args: argparse.Namespace) -> int:
+    metrics = _run("train", args)
     print(json.dumps({k: metrics[k] for k in ("model", "params", "best_epoch", "epoch_seconds")} | {"val_auc": metrics["val"]["auc"], "test": {k: metrics["test"][k] for k in ("auc", "logloss", "gauc")}}, indent=2))
     return 0
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from recsys_committee.train.config import load_config
-    from recsys_committee.train.run_distill import run_distill
-
-    cfg = load_config(args.config, args.overrides)
-    m = run_distill(cfg, Path(args.out))
+    m = _run("distill", args)
     summary = {k: m[k] for k in ("method", "student_params", "teacher_params", "teacher_forwards", "best_epoch")}
     summary["test"] = {k: m["test"][k] for k in ("auc", "logloss", "gauc")}
     print(json.dumps(summary, indent=2))
@@ -49,6 +73,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (Ray Train)")
+    group.add_argument("--num-workers", type=int, help="train on N Ray Train workers (sharded tables, DCP checkpoints)")
+    group.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
+    group.add_argument("--storage-path", help="Ray Train storage for checkpoints (default: OUT/ray)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-committee", description="Distil a committee of frozen teachers into a small recommender.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    _cluster_flags(train)
     train.set_defaults(func=_train)
     distill = sub.add_parser("distill", help="distil a committee of trained teachers into the student")
     distill.add_argument("--config", required=True)
     distill.add_argument("--out", required=True)
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    _cluster_flags(distill)
     distill.set_defaults(func=_distill)
     cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")
     cache.add_argument("--config", required=True)

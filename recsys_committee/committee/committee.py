@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from recsys_committee.committee.losses import LOSSES, LossSpec, StepContext, Tea
 from recsys_committee.committee.qa import QAModule, TeacherInfo
 from recsys_committee.committee.taps import TapPathError, resolve_module
 from recsys_committee.committee.teacher import TeacherAdapter
-from recsys_committee.committee.types import Batch, StudentOutput
+from recsys_committee.committee.types import Batch, StudentOutput, TeacherOutput
 from recsys_committee.registry import UnknownNameError
 
 PROBE_ROWS = 4  # teachers are probed on a few rows only (an LM forward is not free)
@@ -80,6 +80,8 @@ class Committee(nn.Module):
         self.head_path = head_path
         self.separate_head = separate_head
         self.counter = ForwardCounter([t.name for t in teachers])
+        # distributed runs set this to ``DistContext.max_int`` (see train/distributed.py)
+        self.row_sync: Optional[Callable[[int], int]] = None
 
     # ------------------------------------------------------------------------------- build
     @classmethod
@@ -194,10 +196,25 @@ class Committee(nn.Module):
                 idx = decision.active[:, k].nonzero(as_tuple=True)[0]
                 n = int(idx.numel())
                 self.counter.add(k, n)
+                # Sharded teachers run collectives: every rank must call them with the same
+                # number of rows. ``row_sync`` (set by the distributed loop) returns the max over
+                # ranks; shorter ranks pad with row 0 and drop the padding's outputs.
+                n_run = self.row_sync(n) if self.row_sync is not None else n
+                if n_run == 0:
+                    continue
+                if n_run > n:
+                    self.counter.add_padding(n_run - n)
+                run_idx = idx if n_run == n else torch.cat([idx, idx.new_zeros(n_run - n)])
+                tout = teacher.run(batch if n_run == b else batch.subset(run_idx.to(labels.device)))
+                if n_run > n:
+                    tout = TeacherOutput(
+                        features=tout.features[:n],
+                        logits=None if tout.logits is None else tout.logits[:n],
+                        mask=None if tout.mask is None else tout.mask[:n],
+                    )
                 if n == 0:
                     continue
                 sub = batch if n == b else batch.subset(idx.to(labels.device))
-                tout = teacher.run(sub)
                 if tout.features.shape[0] != n:
                     raise RuntimeError(f"teacher '{teacher.name}' returned {tout.features.shape[0]} rows for {n}")
                 if tout.logits is not None:

@@ -148,12 +148,16 @@ class ForwardCounter:
     def reset(self) -> None:
         self.samples = 0
         self.per_teacher = {n: 0 for n in self.names}
+        self.padding = 0  # rows run only to keep ranks in step (distributed); not in ``run``
 
     def add_batch(self, batch_size: int) -> None:
         self.samples += int(batch_size)
 
     def add(self, k: int, n_rows: int) -> None:
         self.per_teacher[self.names[k]] += int(n_rows)
+
+    def add_padding(self, n_rows: int) -> None:
+        self.padding += int(n_rows)
 
     def as_dict(self) -> dict:
         run = sum(self.per_teacher.values())
@@ -162,4 +166,11 @@ class ForwardCounter:
             "dense": self.samples * len(self.names),
             "samples": self.samples,
             "per_teacher": dict(self.per_teacher),
+            "padding": self.padding,
         }
+
+    def reduce(self, sum_ints: Callable[[list[int]], list[int]]) -> None:
+        """Replace the counts by their sum over ranks (``sum_ints`` is a collective)."""
+        totals = sum_ints([self.samples, self.padding, *self.per_teacher.values()])
+        self.samples, self.padding = totals[0], totals[1]
+        self.per_teacher = dict(zip(self.names, totals[2:]))

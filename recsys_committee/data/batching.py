@@ -8,7 +8,7 @@ and builds the KJT a model asks for (``batch.kjt(keys)``); ``subset`` cuts rows 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -102,10 +102,23 @@ class RecDataset:
             sparse=sparse,
         )
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[RecBatch]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        start: int = 0,
+    ) -> Iterator[RecBatch]:
+        """Batches in (shuffled) order. ``rows`` maps the epoch's global order to this rank's
+        share (``DistContext.train_rows``); ``start`` skips that many batches without building
+        them (resuming mid-epoch)."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            yield self.batch(order[start : start + batch_size])
+        if rows is not None:
+            order = rows(order)
+        for begin in range(start * batch_size, order.numel(), batch_size):
+            yield self.batch(order[begin : begin + batch_size])
 
-    def num_batches(self, batch_size: int) -> int:
-        return (len(self) + batch_size - 1) // batch_size
+    def num_batches(self, batch_size: int, rows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+        n = len(self) if rows is None else int(rows(torch.arange(len(self))).numel())
+        return (n + batch_size - 1) // batch_size

@@ -60,6 +60,27 @@ class TrainConfig:
     max_steps_per_epoch: Optional[int] = None
     progress: bool = True
     deterministic: bool = True
+    # Distributed runs (Ray Train): a torch.distributed.checkpoint every N steps and at every
+    # epoch end (0 = epoch ends only); resumed from the latest one after a worker failure.
+    checkpoint_every: int = 0
+
+
+@dataclass
+class DistConfig:
+    """Multi-worker settings (``--num-workers`` etc. on the command line fill these)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    storage_path: Optional[str] = None  # Ray Train storage (checkpoints); default: <out>/ray
+    max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
+    # "table_wise" | "row_wise" | "column_wise" | "table_row_wise" | "data_parallel" forces one
+    # sharding type for every table; null lets TorchRec's planner choose per table.
+    sharding_type: Optional[str] = None
+    cpus_per_worker: int = 1
+    # Fault drill for tests and the resume benchmark: this rank SIGKILLs itself when it reaches
+    # ``kill_at_step`` in its first attempt (never after a resume).
+    kill_rank: Optional[int] = None
+    kill_at_step: Optional[int] = None
 
 
 @dataclass
@@ -69,6 +90,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     # Committee distillation (None for plain training): teachers and the committee settings.
     teachers: list[dict[str, Any]] = field(default_factory=list)
     committee: Optional[dict[str, Any]] = None

@@ -7,15 +7,24 @@ from torch import nn
 
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.metrics import binary_metrics
+from recsys_committee.train.distributed import DistContext
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: RecDataset, batch_size: int) -> torch.Tensor:
+def predict(model: nn.Module, dataset: RecDataset, batch_size: int, ctx: DistContext | None = None) -> torch.Tensor:
+    """Probabilities for every row of ``dataset``, in row order. Distributed: each rank predicts
+    its interleaved share (same number of equal batches everywhere, as the sharded embeddings
+    need) and the shares are gathered, so metrics are computed over ALL predictions."""
+    ctx = ctx or DistContext.single()
     was_training = model.training
     model.eval()
-    probs = [torch.sigmoid(model(batch).logits.float()) for batch in dataset.batches(batch_size)]
+    rows, _ = ctx.eval_rows(len(dataset))
+    probs = [
+        torch.sigmoid(model(dataset.batch(rows[i : i + batch_size]).to(ctx.device)).logits.float()).cpu()
+        for i in range(0, rows.numel(), batch_size)
+    ]
     model.train(was_training)
-    return torch.cat(probs)
+    return ctx.gather_predictions(torch.cat(probs), len(dataset))
 
 
 def split_metrics(probs: torch.Tensor, dataset: RecDataset, warm_users: torch.Tensor | None = None) -> dict:

@@ -28,6 +28,7 @@ from recsys_committee.data.batching import RecBatch
 from recsys_committee.data.movielens import RecData
 from recsys_committee.models.registry import dense_parameters, embedding_parameters
 from recsys_committee.train.config import OptimConfig, TrainConfig
+from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.evaluate import predict, split_metrics
 
 LossFn = Callable[[RecBatch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -67,6 +68,8 @@ class FitResult:
     epochs_run: int
     epoch_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0  # the step counter at the end (resumed runs included)
+    resumed_from_step: Optional[int] = None
 
     def as_metrics(self) -> dict[str, Any]:
         """The metrics.json fields every run shares (train and distill)."""
@@ -77,7 +80,40 @@ class FitResult:
             "val": self.val,
             "test": self.test,
             "history": self.history,
+            "steps": self.steps,
         }
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue a run exactly where it stopped: the step counter, the data
+    position (epoch, batches done in it, and the shuffling generator's state at the epoch's
+    start, so the epoch's order is rebuilt identically) and the model-selection bookkeeping."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    epoch_generator_state: Optional[torch.Tensor] = None
+    best_auc: float = -math.inf
+    best_epoch: int = -1
+    best_val: Optional[dict[str, Any]] = None
+    stale: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    resumed_from_step: Optional[int] = None
+
+
+class Checkpointer:
+    """What ``fit`` needs from a checkpoint store (see train/dist_checkpoint.py)."""
+
+    every: int = 0
+
+    def restore(self) -> Optional[tuple[LoopState, Optional[dict[str, Any]]]]:
+        """(loop state, best predictor state) of the latest checkpoint, or None for a fresh run."""
+        return None
+
+    def save(self, state: LoopState, best_state: Optional[dict[str, Any]]) -> None:
+        raise NotImplementedError
 
 
 def fit(
@@ -90,54 +126,84 @@ def fit(
     generator: torch.Generator,
     on_best: Optional[Callable[[nn.Module, int, dict], None]] = None,
     description: str = "train",
+    ctx: Optional[DistContext] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    checkpointer: Optional[Checkpointer] = None,
+    on_step: Optional[Callable[[LoopState], None]] = None,
 ) -> FitResult:
-    optimizer = make_optimizer(trainable, optim_cfg)
+    """Distributed runs pass ``ctx`` (rows per rank, gathered evaluation), the optimizer built
+    for the sharded model and a ``checkpointer``; everything else is the same loop."""
+    ctx = ctx or DistContext.single()
+    optimizer = optimizer or make_optimizer(trainable, optim_cfg)
     warm_users = data.warm_users()
-    best_auc, best_epoch, best_state, stale = -math.inf, -1, None, 0
-    history: list[dict[str, Any]] = []
-    step = 0
-    seconds: list[float] = []
-    for epoch in range(train_cfg.epochs):
+    st, best_state = LoopState(), None
+    restored = checkpointer.restore() if checkpointer is not None else None
+    if restored is not None:
+        st, best_state = restored
+        st.resumed_from_step = st.step
+        if ctx.is_main and train_cfg.progress:
+            print(f"{description}: resumed at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
+    show = train_cfg.progress and ctx.is_main
+    while st.epoch < train_cfg.epochs:
         trainable.train()
         start = time.perf_counter()
-        n_batches = data.train.num_batches(train_cfg.batch_size)
+        if st.batch_in_epoch == 0 or st.epoch_generator_state is None:
+            st.epoch_generator_state = generator.get_state()
+        else:
+            generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order
+        n_batches = data.train.num_batches(train_cfg.batch_size, rows=ctx.train_rows)
         if train_cfg.max_steps_per_epoch:
             n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
-        bar = tqdm(total=n_batches, desc=f"{description} epoch {epoch}", disable=not train_cfg.progress, leave=False, mininterval=1.0)
-        loss_sum = 0.0
-        for i, batch in enumerate(data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator)):
-            if i >= n_batches:
+        bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not show, leave=False, mininterval=1.0)
+        loss_sum, seen = 0.0, 0
+        batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
+        for batch in batches:
+            if st.batch_in_epoch >= n_batches:
                 break
-            loss, terms = loss_fn(batch, step)
+            loss, terms = loss_fn(batch.to(ctx.device) if ctx.device.type != "cpu" else batch, st.step)
             for name, value in {"total": loss, **terms}.items():
                 if not torch.isfinite(value).all():
-                    raise NonFiniteLossError(step, name, float(value.detach().float().mean()))
+                    raise NonFiniteLossError(st.step, name, float(value.detach().float().mean()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach())
-            step += 1
+            seen += 1
+            st.step += 1
+            st.batch_in_epoch += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / (i + 1):.4f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            if on_step is not None:
+                on_step(st)
+            if checkpointer is not None and checkpointer.every and st.step % checkpointer.every == 0 and st.batch_in_epoch < n_batches:
+                checkpointer.save(st, best_state)
         bar.close()
-        seconds.append(time.perf_counter() - start)
-        val = split_metrics(predict(predictor, data.val, train_cfg.eval_batch_size), data.val, warm_users)
-        history.append({"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1), "val_auc": val["auc"], "seconds": seconds[-1]})
-        if train_cfg.progress:
-            print(f"{description} epoch {epoch}: train loss {history[-1]['train_loss']:.4f}  val AUC {val['auc']:.4f}  ({seconds[-1]:.1f}s)")
-        if val["auc"] > best_auc:
-            best_auc, best_epoch, best_val, stale = val["auc"], epoch, val, 0
+        st.seconds.append(time.perf_counter() - start)
+        val = split_metrics(predict(predictor, data.val, train_cfg.eval_batch_size, ctx), data.val, warm_users)
+        st.history.append({"epoch": st.epoch, "step": st.step, "train_loss": loss_sum / max(seen, 1), "val_auc": val["auc"], "seconds": st.seconds[-1]})
+        if show:
+            print(f"{description} epoch {st.epoch}: train loss {st.history[-1]['train_loss']:.4f}  val AUC {val['auc']:.4f}  ({st.seconds[-1]:.1f}s)")
+        stop = False
+        if val["auc"] > st.best_auc:
+            st.best_auc, st.best_epoch, st.best_val, st.stale = val["auc"], st.epoch, val, 0
             best_state = copy.deepcopy(predictor.state_dict())
             if on_best is not None:
-                on_best(predictor, epoch, val)
+                on_best(predictor, st.epoch, val)
         else:
-            stale += 1
-            if stale >= train_cfg.patience:
-                break
-    assert best_state is not None, "no epoch ran"
+            st.stale += 1
+            stop = st.stale >= train_cfg.patience
+        st.epoch, st.batch_in_epoch, st.epoch_generator_state = st.epoch + 1, 0, None
+        if checkpointer is not None:
+            checkpointer.save(st, best_state)
+        if stop:
+            break
+    assert best_state is not None and st.best_val is not None, "no epoch ran"
     predictor.load_state_dict(best_state)
-    test = split_metrics(predict(predictor, data.test, train_cfg.eval_batch_size), data.test, warm_users)
-    return FitResult(val=best_val, test=test, best_epoch=best_epoch, epochs_run=len(history), epoch_seconds=float(np.mean(seconds)), history=history)
+    test = split_metrics(predict(predictor, data.test, train_cfg.eval_batch_size, ctx), data.test, warm_users)
+    return FitResult(
+        val=st.best_val, test=test, best_epoch=st.best_epoch, epochs_run=len(st.history),
+        epoch_seconds=float(np.mean(st.seconds)), history=st.history, steps=st.step, resumed_from_step=st.resumed_from_step,
+    )
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

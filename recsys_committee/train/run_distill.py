@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -21,7 +21,9 @@ from recsys_committee.models import build_model, count_params
 from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers rec teachers)
 from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
+from recsys_committee.train.distributed import DistContext, describe_plan
 from recsys_committee.train.loop import fit, seed_everything, write_json
+from recsys_committee.train.sharded import export_sharded, setup_sharded
 from recsys_committee.train.plots import plot_learning_curve
 from recsys_committee.train.run_train import load_data
 
@@ -46,9 +48,24 @@ def committee_config(cfg: RunConfig) -> CommitteeConfig:
     return from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
 
 
-def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+def run_distill(
+    cfg: RunConfig,
+    out: Path,
+    data: RecData | None = None,
+    ctx: DistContext | None = None,
+    restore_from: str | Path | None = None,
+    report: Callable[[Path, Any], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Single process by default. With a distributed ``ctx`` (Ray Train workers; world size 1
+    included) the committee's embedding tables are sharded with DMP, rows are split across
+    ranks, AUC is computed over the gathered predictions, state is checkpointed with DCP
+    under ``out/checkpoints`` (resumed from ``restore_from``) and rank 0 writes the files."""
+    ctx = ctx or DistContext.single()
+    sharded = ctx.distributed or restore_from is not None or report is not None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
@@ -56,39 +73,64 @@ def run_distill(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[
     student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)
+    params = {  # counted before sharding: a sharded table's parameters are local shards
+        "student_params": count_params(export_student(committee)),
+        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
+        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
+    }
+    model: torch.nn.Module = committee
+    optimizer = checkpointer = None
+    if sharded:
+        committee.row_sync = ctx.max_int
+        setup = setup_sharded(committee, committee.student, cfg, ctx, out, restore_from, report)
+        model, optimizer, checkpointer = setup.model, setup.optimizer, setup.checkpointer
 
     def loss_fn(batch, step):
-        result = committee(batch, step)
+        result = model(batch, step)
         return result.loss, result.terms
 
     def save_best(predictor, epoch, val):
-        save_checkpoint(
-            out / "student.pt",
-            {
-                "model": cfg.model.name,
-                "params": cfg.model.params,
-                "cardinalities": data.cardinalities,
-                "num_dense": data.num_dense,
-                "state_dict": copy.deepcopy(predictor.state_dict()),
-                "epoch": epoch,
-                "val_auc": val["auc"],
-                "method": ccfg.method,
-            },
-        )
+        if sharded:
+            return  # sharded tables: student.pt is assembled from the DCP checkpoint at the end
+        save_checkpoint(out / "student.pt", student_payload(cfg, data, predictor.state_dict(), epoch, val["auc"], ccfg.method))
 
-    result = fit(committee, committee.student, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=ccfg.method)
-    exported = export_student(committee)
+    result = fit(
+        model, committee.student, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=ccfg.method,
+        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=on_step,
+    )
+    committee.counter.reduce(ctx.sum_ints)
+    if sharded:
+        export_sharded(
+            committee.student, lambda: build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params), out / "student.pt",
+            lambda state: student_payload(cfg, data, state, result.best_epoch, result.val["auc"], ccfg.method), ctx,
+        )
     forwards = committee.teacher_forwards()
     metrics = {
         "method": ccfg.method,
         "gate": ccfg.gate if ccfg.method == "diverse_distill" else None,
         "seed": cfg.seed,
-        "student_params": count_params(exported),
-        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
-        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
+        "world_size": ctx.world_size,
+        **params,
         "teacher_forwards": forwards,
         **result.as_metrics(),
     }
-    write_json(out / "metrics.json", metrics)
-    plot_learning_curve(result.history, out / "curve.png", f"{ccfg.method} (seed {cfg.seed})")
+    if sharded:
+        metrics["sharding_plan"] = describe_plan(model)
+        metrics["resumed_from_step"] = result.resumed_from_step
+    if ctx.is_main:
+        write_json(out / "metrics.json", metrics)
+        plot_learning_curve(result.history, out / "curve.png", f"{ccfg.method} (seed {cfg.seed})")
     return metrics
+
+
+def student_payload(cfg: RunConfig, data: RecData, state: dict, epoch: int, val_auc: float, method: str) -> dict[str, Any]:
+    return {
+        "model": cfg.model.name,
+        "params": cfg.model.params,
+        "cardinalities": data.cardinalities,
+        "num_dense": data.num_dense,
+        "state_dict": copy.deepcopy(state),
+        "epoch": epoch,
+        "val_auc": val_auc,
+        "method": method,
+    }

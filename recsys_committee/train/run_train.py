@@ -8,7 +8,7 @@ config file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,10 @@ from recsys_committee.data.movielens import RecData, load_movielens
 from recsys_committee.models import build_model, count_params
 from recsys_committee.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from recsys_committee.train.config import DataConfig, RunConfig, dump_config
+from recsys_committee.train.distributed import DistContext, describe_plan
 from recsys_committee.train.loop import fit, seed_everything, write_json
 from recsys_committee.train.plots import plot_learning_curve
+from recsys_committee.train.sharded import export_sharded, setup_sharded
 
 
 def load_data(cfg: DataConfig) -> RecData:
@@ -35,37 +37,63 @@ def load_trained_model(path: str | Path, data: RecData | None = None) -> torch.n
     return model
 
 
-def run_train(cfg: RunConfig, out: Path, data: RecData | None = None) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+def run_train(
+    cfg: RunConfig,
+    out: Path,
+    data: RecData | None = None,
+    ctx: DistContext | None = None,
+    restore_from: str | Path | None = None,
+    report: Callable[[Path, Any], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """One process by default; with a distributed ``ctx`` (Ray Train) the tables are sharded
+    as in ``run_distill`` and rank 0 writes the files."""
+    ctx = ctx or DistContext.single()
+    sharded = ctx.distributed or restore_from is not None or report is not None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
     model = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+    n_params = count_params(model)
+    forward, optimizer, checkpointer = model, None, None
+    if sharded:
+        setup = setup_sharded(model, model, cfg, ctx, out, restore_from, report)
+        forward, optimizer, checkpointer = setup.model, setup.optimizer, setup.checkpointer
 
     def loss_fn(batch, step):
-        return F.binary_cross_entropy_with_logits(model(batch).logits, batch.labels), {}
+        return F.binary_cross_entropy_with_logits(forward(batch).logits, batch.labels), {}
+
+    def payload(state: dict, epoch: int, val_auc: float) -> dict[str, Any]:
+        return {
+            "model": cfg.model.name,
+            "params": cfg.model.params,
+            "cardinalities": data.cardinalities,
+            "num_dense": data.num_dense,
+            "state_dict": state,
+            "epoch": epoch,
+            "val_auc": val_auc,
+        }
 
     def save_best(predictor, epoch, val):
-        save_checkpoint(
-            out / "model.pt",
-            {
-                "model": cfg.model.name,
-                "params": cfg.model.params,
-                "cardinalities": data.cardinalities,
-                "num_dense": data.num_dense,
-                "state_dict": predictor.state_dict(),
-                "epoch": epoch,
-                "val_auc": val["auc"],
-            },
-        )
+        if not sharded:  # sharded: model.pt is assembled from the shards at the end
+            save_checkpoint(out / "model.pt", payload(predictor.state_dict(), epoch, val["auc"]))
 
-    result = fit(model, model, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=cfg.model.name)
-    metrics = {
-        "model": cfg.model.name,
-        "seed": cfg.seed,
-        "params": count_params(model),
-        **result.as_metrics(),
-    }
-    write_json(out / "metrics.json", metrics)
-    plot_learning_curve(result.history, out / "curve.png", f"{cfg.model.name} (seed {cfg.seed})")
+    result = fit(
+        forward, model, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=cfg.model.name,
+        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=on_step,
+    )
+    if sharded:
+        export_sharded(
+            model, lambda: build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params), out / "model.pt",
+            lambda state: payload(state, result.best_epoch, result.val["auc"]), ctx,
+        )
+    metrics = {"model": cfg.model.name, "seed": cfg.seed, "params": n_params, "world_size": ctx.world_size, **result.as_metrics()}
+    if sharded:
+        metrics["sharding_plan"] = describe_plan(forward)
+        metrics["resumed_from_step"] = result.resumed_from_step
+    if ctx.is_main:
+        write_json(out / "metrics.json", metrics)
+        plot_learning_curve(result.history, out / "curve.png", f"{cfg.model.name} (seed {cfg.seed})")
     return metrics

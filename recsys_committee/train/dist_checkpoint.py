@@ -1,0 +1,156 @@
+"""Sharded checkpoints with ``torch.distributed.checkpoint`` (DCP).
+
+Why DCP and not ``torch.save``: under ``DistributedModelParallel`` each worker holds only its
+shards of the embedding tables (and of their fused optimizer state). DCP writes every shard
+once, with metadata saying which rows/columns it covers, so a checkpoint saved by 2 workers
+loads into 1 (or 4): the loader asks for the shards of ITS plan and DCP reads the overlapping
+pieces. What goes in: the trainable model state (student, QA, gate; never the frozen
+teachers, which come from their own files), the optimizer (dense AdamW + fused embedding
+optimizer), the best-validation student, and the loop state (step counter, epoch, batch
+position, the epoch's shuffling seed state, model-selection bookkeeping).
+
+A checkpoint directory is complete only when ``COMPLETE`` exists (written last, by rank 0, after
+every rank finished): a crash mid-save leaves a directory that is refused by name, never one
+that loads half a model. Incompatible or corrupt files raise ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+
+from recsys_committee.train.checkpoint import CheckpointError
+from recsys_committee.train.distributed import DistContext
+from recsys_committee.train.loop import Checkpointer, LoopState
+
+FORMAT = "diverse-distill-dcp/1"
+MARKER = "COMPLETE"
+LOOP_FILE = "loop_state.pt"
+
+
+def trainable_state(model: nn.Module) -> dict[str, Any]:
+    """The model's state without the frozen teachers (``teachers.`` keys)."""
+    return {k: v for k, v in model.state_dict().items() if not k.split(".", 1)[0] == "teachers" and ".teachers." not in f".{k}"}
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def latest_checkpoint(root: Path) -> Optional[Path]:
+    done = sorted(p for p in root.glob("step-*") if is_complete(p))
+    return done[-1] if done else None
+
+
+class DistCheckpointer(Checkpointer):
+    """Save/restore one run's state with DCP under ``root/step-XXXXXXXX``.
+
+    ``report(path, state)`` is called after each complete save (Ray Train passes the directory
+    to ``ray.train.report``); ``restore_from`` is the checkpoint to resume (Ray's
+    ``get_checkpoint()``), else the latest complete one under ``root`` if ``resume`` is set.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        model: nn.Module,
+        predictor: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ctx: DistContext,
+        every: int = 0,
+        restore_from: Optional[str | Path] = None,
+        report: Optional[Callable[[Path, LoopState], None]] = None,
+        keep: int = 2,
+    ) -> None:
+        self.root = Path(root)
+        self.model, self.predictor, self.optimizer, self.ctx = model, predictor, optimizer, ctx
+        self.every = every
+        self.restore_from = Path(restore_from) if restore_from is not None else None
+        self.report = report
+        self.keep = keep
+
+    # ----------------------------------------------------------------------------- save
+    def save(self, state: LoopState, best_state: Optional[dict[str, Any]]) -> None:
+        path = self.root / f"step-{state.step:08d}"
+        if self.ctx.is_main and path.exists():
+            shutil.rmtree(path)  # a leftover of a crashed attempt at this same step
+        self.ctx.barrier()
+        payload = {"model": trainable_state(self.model), "optim": self.optimizer.state_dict()}
+        if best_state is not None:
+            payload["best"] = best_state
+        dcp.save(payload, checkpoint_id=str(path))
+        if self.ctx.is_main:
+            loop = dataclasses.asdict(state)
+            torch.save(loop, path / LOOP_FILE)
+            info = {"format": FORMAT, "step": state.step, "world_size": self.ctx.world_size, "has_best": best_state is not None}
+            (path / MARKER).write_text(json.dumps(info))
+            self._prune()
+        self.ctx.barrier()
+        if self.report is not None:
+            self.report(path, state)
+
+    def _prune(self) -> None:
+        done = sorted(p for p in self.root.glob("step-*") if is_complete(p))
+        for old in done[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------- restore
+    def restore(self) -> Optional[tuple[LoopState, Optional[dict[str, Any]]]]:
+        path = self.restore_from
+        if path is None:
+            return None
+        return load_into(path, self.model, self.predictor, self.optimizer)
+
+
+def read_info(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not is_complete(path):
+        raise CheckpointError(f"checkpoint {path} is incomplete (no {MARKER} marker: the save was interrupted); resume from an earlier one")
+    try:
+        info = json.loads((path / MARKER).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unreadable {MARKER} marker: {exc}") from exc
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {FORMAT} checkpoint (format {info.get('format')!r})")
+    return info
+
+
+def load_into(
+    path: str | Path, model: nn.Module, predictor: nn.Module, optimizer: Optional[torch.optim.Optimizer]
+) -> tuple[LoopState, Optional[dict[str, Any]]]:
+    """Load a DCP checkpoint (saved at any world size) into this process's model/optimizer.
+    Collective when the model is sharded: every rank calls it."""
+    path = Path(path)
+    info = read_info(path)
+    try:
+        loop = torch.load(path / LOOP_FILE, map_location="cpu", weights_only=False)
+        state = LoopState(**loop)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path}: loop state {LOOP_FILE} is corrupt or incompatible: {exc}") from exc
+    payload: dict[str, Any] = {"model": trainable_state(model)}
+    if optimizer is not None:
+        payload["optim"] = optimizer.state_dict()
+    best_template = None
+    if info.get("has_best"):
+        best_template = copy.deepcopy(predictor.state_dict())  # not the live weights: loaded in place
+        payload["best"] = best_template
+    try:
+        dcp.load(payload, checkpoint_id=str(path))
+    except Exception as exc:  # missing shard, truncated file, keys/shapes of another model
+        raise CheckpointError(f"checkpoint {path} is corrupt or does not fit this model: {type(exc).__name__}: {exc}") from exc
+    try:
+        model.load_state_dict(payload["model"], strict=False)
+        if optimizer is not None:
+            optimizer.load_state_dict(payload["optim"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {exc}") from exc
+    return state, payload.get("best")

@@ -1,0 +1,111 @@
+"""Ray Train entry point: the same ``train`` / ``distill`` runs, on N workers.
+
+Why Ray Train's ``TorchTrainer``: it starts the workers (on one machine or a cluster), builds the
+process group (gloo on CPU, nccl on GPU), restarts the worker group from the last reported
+checkpoint when a worker dies (``FailureConfig(max_failures)``), and keeps the checkpoints in
+``storage_path``. Inside each worker the code is the single-process run with a distributed
+``DistContext``: TorchRec shards the tables (DMP), the rows are split across workers, AUC is
+computed over the gathered predictions, DCP checkpoints are reported with
+``ray.train.report(..., checkpoint=...)`` and resumed from ``ray.train.get_checkpoint()``.
+TorchRec is imported inside the worker (it loads FBGEMM; the driver does not need it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+from recsys_committee.train.config import RunConfig, from_dict
+
+# The workers' environment: loopback for gloo unless told otherwise (a laptop or a test must not
+# listen on a real interface; a cluster sets GLOO_SOCKET_IFNAME itself), quiet FBGEMM logs.
+WORKER_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs in every Ray worker. ``config``: {"command": "train"|"distill", "run": RunConfig
+    as a dict, "out": output folder (shared by the workers)}."""
+    import ray.train
+    import ray.train.torch
+
+    from recsys_committee.train.distributed import DistContext
+
+    if os.path.isdir(config.get("cwd", "")):
+        os.chdir(config["cwd"])  # relative paths in the config (data/, runs/teachers) mean the driver's
+    cfg = from_dict(RunConfig, config["run"])
+    out = Path(config["out"])
+    ctx = DistContext.from_process_group(ray.train.torch.get_device() if cfg.dist.use_gpu else None)
+    checkpoint = ray.train.get_checkpoint()
+    resumed = checkpoint is not None
+
+    def report(path: Path, state: Any) -> None:
+        from ray.train import Checkpoint
+
+        metrics = {"step": state.step, "epoch": state.epoch, "best_val_auc": state.best_auc if state.best_epoch >= 0 else None}
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)) if ctx.is_main else None)
+
+    def fault_drill(state: Any) -> None:
+        if not resumed and cfg.dist.kill_rank == ctx.rank and state.step == cfg.dist.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    run = _runner(config["command"])
+    if checkpoint is None:
+        run(cfg, out, ctx=ctx, report=report, on_step=fault_drill)
+        return
+    with checkpoint.as_directory() as restore_dir:
+        run(cfg, out, ctx=ctx, restore_from=restore_dir, report=report, on_step=fault_drill)
+
+
+def _runner(command: str):
+    if command == "distill":
+        from recsys_committee.train.run_distill import run_distill
+
+        return run_distill
+    if command == "train":
+        from recsys_committee.train.run_train import run_train
+
+        return run_train
+    raise ValueError(f"unknown command '{command}' for Ray Train; expected 'train' or 'distill'")
+
+
+def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None) -> dict[str, Any]:
+    """Start the ``TorchTrainer`` (connecting to a running cluster if ``RAY_ADDRESS`` is set or
+    ``ray start`` ran, else a local one) and return rank 0's metrics.json."""
+    import json
+
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(cfg.dist.storage_path or out / "ray").resolve()
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}}, log_to_driver=True, include_dashboard=False)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"command": command, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},
+        torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.dist.num_workers, use_gpu=cfg.dist.use_gpu, resources_per_worker={"CPU": cfg.dist.cpus_per_worker}
+        ),
+        run_config=RayRunConfig(
+            name=name or out.name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.dist.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _passthrough_env() -> dict[str, str]:
+    """Settings the driver has that the workers need too (loopback gloo, thread counts)."""
+    keys = ("GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    return {k: os.environ[k] for k in keys if k in os.environ}

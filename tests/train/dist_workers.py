@@ -1,0 +1,94 @@
+"""Functions run inside the spawned gloo processes of test_distributed.py (importable by name)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -> dict:
+    """Forward, backward and one embedding update of the DMP-sharded student against the same
+    student unsharded on the whole batch."""
+    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.models import build_model
+    from recsys_committee.models.registry import dense_parameters, embedding_parameters
+    from recsys_committee.train.config import OptimConfig
+    from recsys_committee.train.distributed import DistContext, shard_model
+    from recsys_committee.train.loop import make_optimizer
+
+    torch.manual_seed(0)
+    data = load_movielens(data_dir, "ml-tiny")
+    plain = build_model("student", data.cardinalities, data.num_dense, hidden=[32, 16], cross_rank=8)
+    twin = copy.deepcopy(plain)
+    per_rank = len(data.train) // world
+    batch = data.train.batch(torch.arange(per_rank * world))
+    lr = 0.5
+
+    out = plain(batch)
+    F.binary_cross_entropy_with_logits(out.logits, batch.labels).backward()
+    after_plain = {}
+    for factor in (1, world):
+        stepped = copy.deepcopy(plain)
+        with torch.no_grad():  # the plain SGD step on the tables that the fused kernel takes
+            for p, g in zip(embedding_parameters(stepped), embedding_parameters(plain)):
+                p -= lr * factor * g.grad
+        after_plain[factor] = stepped(batch).logits.detach()
+
+    ctx = DistContext.from_process_group()
+    make_optimizer(twin, OptimConfig(embedding_optimizer="sgd", embedding_lr=lr))
+    model = shard_model(twin, ctx, sharding_type)
+    rows = torch.arange(rank * per_rank, (rank + 1) * per_rank)
+    local = batch.subset(rows)
+    s_out = model(local)
+    F.binary_cross_entropy_with_logits(s_out.logits, local.labels).backward()
+    dense_plain = dict(zip([n for n, p in plain.named_parameters() if p in set(dense_parameters(plain))], dense_parameters(plain)))
+    grads_equal = all(
+        torch.allclose(p.grad, dense_plain[n].grad, atol=1e-6)
+        for n, p in model.module.named_parameters()
+        if n in dense_plain and p.grad is not None
+    )
+    n_dense_grads = sum(1 for n, p in model.module.named_parameters() if n in dense_plain and p.grad is not None)
+    after = model(local).logits.detach()
+    return {
+        "forward_max_diff": float((s_out.logits.detach() - out.logits.detach()[rows]).abs().max()),
+        "dense_grads_equal": grads_equal,
+        "n_dense_grads": n_dense_grads,
+        "after_update_max_diff": {f: float((after - a[rows]).abs().max()) for f, a in after_plain.items()},
+        "plan": {k: v for k, v in model.sharding_plan.plan.items()},
+    }
+
+
+def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, restore_from: str | None = None) -> dict:
+    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.distributed import DistContext
+    from recsys_committee.train.run_distill import run_distill
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs/rec/diverse_distill.yaml", cfg_overrides)
+    data = load_movielens(cfg.data.root, max_rows=cfg.data.max_rows)
+    metrics = run_distill(cfg, Path(out), data=data, ctx=DistContext.from_process_group(), restore_from=restore_from, report=lambda p, s: None)
+    return {k: metrics[k] for k in ("test", "val", "teacher_forwards", "steps", "resumed_from_step", "world_size", "student_params", "history")}
+
+
+def restore_errors(rank: int, world: int, cfg_overrides: list[str], out: str, checkpoints: list[str]) -> list[str]:
+    """Try to resume from each (broken) checkpoint; return the error messages."""
+    from recsys_committee.train.checkpoint import CheckpointError
+
+    messages = []
+    for path in checkpoints:
+        try:
+            distill_run(rank, world, cfg_overrides, out, restore_from=path)
+            messages.append("no error")
+        except CheckpointError as exc:
+            messages.append(str(exc))
+    return messages
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
