@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 from torch import nn
 
 from recsys_committee.train.checkpoint import CheckpointError
@@ -87,6 +88,9 @@ class DistCheckpointer(Checkpointer):
         if best_state is not None:
             payload["best"] = best_state
         dcp.save(payload, checkpoint_id=str(path))
+        # each rank's RNG (gate exploration, dropout): a resumed run draws what the unbroken one would
+        torch.save(torch.get_rng_state(), path / f"rng-{self.ctx.rank}.pt")
+        self.ctx.barrier()
         if self.ctx.is_main:
             loop = dataclasses.asdict(state)
             torch.save(loop, path / LOOP_FILE)
@@ -107,7 +111,11 @@ class DistCheckpointer(Checkpointer):
         path = self.restore_from
         if path is None:
             return None
-        return load_into(path, self.model, self.predictor, self.optimizer)
+        restored = load_into(path, self.model, self.predictor, self.optimizer)
+        rng = path / f"rng-{self.ctx.rank}.pt"
+        if rng.is_file():  # absent when resuming at a larger world size: that rank keeps its seed
+            torch.set_rng_state(torch.load(rng, weights_only=True))
+        return restored
 
 
 def read_info(path: Path) -> dict[str, Any]:
@@ -137,6 +145,13 @@ def load_into(
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: loop state {LOOP_FILE} is corrupt or incompatible: {exc}") from exc
     payload: dict[str, Any] = {"model": trainable_state(model)}
+    lazy = getattr(optimizer, "lazy_part", None)
+    if lazy is not None and not lazy.state:
+        # DCP loads in place, so the state must exist first: one zero-gradient step creates it
+        # (the weights it might touch are overwritten by the load below)
+        lazy.init_state()
+        for p in lazy.params.values():
+            p.grad = None
     if optimizer is not None:
         payload["optim"] = optimizer.state_dict()
     best_template = None
@@ -145,10 +160,9 @@ def load_into(
         payload["best"] = best_template
     try:
         dcp.load(payload, checkpoint_id=str(path))
-    except Exception as exc:  # missing shard, truncated file, keys/shapes of another model
+    except (Exception, CheckpointException) as exc:  # missing shard, truncated file, another model's keys/shapes
         raise CheckpointError(f"checkpoint {path} is corrupt or does not fit this model: {type(exc).__name__}: {exc}") from exc
-    try:
-        model.load_state_dict(payload["model"], strict=False)
+    try:  # dcp.load filled the model's tensors in place (state_dict tensors alias the weights)
         if optimizer is not None:
             optimizer.load_state_dict(payload["optim"])
     except (RuntimeError, KeyError, ValueError) as exc:

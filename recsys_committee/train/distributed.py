@@ -152,7 +152,7 @@ def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str
     quiet_library_logs()
     if sharding_type is not None and sharding_type not in SHARDING_TYPES:
         raise ValueError(f"unknown sharding type '{sharding_type}'; choose from {list(SHARDING_TYPES)}")
-    pg = dist.group.WORLD if ctx.distributed else None
+    pg = dist.group.WORLD if dist.is_available() and dist.is_initialized() else None
     env = ShardingEnv.from_process_group(pg) if pg is not None else ShardingEnv.from_local(1, 0)
     if sharding_type in MANUAL_TYPES and ctx.device.type == "cpu":
         plan = manual_plan(module, ctx, sharding_type)  # the CPU planner never proposes row-wise
@@ -162,7 +162,12 @@ def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str
             constraints = {name: ParameterConstraints(sharding_types=[sharding_type]) for name in table_names(module)}
         topology = Topology(world_size=ctx.world_size, compute_device=ctx.device.type)
         planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-        plan = planner.collective_plan(module, pg=pg) if pg is not None else planner.plan(module, sharders=None)
+        if pg is not None:
+            plan = planner.collective_plan(module, pg=pg)
+        else:
+            from torchrec.distributed.sharding_plan import get_default_sharders
+
+            plan = planner.plan(module, sharders=get_default_sharders())
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
     weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     wrapper = DefaultDataParallelWrapper(static_graph=False, find_unused_parameters=True)

@@ -94,6 +94,7 @@ class LoopState:
     epoch: int = 0
     batch_in_epoch: int = 0
     epoch_generator_state: Optional[torch.Tensor] = None
+    epoch_loss_sum: float = 0.0  # over the batches of this epoch done so far (the logged train loss)
     best_auc: float = -math.inf
     best_epoch: int = -1
     best_val: Optional[dict[str, Any]] = None
@@ -155,7 +156,7 @@ def fit(
         if train_cfg.max_steps_per_epoch:
             n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
         bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not show, leave=False, mininterval=1.0)
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
         for batch in batches:
             if st.batch_in_epoch >= n_batches:
@@ -169,6 +170,7 @@ def fit(
             optimizer.step()
             loss_sum += float(loss.detach())
             seen += 1
+            st.epoch_loss_sum = loss_sum
             st.step += 1
             st.batch_in_epoch += 1
             bar.update(1)
@@ -192,7 +194,7 @@ def fit(
         else:
             st.stale += 1
             stop = st.stale >= train_cfg.patience
-        st.epoch, st.batch_in_epoch, st.epoch_generator_state = st.epoch + 1, 0, None
+        st.epoch, st.batch_in_epoch, st.epoch_generator_state, st.epoch_loss_sum = st.epoch + 1, 0, None, 0.0
         if checkpointer is not None:
             checkpointer.save(st, best_state)
         if stop:

@@ -33,10 +33,27 @@ def sharded_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer
     both keyed by parameter name (what DCP checkpoints and reshards)."""
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
-    fused = {id(p) for group in model.fused_optimizer.param_groups for p in group["params"]}
-    dense = {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) not in fused}
+    # tables of the sharded modules are updated by the fused kernels (a rank holds only some of them)
+    sharded = tuple(f"{path}." for path in model.sharding_plan.plan)
+    dense = {n: p for n, p in model.named_parameters() if p.requires_grad and not _strip(n).startswith(sharded)}
     adam = KeyedOptimizerWrapper(dense, lambda params: torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay))
-    return CombinedOptimizer([("fused", model.fused_optimizer), ("dense", adam)])
+    # The frozen teachers' sharded tables get fused optimisers from DMP too; they never receive
+    # a gradient, so leave them out: nothing to step, nothing to checkpoint.
+    trainable = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not _is_teacher_path(name)]
+    combined = CombinedOptimizer([*[(f"fused.{n}", o) for n, o in trainable], ("dense", adam)])
+    combined.lazy_part = adam  # AdamW creates its state at the first step: see dist_checkpoint.load_into
+    return combined
+
+
+def _strip(name: str) -> str:
+    for prefix in ("module.", "_dmp_wrapped_module.module.", "_dmp_wrapped_module."):
+        if name.startswith(prefix):
+            return _strip(name[len(prefix):])
+    return name
+
+
+def _is_teacher_path(name: str) -> bool:
+    return name == "teachers" or name.startswith("teachers.") or ".teachers." in f".{name}"
 
 
 def setup_sharded(

@@ -62,6 +62,9 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
 
     ckpts = sorted((tmp_path / "two" / "checkpoints").glob("step-*"))
     assert [c.name for c in ckpts] == ["step-00000009", "step-00000012"]  # the last two kept
+    again = run_local(dist_workers.distill_run, 2, overrides, str(tmp_path / "again"), str(ckpts[0]))[0]
+    assert again["resumed_from_step"] == 9 and again["steps"] == 12
+    assert again["test"]["auc"] == two[0]["test"]["auc"]  # resumed mid-epoch = unbroken, exactly
     one = run_local(dist_workers.distill_run, 1, overrides, str(tmp_path / "one"), str(ckpts[0]))[0]
     assert one["resumed_from_step"] == 9 and one["steps"] == 12  # no step lost or repeated
     assert one["world_size"] == 1 and one["test"]["auc"] > 0.55
