@@ -169,8 +169,18 @@ class ForwardCounter:
             "padding": self.padding,
         }
 
+    def totals(self) -> list[int]:
+        return [self.samples, self.padding, *self.per_teacher.values()]
+
+    def add_totals(self, totals: list[int]) -> None:
+        """Add counts saved by ``totals`` (a resumed run continues counting)."""
+        self.samples += int(totals[0])
+        self.padding += int(totals[1])
+        for name, n in zip(self.names, totals[2:]):
+            self.per_teacher[name] += int(n)
+
     def reduce(self, sum_ints: Callable[[list[int]], list[int]]) -> None:
         """Replace the counts by their sum over ranks (``sum_ints`` is a collective)."""
-        totals = sum_ints([self.samples, self.padding, *self.per_teacher.values()])
+        totals = sum_ints(self.totals())
         self.samples, self.padding = totals[0], totals[1]
         self.per_teacher = dict(zip(self.names, totals[2:]))

@@ -70,6 +70,8 @@ class DistCheckpointer(Checkpointer):
         restore_from: Optional[str | Path] = None,
         report: Optional[Callable[[Path, LoopState], None]] = None,
         keep: int = 2,
+        get_counts: Optional[Callable[[], Any]] = None,
+        add_counts: Optional[Callable[[Any], None]] = None,
     ) -> None:
         self.root = Path(root)
         self.model, self.predictor, self.optimizer, self.ctx = model, predictor, optimizer, ctx
@@ -77,6 +79,7 @@ class DistCheckpointer(Checkpointer):
         self.restore_from = Path(restore_from) if restore_from is not None else None
         self.report = report
         self.keep = keep
+        self.get_counts, self.add_counts = get_counts, add_counts
 
     # ----------------------------------------------------------------------------- save
     def save(self, state: LoopState, best_state: Optional[dict[str, Any]]) -> None:
@@ -89,7 +92,8 @@ class DistCheckpointer(Checkpointer):
             payload["best"] = best_state
         dcp.save(payload, checkpoint_id=str(path))
         # each rank's RNG (gate exploration, dropout): a resumed run draws what the unbroken one would
-        torch.save(torch.get_rng_state(), path / f"rng-{self.ctx.rank}.pt")
+        # and its counters (teacher forwards run on this rank), summed over ranks at the end
+        torch.save({"rng": torch.get_rng_state(), "counts": self.get_counts() if self.get_counts else None}, path / f"rank-{self.ctx.rank}.pt")
         self.ctx.barrier()
         if self.ctx.is_main:
             loop = dataclasses.asdict(state)
@@ -112,9 +116,14 @@ class DistCheckpointer(Checkpointer):
         if path is None:
             return None
         restored = load_into(path, self.model, self.predictor, self.optimizer)
-        rng = path / f"rng-{self.ctx.rank}.pt"
-        if rng.is_file():  # absent when resuming at a larger world size: that rank keeps its seed
-            torch.set_rng_state(torch.load(rng, weights_only=True))
+        # rank r takes over the files of old ranks r, r + W, ... (fewer workers after a resume)
+        saved = int(read_info(path).get("world_size", 1))
+        for old in range(self.ctx.rank, saved, self.ctx.world_size):
+            per_rank = torch.load(path / f"rank-{old}.pt", weights_only=False)
+            if old == self.ctx.rank:  # a new rank beyond the old world keeps its seeded RNG
+                torch.set_rng_state(per_rank["rng"])
+            if self.add_counts and per_rank["counts"] is not None:
+                self.add_counts(per_rank["counts"])
         return restored
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,6 +50,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     def fault_drill(state: Any) -> None:
         if not resumed and cfg.dist.kill_rank == ctx.rank and state.step == cfg.dist.kill_at_step:
+            # Ray's controller collects reports by polling the workers: a crash within a poll
+            # interval of the last report can lose that checkpoint (the run then restarts from the
+            # one before). Wait a few seconds so the drill tests resuming, not that race.
+            time.sleep(5)
             os.kill(os.getpid(), signal.SIGKILL)
 
     run = _runner(config["command"])
@@ -84,7 +89,10 @@ def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = 
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.dist.storage_path or out / "ray").resolve()
     if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}}, log_to_driver=True, include_dashboard=False)
+        if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
+            ray.init()  # inside `ray job submit`: the job's runtime env (working dir, env vars) applies
+        else:
+            ray.init(runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}}, include_dashboard=False)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"command": command, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},

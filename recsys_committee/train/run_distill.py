@@ -82,7 +82,7 @@ def run_distill(
     optimizer = checkpointer = None
     if sharded:
         committee.row_sync = ctx.max_int
-        setup = setup_sharded(committee, committee.student, cfg, ctx, out, restore_from, report)
+        setup = setup_sharded(committee, committee.student, cfg, ctx, out, restore_from, report, counter=committee.counter)
         model, optimizer, checkpointer = setup.model, setup.optimizer, setup.checkpointer
 
     def loss_fn(batch, step):

@@ -64,13 +64,16 @@ def setup_sharded(
     out: Path,
     restore_from: Optional[str | Path] = None,
     report: Optional[Callable[[Path, Any], None]] = None,
+    counter: Any = None,
 ) -> ShardedSetup:
-    """``module`` holds every trainable table (``predictor`` is the part evaluated and kept)."""
+    """``module`` holds every trainable table (``predictor`` is the part evaluated and kept);
+    ``counter`` (the committee's ForwardCounter) is checkpointed per rank."""
     make_optimizer(module, cfg.optim)  # only for its in-backward table optimiser, which DMP fuses into FBGEMM
     model = shard_model(module, ctx, cfg.dist.sharding_type)
     optimizer = sharded_optimizer(model, cfg)
     checkpointer = DistCheckpointer(
-        out / "checkpoints", model, predictor, optimizer, ctx, every=cfg.train.checkpoint_every, restore_from=restore_from, report=report
+        out / "checkpoints", model, predictor, optimizer, ctx, every=cfg.train.checkpoint_every, restore_from=restore_from, report=report,
+        get_counts=counter.totals if counter is not None else None, add_counts=counter.add_totals if counter is not None else None,
     )
     return ShardedSetup(model, optimizer, checkpointer)
 

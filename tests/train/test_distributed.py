@@ -65,9 +65,11 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
     again = run_local(dist_workers.distill_run, 2, overrides, str(tmp_path / "again"), str(ckpts[0]))[0]
     assert again["resumed_from_step"] == 9 and again["steps"] == 12
     assert again["test"]["auc"] == two[0]["test"]["auc"]  # resumed mid-epoch = unbroken, exactly
+    assert again["teacher_forwards"] == two[0]["teacher_forwards"]  # counters carried by the checkpoint
     one = run_local(dist_workers.distill_run, 1, overrides, str(tmp_path / "one"), str(ckpts[0]))[0]
     assert one["resumed_from_step"] == 9 and one["steps"] == 12  # no step lost or repeated
     assert one["world_size"] == 1 and one["test"]["auc"] > 0.55
+    assert one["teacher_forwards"]["samples"] == 9 * 256 * 2 + 3 * 256  # both old ranks' counts + its own
     assert [h["step"] for h in one["history"]] == [6, 12]  # epoch 0's record came back with the checkpoint
 
 
