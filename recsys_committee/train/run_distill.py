@@ -20,11 +20,10 @@ from recsys_committee.data.movielens import RecData
 from recsys_committee.models import build_model, count_params
 from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers rec teachers)
 from recsys_committee.train.checkpoint import save_checkpoint
-from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
-from recsys_committee.train.distributed import DistContext, describe_plan
-from recsys_committee.train.loop import fit, seed_everything, write_json
-from recsys_committee.train.sharded import export_sharded, setup_sharded
-from recsys_committee.train.plots import plot_learning_curve
+from recsys_committee.train.config import ConfigError, RunConfig, from_dict
+from recsys_committee.train.distributed import DistContext
+from recsys_committee.train.loop import fit, seed_everything
+from recsys_committee.train.sharded import begin_run, export_sharded, finish_run, setup_sharded
 from recsys_committee.train.run_train import load_data
 
 
@@ -61,11 +60,7 @@ def run_distill(
     included) the committee's embedding tables are sharded with DMP, rows are split across
     ranks, AUC is computed over the gathered predictions, state is checkpointed with DCP
     under ``out/checkpoints`` (resumed from ``restore_from``) and rank 0 writes the files."""
-    ctx = ctx or DistContext.single()
-    sharded = ctx.distributed or restore_from is not None or report is not None
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, sharded = begin_run(cfg, out, ctx, restore_from, report)
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
@@ -114,13 +109,7 @@ def run_distill(
         "teacher_forwards": forwards,
         **result.as_metrics(),
     }
-    if sharded:
-        metrics["sharding_plan"] = describe_plan(model)
-        metrics["resumed_from_step"] = result.resumed_from_step
-    if ctx.is_main:
-        write_json(out / "metrics.json", metrics)
-        plot_learning_curve(result.history, out / "curve.png", f"{ccfg.method} (seed {cfg.seed})")
-    return metrics
+    return finish_run(metrics, result, model if sharded else None, out, ctx, f"{ccfg.method} (seed {cfg.seed})")
 
 
 def student_payload(cfg: RunConfig, data: RecData, state: dict, epoch: int, val_auc: float, method: str) -> dict[str, Any]:

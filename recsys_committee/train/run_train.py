@@ -16,11 +16,10 @@ import torch.nn.functional as F
 from recsys_committee.data.movielens import RecData, load_movielens
 from recsys_committee.models import build_model, count_params
 from recsys_committee.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
-from recsys_committee.train.config import DataConfig, RunConfig, dump_config
-from recsys_committee.train.distributed import DistContext, describe_plan
-from recsys_committee.train.loop import fit, seed_everything, write_json
-from recsys_committee.train.plots import plot_learning_curve
-from recsys_committee.train.sharded import export_sharded, setup_sharded
+from recsys_committee.train.config import DataConfig, RunConfig
+from recsys_committee.train.distributed import DistContext
+from recsys_committee.train.loop import fit, seed_everything
+from recsys_committee.train.sharded import begin_run, export_sharded, finish_run, setup_sharded
 
 
 def load_data(cfg: DataConfig) -> RecData:
@@ -48,11 +47,7 @@ def run_train(
 ) -> dict[str, Any]:
     """One process by default; with a distributed ``ctx`` (Ray Train) the tables are sharded
     as in ``run_distill`` and rank 0 writes the files."""
-    ctx = ctx or DistContext.single()
-    sharded = ctx.distributed or restore_from is not None or report is not None
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "config.yaml")
+    ctx, sharded = begin_run(cfg, out, ctx, restore_from, report)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
     model = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
@@ -90,10 +85,4 @@ def run_train(
             lambda state: payload(state, result.best_epoch, result.val["auc"]), ctx,
         )
     metrics = {"model": cfg.model.name, "seed": cfg.seed, "params": n_params, "world_size": ctx.world_size, **result.as_metrics()}
-    if sharded:
-        metrics["sharding_plan"] = describe_plan(forward)
-        metrics["resumed_from_step"] = result.resumed_from_step
-    if ctx.is_main:
-        write_json(out / "metrics.json", metrics)
-        plot_learning_curve(result.history, out / "curve.png", f"{cfg.model.name} (seed {cfg.seed})")
-    return metrics
+    return finish_run(metrics, result, forward if sharded else None, out, ctx, f"{cfg.model.name} (seed {cfg.seed})")

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from recsys_committee.train.checkpoint import save_checkpoint
-from recsys_committee.train.config import RunConfig
+from recsys_committee.train.config import RunConfig, dump_config
 from recsys_committee.train.dist_checkpoint import DistCheckpointer
-from recsys_committee.train.distributed import DistContext, shard_model
-from recsys_committee.train.loop import make_optimizer
+from recsys_committee.train.distributed import DistContext, describe_plan, shard_model
+from recsys_committee.train.loop import make_optimizer, write_json
+from recsys_committee.train.plots import plot_learning_curve
 
 
 @dataclass
@@ -96,3 +97,24 @@ def export_sharded(
         plain.load_state_dict(state["model"])
         save_checkpoint(path, payload(plain.state_dict()))
     ctx.barrier()
+
+
+def begin_run(cfg: RunConfig, out: Path, ctx: Optional[DistContext], restore_from: Any, report: Any) -> tuple[DistContext, bool]:
+    """(context, sharded?) of a ``train``/``distill`` run; rank 0 creates OUT and writes its
+    config. Sharded = several ranks, or a run under Ray (reporting/resuming), world size 1 included."""
+    ctx = ctx or DistContext.single()
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    return ctx, ctx.distributed or restore_from is not None or report is not None
+
+
+def finish_run(metrics: dict[str, Any], result: Any, sharded_model: Optional[nn.Module], out: Path, ctx: DistContext, title: str) -> dict[str, Any]:
+    """Add the sharding facts, then rank 0 writes metrics.json and the learning curve."""
+    if sharded_model is not None:
+        metrics["sharding_plan"] = describe_plan(sharded_model)
+        metrics["resumed_from_step"] = result.resumed_from_step
+    if ctx.is_main:
+        write_json(out / "metrics.json", metrics)
+        plot_learning_curve(result.history, out / "curve.png", title)
+    return metrics
