@@ -68,8 +68,12 @@ def test_ray_job_submit_against_a_local_head(real_data_dir, tmp_path):
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
     port, dashboard = _free_port(), _free_port()
-    env = {**os.environ, **LOOPBACK_ENV, "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # the cluster's processes must find this venv's console scripts (make test does not activate it)
+    env = {**os.environ, **LOOPBACK_ENV, "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    # a throwaway cluster on 127.0.0.1: no token auth (a token left in ~/.ray by an earlier
+    # ray.init would otherwise switch the head to token mode while the CLI sends none)
+    env["RAY_AUTH_MODE"] = "disabled"
     temp = Path("/tmp") / f"ray-job-{port}"  # short: ray's socket paths must fit in 107 bytes
     start = [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"]

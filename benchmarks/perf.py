@@ -1,0 +1,149 @@
+"""The cost of distillation, measured side by side in one run on MovieLens-100K (CPU).
+
+Reproduce (teachers in runs/teachers, from benchmarks/train_models.py):
+    python benchmarks/perf.py --steps 40 --batch-size 512
+Times, on the same batches and the same thread count:
+  * the student's own training step (forward + backward + optimiser);
+  * each frozen teacher's forward on a full batch;
+  * the DiverseDistill step (student + gate + routed teachers + QA + losses + backward), dense
+    and gated (past the warm-up), and how many teacher-sample forwards the gated one ran;
+and prints the overhead ratio  distill step / (student step + the teacher forwards actually
+run)  (METHOD target <= 1.15x), gated vs dense step time, and the peak resident memory.
+The LM cache-vs-live ratio and the 1-vs-2-worker ratio come from benchmarks/lm_cache_vs_live.py
+and benchmarks/cluster_scaling.py (they need their own data); their last results are read back
+from benchmarks/results/ if present. Writes benchmarks/results/perf.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys_committee.committee import Committee  # noqa: E402
+from recsys_committee.models import build_model  # noqa: E402
+from recsys_committee.train.config import load_config  # noqa: E402
+from recsys_committee.train.loop import make_optimizer  # noqa: E402
+from recsys_committee.train.run_distill import build_teachers, committee_config  # noqa: E402
+from recsys_committee.train.run_train import load_data  # noqa: E402
+
+
+def timed(fn, batches, warmup: int = 2) -> float:
+    """Mean seconds of ``fn(batch, i)`` over ``batches`` after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        fn(batches[i], i)
+    start = time.perf_counter()
+    for i, batch in enumerate(batches[warmup:]):
+        fn(batch, warmup + i)
+    return (time.perf_counter() - start) / (len(batches) - warmup)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--teacher-dir", default="runs/teachers")
+    parser.add_argument("--results", default="benchmarks/results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
+    data = load_data(base.data)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
+    n_rows = args.steps * args.batch_size
+
+    # the student alone
+    student = build_model(base.model.name, data.cardinalities, data.num_dense, **base.model.params)
+    opt = make_optimizer(student, base.optim)
+
+    def student_step(batch, _):
+        loss = F.binary_cross_entropy_with_logits(student(batch).logits, batch.labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t_student = timed(student_step, batches)
+
+    # each teacher's forward (frozen, no grad, taps on)
+    teachers = build_teachers(base.teachers, base.teacher_dir, data)
+    t_teacher = {t.name: timed(lambda b, _, t=t: t.run(b), batches) for t in teachers}
+
+    # the committee step, dense and gated
+    result = {}
+    for label, config, step_offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000)):
+        cfg = load_config(ROOT / "configs/rec" / config, [f"teacher_dir={args.teacher_dir}"])
+        torch.manual_seed(0)
+        s = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+        committee = Committee.build(s, teachers, batches[0], committee_config(cfg))
+        c_opt = make_optimizer(committee, cfg.optim)
+
+        def committee_step(batch, i, committee=committee, c_opt=c_opt, offset=step_offset):
+            out = committee(batch, offset + i)  # gated: past the dense warm-up
+            c_opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            c_opt.step()
+
+        committee.reset_teacher_forwards()
+        t_step = timed(committee_step, batches)
+        f = committee.teacher_forwards()
+        per_teacher_run = {n: c / ((args.steps + 2) * args.batch_size) for n, c in f["per_teacher"].items()}
+        teacher_cost = sum(t_teacher[n] * share for n, share in per_teacher_run.items())
+        result[label] = {
+            "step_s": t_step,
+            "forwards_run_share": f["run"] / f["dense"],
+            "teacher_forward_cost_s": teacher_cost,
+            "overhead_ratio": t_step / (t_student + teacher_cost),
+        }
+
+    previous = {}
+    for name in ("cluster_scaling.json", "lm_cache_vs_live.json"):
+        path = Path(args.results) / name
+        if path.is_file():
+            previous[name] = json.loads(path.read_text())
+    payload = {
+        "command": "python benchmarks/perf.py " + " ".join(sys.argv[1:]),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "student_step_s": t_student,
+        "teacher_forward_s": t_teacher,
+        "committee": result,
+        "gated_over_dense_step": result["gated"]["step_s"] / result["dense"]["step_s"],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "rows_timed": n_rows,
+    }
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    (Path(args.results) / "perf.json").write_text(json.dumps(payload, indent=2))
+
+    print(payload["command"])
+    print(f"batch {args.batch_size}, {args.threads} thread(s), {args.steps} timed steps")
+    print(f"| what | ms/step | ratio |\n|---|---:|---:|")
+    print(f"| student step | {1000 * t_student:.1f} | 1.00 |")
+    for n, t in t_teacher.items():
+        print(f"| teacher {n} forward (full batch) | {1000 * t:.1f} | {t / t_student:.2f} |")
+    for label, r in result.items():
+        print(f"| DiverseDistill {label} step (teachers run on {100 * r['forwards_run_share']:.0f}% of sample-slots) | {1000 * r['step_s']:.1f} | "
+              f"{r['step_s'] / t_student:.2f} |")
+    for label, r in result.items():
+        print(f"overhead {label}: step / (student step + teacher forwards run) = {1000 * r['step_s']:.1f} / "
+              f"({1000 * t_student:.1f} + {1000 * r['teacher_forward_cost_s']:.1f}) = {r['overhead_ratio']:.2f}x (target <= 1.15x)")
+    print(f"gated / dense step time: {payload['gated_over_dense_step']:.2f}x")
+    print(f"peak RSS: {payload['peak_rss_gib']:.2f} GiB")
+    if "cluster_scaling.json" in previous:
+        print(f"(from {previous['cluster_scaling.json']['command']}) 2 / 1 workers: {previous['cluster_scaling.json']['ratio_2_over_1']:.2f}x samples/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
