@@ -168,7 +168,7 @@ def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str
             from torchrec.distributed.sharding_plan import get_default_sharders
 
             plan = planner.plan(module, sharders=get_default_sharders())
-    frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
+    frozen = frozen_subtrees(module)
     weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     wrapper = DefaultDataParallelWrapper(static_graph=False, find_unused_parameters=True)
     model = DistributedModelParallel(module, env=env, device=ctx.device, plan=plan, data_parallel_wrapper=wrapper)
@@ -177,7 +177,7 @@ def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str
     copy_into_shards(model.state_dict(), weights)
     model.sharding_plan = plan  # kept for reports (the planner's choice per table)
     for name, p in model.module.named_parameters():  # sharding must not unfreeze a teacher
-        if name in frozen and p.is_leaf and p.requires_grad:
+        if name.startswith(frozen) and p.is_leaf and p.requires_grad:
             p.requires_grad_(False)
     return model
 
@@ -223,6 +223,18 @@ def copy_into_shards(sharded: dict, full: dict) -> None:
                 raise TypeError(f"{key}: copying into a DTensor shard is not supported (sharding produced {target.placements})")
             elif isinstance(target, torch.Tensor):
                 target.copy_(source)
+
+
+def frozen_subtrees(module: nn.Module) -> tuple[str, ...]:
+    """Path prefixes ("teachers.0.") of the top-most submodules whose parameters are all frozen."""
+    prefixes: list[str] = []
+    for path, sub in module.named_modules():
+        params = list(sub.parameters())
+        if not path or not params or any(p.requires_grad for p in params):
+            continue
+        if not any(path.startswith(q) for q in prefixes):
+            prefixes.append(f"{path}.")
+    return tuple(prefixes)
 
 
 def table_names(module: nn.Module) -> list[str]:

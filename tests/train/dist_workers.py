@@ -92,3 +92,44 @@ def restore_errors(rank: int, world: int, cfg_overrides: list[str], out: str, ch
 def copy_checkpoint(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_root: str) -> dict:
+    """Shard a gated committee, train a few steps, and compare each sharded teacher's outputs
+    on a fixed batch before and after (and their parameters' requires_grad)."""
+    from recsys_committee.committee import Committee
+    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.models import build_model
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.distributed import DistContext
+    from recsys_committee.train.run_distill import build_teachers, committee_config
+    from recsys_committee.train.sharded import setup_sharded
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs/rec/diverse_distill.yaml", [f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", "committee.gate_config.warmup_steps=0"])
+    data = load_movielens(data_root, max_rows=20000)
+    torch.manual_seed(0)
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data)
+    student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+    committee = Committee.build(student, teachers, data.train.batch(torch.arange(256)), committee_config(cfg))
+    plain_logits = {t.name: t.run(data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))).logits.clone() for t in committee.teachers}
+    ctx = DistContext.from_process_group()
+    committee.row_sync = ctx.max_int
+    setup = setup_sharded(committee, committee.student, cfg, ctx, Path(f"/tmp/frozen-{world}-{rank}"))
+    probe = data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))
+    before = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
+    for step in range(4):
+        batch = data.train.batch(torch.arange(1000 + (2 * step + rank) * 128, 1000 + (2 * step + rank + 1) * 128))
+        out = setup.model(batch, step)
+        setup.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        setup.optimizer.step()
+    after = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
+    return {
+        "sharded_equals_plain": {n: float((before[n] - plain_logits[n]).abs().max()) for n in before},
+        "after_minus_before": {n: float((after[n] - before[n]).abs().max()) for n in before},
+        # leaf parameters only: a sharded table is exposed as views of the fused FBGEMM weights,
+        # which no optimizer steps (the teachers' fused optimisers are dropped) and whose
+        # backward never runs (teachers run under no_grad; outputs compared above)
+        "names": [n for t in committee.teachers for n, p in t.named_parameters() if p.is_leaf and p.requires_grad],
+    }

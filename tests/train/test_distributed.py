@@ -89,3 +89,12 @@ def test_corrupt_or_incomplete_checkpoint_is_refused(teacher_dir, real_data_dir,
     assert "corrupt" in messages[1] and str(truncated) in messages[1]
     assert "not a diverse-distill-dcp/1 checkpoint" in messages[2]
     assert good.is_dir() and (good / "COMPLETE").is_file()  # the good checkpoint is untouched
+
+
+def test_sharded_teachers_match_their_files_and_stay_frozen(teacher_dir, real_data_dir):
+    """Sharded teachers give the outputs of the trained models they were loaded from (DMP's
+    fresh table init is overwritten), and training steps never change them."""
+    for r in run_local(dist_workers.sharded_teachers_stay_frozen, 2, str(teacher_dir), str(real_data_dir)):
+        assert max(r["sharded_equals_plain"].values()) < 1e-5
+        assert max(r["after_minus_before"].values()) == 0.0
+        assert r["names"] == []
