@@ -31,7 +31,7 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     from recsys_committee.models import build_model, count_params
     from recsys_committee.train.config import OptimConfig, RunConfig
     from recsys_committee.train.distributed import DistContext, describe_plan
-    from recsys_committee.train.sharded import setup_sharded
+    from recsys_committee.train.sharded import Launch, setup_sharded
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -41,7 +41,7 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     model = build_model("student", data.cardinalities, data.num_dense)
     params = count_params(model)
     ctx = DistContext.from_process_group()
-    setup = setup_sharded(model, model, cfg, ctx, Path(f"/tmp/cluster_scaling_{world}"))
+    setup = setup_sharded(model, model, cfg, Launch(ctx), Path(f"/tmp/cluster_scaling_{world}"))
     generator = torch.Generator().manual_seed(0)
     batches = data.train.batches(batch_size, shuffle=True, generator=generator, rows=ctx.train_rows)
     timed = 0.0

@@ -205,16 +205,17 @@ class Committee(nn.Module):
                 if n_run > n:
                     self.counter.add_padding(n_run - n)
                 run_idx = idx if n_run == n else torch.cat([idx, idx.new_zeros(n_run - n)])
-                tout = teacher.run(batch if n_run == b else batch.subset(run_idx.to(labels.device)))
-                if n_run > n:
+                sub = batch if n_run == b else batch.subset(run_idx.to(labels.device))
+                tout = teacher.run(sub)
+                if n == 0:
+                    continue
+                if n_run > n:  # drop the padding's outputs (and rows, for reenter)
                     tout = TeacherOutput(
                         features=tout.features[:n],
                         logits=None if tout.logits is None else tout.logits[:n],
                         mask=None if tout.mask is None else tout.mask[:n],
                     )
-                if n == 0:
-                    continue
-                sub = batch if n == b else batch.subset(idx.to(labels.device))
+                    sub = batch.subset(idx.to(labels.device))
                 if tout.features.shape[0] != n:
                     raise RuntimeError(f"teacher '{teacher.name}' returned {tout.features.shape[0]} rows for {n}")
                 if tout.logits is not None:

@@ -60,6 +60,8 @@ class RecBatch:
         )
 
     def to(self, device: torch.device | str) -> "RecBatch":
+        if self.labels.device == torch.device(device):
+            return self  # keeps the KJT cache; no copies on the CPU path
         return RecBatch(
             labels=self.labels.to(device),
             example_ids=self.example_ids.to(device),

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.api import CheckpointException  # a BaseExcept
 from torch import nn
 
 from recsys_committee.train.checkpoint import CheckpointError
-from recsys_committee.train.distributed import DistContext
+from recsys_committee.train.distributed import DistContext, is_teacher_key
 from recsys_committee.train.loop import Checkpointer, LoopState
 
 FORMAT = "diverse-distill-dcp/1"
@@ -39,7 +39,7 @@ LOOP_FILE = "loop_state.pt"
 
 def trainable_state(model: nn.Module) -> dict[str, Any]:
     """The model's state without the frozen teachers (``teachers.`` keys)."""
-    return {k: v for k, v in model.state_dict().items() if not k.split(".", 1)[0] == "teachers" and ".teachers." not in f".{k}"}
+    return {k: v for k, v in model.state_dict().items() if not is_teacher_key(k)}
 
 
 def is_complete(path: Path) -> bool:

@@ -10,7 +10,6 @@ and sharding the embedding tables with TorchRec's planner + ``DistributedModelPa
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -114,24 +113,6 @@ def quiet_library_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def init_from_env(backend: Optional[str] = None) -> DistContext:
-    """Join the default process group when launched by torchrun / torch.multiprocessing with
-    RANK / WORLD_SIZE / MASTER_ADDR set; otherwise a single-process context."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]), world_size=world)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() and world > 1 else torch.device("cpu")
-    return DistContext.from_process_group(device)
-
-
-def shutdown(ctx: DistContext) -> None:
-    """Barrier then destroy: without the barrier gloo sometimes aborts at exit (DATA.md)."""
-    if ctx.distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str] = None) -> nn.Module:
     """Shard every TorchRec embedding collection inside ``module`` across the ranks with
     ``DistributedModelParallel``; the rest is replicated under DDP.
@@ -175,7 +156,6 @@ def shard_model(module: nn.Module, ctx: DistContext, sharding_type: Optional[str
     # DMP builds the shards from the table configs, freshly initialised: put the weights the
     # module had (a trained teacher's, the seeded student's) back into every local shard.
     copy_into_shards(model.state_dict(), weights)
-    model.sharding_plan = plan  # kept for reports (the planner's choice per table)
     for name, p in model.module.named_parameters():  # sharding must not unfreeze a teacher
         if name.startswith(frozen) and p.is_leaf and p.requires_grad:
             p.requires_grad_(False)
@@ -225,6 +205,11 @@ def copy_into_shards(sharded: dict, full: dict) -> None:
                 target.copy_(source)
 
 
+def is_teacher_key(name: str) -> bool:
+    """True for parameters/state of the committee's frozen teachers (``teachers.<k>.``)."""
+    return name.startswith("teachers.") or ".teachers." in name
+
+
 def frozen_subtrees(module: nn.Module) -> tuple[str, ...]:
     """Path prefixes ("teachers.0.") of the top-most submodules whose parameters are all frozen."""
     prefixes: list[str] = []
@@ -251,7 +236,7 @@ def table_names(module: nn.Module) -> list[str]:
 
 def describe_plan(model: nn.Module) -> dict[str, dict[str, str]]:
     """{module path: {table: "sharding_type on ranks [...]"}} of a DMP-wrapped model."""
-    plan = getattr(model, "sharding_plan", None)
+    plan = getattr(model, "plan", None)  # DistributedModelParallel keeps the plan it applied
     if plan is None:
         return {}
     out: dict[str, dict[str, str]] = {}

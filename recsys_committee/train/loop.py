@@ -161,7 +161,7 @@ def fit(
         for batch in batches:
             if st.batch_in_epoch >= n_batches:
                 break
-            loss, terms = loss_fn(batch.to(ctx.device) if ctx.device.type != "cpu" else batch, st.step)
+            loss, terms = loss_fn(batch.to(ctx.device), st.step)
             for name, value in {"total": loss, **terms}.items():
                 if not torch.isfinite(value).all():
                     raise NonFiniteLossError(st.step, name, float(value.detach().float().mean()))

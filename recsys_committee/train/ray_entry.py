@@ -33,6 +33,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from recsys_committee.train.distributed import DistContext
+    from recsys_committee.train.sharded import Launch
 
     if os.path.isdir(config.get("cwd", "")):
         os.chdir(config["cwd"])  # relative paths in the config (data/, runs/teachers) mean the driver's
@@ -58,10 +59,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     run = _runner(config["command"])
     if checkpoint is None:
-        run(cfg, out, ctx=ctx, report=report, on_step=fault_drill)
+        run(cfg, out, launch=Launch(ctx, report=report, on_step=fault_drill))
         return
     with checkpoint.as_directory() as restore_dir:
-        run(cfg, out, ctx=ctx, restore_from=restore_dir, report=report, on_step=fault_drill)
+        run(cfg, out, launch=Launch(ctx, restore_from=restore_dir, report=report, on_step=fault_drill))
 
 
 def _runner(command: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -21,9 +21,8 @@ from recsys_committee.models import build_model, count_params
 from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers rec teachers)
 from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import ConfigError, RunConfig, from_dict
-from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.loop import fit, seed_everything
-from recsys_committee.train.sharded import begin_run, export_sharded, finish_run, setup_sharded
+from recsys_committee.train.sharded import Launch, begin_run, export_sharded, finish_run, setup_sharded
 from recsys_committee.train.run_train import load_data
 
 
@@ -51,16 +50,14 @@ def run_distill(
     cfg: RunConfig,
     out: Path,
     data: RecData | None = None,
-    ctx: DistContext | None = None,
-    restore_from: str | Path | None = None,
-    report: Callable[[Path, Any], None] | None = None,
-    on_step: Callable[[Any], None] | None = None,
+    launch: Launch | None = None,
 ) -> dict[str, Any]:
-    """Single process by default. With a distributed ``ctx`` (Ray Train workers; world size 1
+    """Single process by default. Launched by Ray Train workers (``launch``; world size 1
     included) the committee's embedding tables are sharded with DMP, rows are split across
     ranks, AUC is computed over the gathered predictions, state is checkpointed with DCP
-    under ``out/checkpoints`` (resumed from ``restore_from``) and rank 0 writes the files."""
-    ctx, sharded = begin_run(cfg, out, ctx, restore_from, report)
+    under ``out/checkpoints`` (resumed from ``launch.restore_from``) and rank 0 writes the files."""
+    launch = begin_run(cfg, out, launch)
+    ctx, sharded = launch.ctx, launch.sharded
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
@@ -77,7 +74,7 @@ def run_distill(
     optimizer = checkpointer = None
     if sharded:
         committee.row_sync = ctx.max_int
-        setup = setup_sharded(committee, committee.student, cfg, ctx, out, restore_from, report, counter=committee.counter)
+        setup = setup_sharded(committee, committee.student, cfg, launch, out, counter=committee.counter)
         model, optimizer, checkpointer = setup.model, setup.optimizer, setup.checkpointer
 
     def loss_fn(batch, step):
@@ -91,7 +88,7 @@ def run_distill(
 
     result = fit(
         model, committee.student, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=ccfg.method,
-        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=on_step,
+        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=launch.on_step,
     )
     committee.counter.reduce(ctx.sum_ints)
     if sharded:

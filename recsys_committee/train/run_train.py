@@ -8,7 +8,7 @@ config file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,8 @@ from recsys_committee.data.movielens import RecData, load_movielens
 from recsys_committee.models import build_model, count_params
 from recsys_committee.train.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from recsys_committee.train.config import DataConfig, RunConfig
-from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.loop import fit, seed_everything
-from recsys_committee.train.sharded import begin_run, export_sharded, finish_run, setup_sharded
+from recsys_committee.train.sharded import Launch, begin_run, export_sharded, finish_run, setup_sharded
 
 
 def load_data(cfg: DataConfig) -> RecData:
@@ -40,21 +39,19 @@ def run_train(
     cfg: RunConfig,
     out: Path,
     data: RecData | None = None,
-    ctx: DistContext | None = None,
-    restore_from: str | Path | None = None,
-    report: Callable[[Path, Any], None] | None = None,
-    on_step: Callable[[Any], None] | None = None,
+    launch: Launch | None = None,
 ) -> dict[str, Any]:
-    """One process by default; with a distributed ``ctx`` (Ray Train) the tables are sharded
+    """One process by default; launched by Ray Train workers (``launch``) the tables are sharded
     as in ``run_distill`` and rank 0 writes the files."""
-    ctx, sharded = begin_run(cfg, out, ctx, restore_from, report)
+    launch = begin_run(cfg, out, launch)
+    ctx, sharded = launch.ctx, launch.sharded
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
     model = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
     n_params = count_params(model)
     forward, optimizer, checkpointer = model, None, None
     if sharded:
-        setup = setup_sharded(model, model, cfg, ctx, out, restore_from, report)
+        setup = setup_sharded(model, model, cfg, launch, out)
         forward, optimizer, checkpointer = setup.model, setup.optimizer, setup.checkpointer
 
     def loss_fn(batch, step):
@@ -77,7 +74,7 @@ def run_train(
 
     result = fit(
         forward, model, loss_fn, data, cfg.train, cfg.optim, generator, on_best=save_best, description=cfg.model.name,
-        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=on_step,
+        ctx=ctx, optimizer=optimizer, checkpointer=checkpointer, on_step=launch.on_step,
     )
     if sharded:
         export_sharded(

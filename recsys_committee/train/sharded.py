@@ -7,7 +7,7 @@ and turn the sharded best weights back into the plain single-file model users de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,7 +17,7 @@ from torch import nn
 from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import RunConfig, dump_config
 from recsys_committee.train.dist_checkpoint import DistCheckpointer
-from recsys_committee.train.distributed import DistContext, describe_plan, shard_model
+from recsys_committee.train.distributed import DistContext, describe_plan, is_teacher_key, shard_model
 from recsys_committee.train.loop import make_optimizer, write_json
 from recsys_committee.train.plots import plot_learning_curve
 
@@ -35,45 +35,26 @@ def sharded_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer
     from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
     # tables of the sharded modules are updated by the fused kernels (a rank holds only some of them)
-    sharded = tuple(f"{path}." for path in model.sharding_plan.plan)
-    dense = {n: p for n, p in model.named_parameters() if p.requires_grad and not _strip(n).startswith(sharded)}
+    sharded = tuple(f"{path}." for path in model.plan.plan)
+    dense = {n: p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(sharded)}
     adam = KeyedOptimizerWrapper(dense, lambda params: torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay))
     # The frozen teachers' sharded tables get fused optimisers from DMP too; they never receive
     # a gradient, so leave them out: nothing to step, nothing to checkpoint.
-    trainable = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not _is_teacher_path(name)]
+    trainable = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not is_teacher_key(f"{name}.")]
     combined = CombinedOptimizer([*[(f"fused.{n}", o) for n, o in trainable], ("dense", adam)])
     combined.lazy_part = adam  # AdamW creates its state at the first step: see dist_checkpoint.load_into
     return combined
 
 
-def _strip(name: str) -> str:
-    for prefix in ("module.", "_dmp_wrapped_module.module.", "_dmp_wrapped_module."):
-        if name.startswith(prefix):
-            return _strip(name[len(prefix):])
-    return name
-
-
-def _is_teacher_path(name: str) -> bool:
-    return name == "teachers" or name.startswith("teachers.") or ".teachers." in f".{name}"
-
-
-def setup_sharded(
-    module: nn.Module,
-    predictor: nn.Module,
-    cfg: RunConfig,
-    ctx: DistContext,
-    out: Path,
-    restore_from: Optional[str | Path] = None,
-    report: Optional[Callable[[Path, Any], None]] = None,
-    counter: Any = None,
-) -> ShardedSetup:
+def setup_sharded(module: nn.Module, predictor: nn.Module, cfg: RunConfig, launch: Launch, out: Path, counter: Any = None) -> ShardedSetup:
     """``module`` holds every trainable table (``predictor`` is the part evaluated and kept);
     ``counter`` (the committee's ForwardCounter) is checkpointed per rank."""
     make_optimizer(module, cfg.optim)  # only for its in-backward table optimiser, which DMP fuses into FBGEMM
+    ctx = launch.ctx
     model = shard_model(module, ctx, cfg.dist.sharding_type)
     optimizer = sharded_optimizer(model, cfg)
     checkpointer = DistCheckpointer(
-        out / "checkpoints", model, predictor, optimizer, ctx, every=cfg.train.checkpoint_every, restore_from=restore_from, report=report,
+        out / "checkpoints", model, predictor, optimizer, ctx, every=cfg.train.checkpoint_every, restore_from=launch.restore_from, report=launch.report,
         get_counts=counter.totals if counter is not None else None, add_counts=counter.add_totals if counter is not None else None,
     )
     return ShardedSetup(model, optimizer, checkpointer)
@@ -99,14 +80,29 @@ def export_sharded(
     ctx.barrier()
 
 
-def begin_run(cfg: RunConfig, out: Path, ctx: Optional[DistContext], restore_from: Any, report: Any) -> tuple[DistContext, bool]:
-    """(context, sharded?) of a ``train``/``distill`` run; rank 0 creates OUT and writes its
-    config. Sharded = several ranks, or a run under Ray (reporting/resuming), world size 1 included."""
-    ctx = ctx or DistContext.single()
-    if ctx.is_main:
+@dataclass
+class Launch:
+    """How a ``train``/``distill`` run was launched. The default is one plain process. Ray
+    Train workers pass their context, the checkpoint to resume, the report callback and the
+    fault drill's step hook; such a run is sharded even at world size 1 (DCP checkpoints)."""
+
+    ctx: DistContext = field(default_factory=DistContext.single)
+    restore_from: Optional[str | Path] = None
+    report: Optional[Callable[[Path, Any], None]] = None
+    on_step: Optional[Callable[[Any], None]] = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.ctx.distributed or self.restore_from is not None or self.report is not None
+
+
+def begin_run(cfg: RunConfig, out: Path, launch: Optional[Launch]) -> Launch:
+    """Rank 0 creates OUT and writes the run's config."""
+    launch = launch or Launch()
+    if launch.ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
-    return ctx, ctx.distributed or restore_from is not None or report is not None
+    return launch
 
 
 def finish_run(metrics: dict[str, Any], result: Any, sharded_model: Optional[nn.Module], out: Path, ctx: DistContext, title: str) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -
         "dense_grads_equal": grads_equal,
         "n_dense_grads": n_dense_grads,
         "after_update_max_diff": {f: float((after - a[rows]).abs().max()) for f, a in after_plain.items()},
-        "plan": {k: v for k, v in model.sharding_plan.plan.items()},
+        "plan": {k: v for k, v in model.plan.plan.items()},
     }
 
 
@@ -67,11 +67,13 @@ def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, resto
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext
     from recsys_committee.train.run_distill import run_distill
+    from recsys_committee.train.sharded import Launch
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs/rec/diverse_distill.yaml", cfg_overrides)
     data = load_movielens(cfg.data.root, max_rows=cfg.data.max_rows)
-    metrics = run_distill(cfg, Path(out), data=data, ctx=DistContext.from_process_group(), restore_from=restore_from, report=lambda p, s: None)
+    launch = Launch(DistContext.from_process_group(), restore_from=restore_from, report=lambda p, s: None)
+    metrics = run_distill(cfg, Path(out), data=data, launch=launch)
     return {k: metrics[k] for k in ("test", "val", "teacher_forwards", "steps", "resumed_from_step", "world_size", "student_params", "history")}
 
 
@@ -103,7 +105,7 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext
     from recsys_committee.train.run_distill import build_teachers, committee_config
-    from recsys_committee.train.sharded import setup_sharded
+    from recsys_committee.train.sharded import Launch, setup_sharded
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs/rec/diverse_distill.yaml", [f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", "committee.gate_config.warmup_steps=0"])
@@ -115,7 +117,7 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     plain_logits = {t.name: t.run(data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))).logits.clone() for t in committee.teachers}
     ctx = DistContext.from_process_group()
     committee.row_sync = ctx.max_int
-    setup = setup_sharded(committee, committee.student, cfg, ctx, Path(f"/tmp/frozen-{world}-{rank}"))
+    setup = setup_sharded(committee, committee.student, cfg, Launch(ctx), Path(f"/tmp/frozen-{world}-{rank}"))
     probe = data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))
     before = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
     for step in range(4):
