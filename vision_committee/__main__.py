@@ -1,0 +1,3 @@
+from vision_committee.cli import main
+
+raise SystemExit(main())

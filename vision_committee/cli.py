@@ -1,0 +1,42 @@
+"""``python -m vision_committee train|distill --config configs/vision/... --out DIR [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vision_committee", description="Committee distillation for image classifiers (Fashion-MNIST).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("train", "train one classifier (a teacher or the no-KD student)"), ("distill", "distil a committee into the student")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help="YAML under configs/vision/")
+        p.add_argument("--out", required=True, help="run folder (metrics.json, model.pt/student.pt, curve.png)")
+        p.add_argument("overrides", nargs="*", help="key.sub=value overrides (after the file)")
+    args = parser.parse_args(argv)
+
+    from recsys_committee.committee import CommitteeConfigError
+    from recsys_committee.registry import UnknownNameError
+    from recsys_committee.train.checkpoint import CheckpointError
+    from recsys_committee.train.config import ConfigError, load_config
+    from vision_committee.data import VisionDataError
+    from vision_committee.run import run_vision_distill, run_vision_train
+
+    try:
+        cfg = load_config(args.config, list(args.overrides))
+        run = run_vision_train if args.command == "train" else run_vision_distill
+        metrics = run(cfg, Path(args.out))
+    except (ConfigError, CommitteeConfigError, UnknownNameError, CheckpointError, VisionDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keys = ("model", "params") if args.command == "train" else ("method", "student_params", "teacher_params", "teacher_forwards")
+    summary = {k: metrics[k] for k in keys} | {"best_epoch": metrics["best_epoch"], "epoch_seconds": round(metrics["epoch_seconds"], 1),
+                                              "val_top1": metrics["val"]["top1"], "test_top1": metrics["test"]["top1"]}
+    print(json.dumps(summary, indent=2))
+    return 0
