@@ -35,6 +35,7 @@ test-all: $(DATA_STAMP)
 
 demo: $(DATA_STAMP)
 	$(PY) -m recsys_committee demo --out runs/demo
+	$(PY) -m vision_committee demo --out runs/vision_demo
 
 clean-runs:
 	rm -rf runs

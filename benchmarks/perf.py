@@ -1,7 +1,9 @@
-"""The cost of distillation, measured side by side in one run on MovieLens-100K (CPU).
+"""The cost of distillation, measured side by side in one run (CPU), recommendation or vision.
 
-Reproduce (teachers in runs/teachers, from benchmarks/train_models.py):
+Reproduce (rec teachers in runs/teachers, from benchmarks/train_models.py; vision teachers in
+runs/vision_teachers, from benchmarks/reproduce_vision.py):
     python benchmarks/perf.py --steps 40 --batch-size 512
+    python benchmarks/perf.py --domain vision --steps 30 --batch-size 128 --threads 2
 Times, on the same batches and the same thread count:
   * the student's own training step (forward + backward + optimiser);
   * each frozen teacher's forward on a full batch;
@@ -11,7 +13,7 @@ and prints the overhead ratio  distill step / (student step + the teacher forwar
 run)  (METHOD target <= 1.15x), gated vs dense step time, and the peak resident memory.
 The LM cache-vs-live ratio and the 1-vs-2-worker ratio come from benchmarks/lm_cache_vs_live.py
 and benchmarks/cluster_scaling.py (they need their own data); their last results are read back
-from benchmarks/results/ if present. Writes benchmarks/results/perf.json.
+from benchmarks/results/ if present. Writes benchmarks/results/perf.json (perf_vision.json).
 """
 
 from __future__ import annotations
@@ -47,47 +49,25 @@ def timed(fn, batches, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / (len(batches) - warmup)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--teacher-dir", default="runs/teachers")
-    parser.add_argument("--results", default="benchmarks/results")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
-    data = load_data(base.data)
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-    batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
-    n_rows = args.steps * args.batch_size
-
-    # the student alone
-    student = build_model(base.model.name, data.cardinalities, data.num_dense, **base.model.params)
-    opt = make_optimizer(student, base.optim)
+def committee_costs(student_factory, student_loss, teachers, configs: dict, batches: list, make_opt, rows_per_batch: int) -> dict:
+    """Student step, each teacher's forward, and the committee step for each config, timed on
+    the same batches; the overhead ratio uses the teacher forwards the committee actually ran."""
+    student = student_factory(None)
+    opt = make_opt(student)
 
     def student_step(batch, _):
-        loss = F.binary_cross_entropy_with_logits(student(batch).logits, batch.labels)
+        loss = student_loss(student(batch).logits, batch.labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     t_student = timed(student_step, batches)
-
-    # each teacher's forward (frozen, no grad, taps on)
-    teachers = build_teachers(base.teachers, base.teacher_dir, data)
     t_teacher = {t.name: timed(lambda b, _, t=t: t.run(b), batches) for t in teachers}
-
-    # the committee step, dense and gated
     result = {}
-    for label, config, step_offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000)):
-        cfg = load_config(ROOT / "configs/rec" / config, [f"teacher_dir={args.teacher_dir}"])
+    for label, (cfg, step_offset) in configs.items():
         torch.manual_seed(0)
-        s = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
-        committee = Committee.build(s, teachers, batches[0], committee_config(cfg))
-        c_opt = make_optimizer(committee, cfg.optim)
+        committee = Committee.build(student_factory(cfg), teachers, batches[0], committee_config(cfg))
+        c_opt = make_opt(committee)
 
         def committee_step(batch, i, committee=committee, c_opt=c_opt, offset=step_offset):
             out = committee(batch, offset + i)  # gated: past the dense warm-up
@@ -98,7 +78,7 @@ def main() -> int:
         committee.reset_teacher_forwards()
         t_step = timed(committee_step, batches)
         f = committee.teacher_forwards()
-        per_teacher_run = {n: c / ((args.steps + 2) * args.batch_size) for n, c in f["per_teacher"].items()}
+        per_teacher_run = {n: c / (len(batches) * rows_per_batch) for n, c in f["per_teacher"].items()}
         teacher_cost = sum(t_teacher[n] * share for n, share in per_teacher_run.items())
         result[label] = {
             "step_s": t_step,
@@ -106,6 +86,57 @@ def main() -> int:
             "teacher_forward_cost_s": teacher_cost,
             "overhead_ratio": t_step / (t_student + teacher_cost),
         }
+    return {"student_step_s": t_student, "teacher_forward_s": t_teacher, "committee": result}
+
+
+def rec_setup(args) -> tuple:
+    """MovieLens-100K, the two experts (runs/teachers), DiverseDistill dense and gated."""
+    base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
+    data = load_data(base.data)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
+    teachers = build_teachers(base.teachers, base.teacher_dir, data)
+    configs = {label: (load_config(ROOT / "configs/rec" / name, [f"teacher_dir={args.teacher_dir}"]), offset)
+               for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000))}
+
+    def factory(cfg):
+        cfg = cfg or base
+        return build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+
+    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, lambda m: make_optimizer(m, base.optim)
+
+
+def vision_setup(args) -> tuple:
+    """Fashion-MNIST, the foundation model (cached, as in the reproduction) and the two CNN
+    experts (live) from runs/vision_teachers, DiverseDistill dense and gated."""
+    from vision_committee.run import build_model as build_vision, load_vision_data
+
+    base = load_config(ROOT / "configs/vision/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
+    data = load_vision_data(base)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
+    teachers = build_teachers(base.teachers, base.teacher_dir, data)
+    configs = {label: (load_config(ROOT / "configs/vision" / name, [f"teacher_dir={args.teacher_dir}"]), offset)
+               for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000))}
+    return lambda cfg: build_vision(cfg or base), F.cross_entropy, teachers, configs, batches, lambda m: make_optimizer(m, base.optim)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", choices=["rec", "vision"], default="rec")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--teacher-dir", help="default: runs/teachers (rec), runs/vision_teachers (vision)")
+    parser.add_argument("--results", default="benchmarks/results")
+    args = parser.parse_args()
+    args.teacher_dir = args.teacher_dir or ("runs/teachers" if args.domain == "rec" else "runs/vision_teachers")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    factory, loss, teachers, configs, batches, make_opt = (rec_setup if args.domain == "rec" else vision_setup)(args)
+    n_rows = args.steps * args.batch_size
+    costs = committee_costs(factory, loss, teachers, configs, batches, make_opt, args.batch_size)
+    t_student, t_teacher, result = costs["student_step_s"], costs["teacher_forward_s"], costs["committee"]
 
     previous = {}
     for name in ("cluster_scaling.json", "lm_cache_vs_live.json"):
@@ -114,6 +145,7 @@ def main() -> int:
             previous[name] = json.loads(path.read_text())
     payload = {
         "command": "python benchmarks/perf.py " + " ".join(sys.argv[1:]),
+        "domain": args.domain,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "student_step_s": t_student,
@@ -124,7 +156,7 @@ def main() -> int:
         "rows_timed": n_rows,
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
-    (Path(args.results) / "perf.json").write_text(json.dumps(payload, indent=2))
+    (Path(args.results) / ("perf.json" if args.domain == "rec" else "perf_vision.json")).write_text(json.dumps(payload, indent=2))
 
     print(payload["command"])
     print(f"batch {args.batch_size}, {args.threads} thread(s), {args.steps} timed steps")

@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", required=True, help="YAML under configs/vision/")
         p.add_argument("--out", required=True, help="run folder (metrics.json, model.pt/student.pt, curve.png)")
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides (after the file)")
+    demo = sub.add_parser("demo", help="short end-to-end run: train the teachers on a slice, distil, print a table")
+    demo.add_argument("--out", default="runs/vision_demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
     args = parser.parse_args(argv)
 
     from recsys_committee.committee import CommitteeConfigError
@@ -29,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from vision_committee.run import run_vision_distill, run_vision_train
 
     try:
+        if args.command == "demo":
+            from vision_committee.demo import run_vision_demo
+
+            run_vision_demo(Path(args.out), seed=args.seed, overrides=list(args.overrides))
+            return 0
         cfg = load_config(args.config, list(args.overrides))
         run = run_vision_train if args.command == "train" else run_vision_distill
         metrics = run(cfg, Path(args.out))

@@ -1,0 +1,48 @@
+"""``python -m vision_committee demo``: the short vision run behind ``make demo``.
+
+Trains the foundation model (ImageNet MobileNetV2, fine-tuned) and the two CNN experts on a
+slice of Fashion-MNIST, distils them into the 3.6x smaller student (no-KD, DiverseDistill
+dense and gated) and prints one table. Short by design (a few minutes on 2 CPU cores): the
+full comparison is ``benchmarks/reproduce_vision.py``. All teachers run live here (the
+foundation cache pays off only over many runs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from recsys_committee.train.config import load_config
+from vision_committee.models import IMAGENET_MOBILENET_V2_PARAMS
+from vision_committee.run import load_vision_data, run_vision_distill, run_vision_train
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "vision"
+TEACHERS = ["foundation", "expert_wide", "expert_deep"]
+METHODS = ["no_kd", "diverse_distill_dense", "diverse_distill"]
+BUDGET = ["data.max_rows=4000", "train.epochs=2"]
+
+
+def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list[dict[str, Any]]:
+    rows, data = [], None
+    for name in TEACHERS:
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", *BUDGET, *overrides])
+        data = data or load_vision_data(cfg)
+        m = run_vision_train(cfg, out / name, data=data)
+        rows.append({"name": name, "params": m["params"], "top1": m["test"]["top1"], "forwards": "", "seconds": m["epoch_seconds"]})
+    base = load_config(CONFIG_DIR / "distill_base.yaml")
+    live = [{**t, "cached": False} for t in base.teachers]
+    for name in METHODS:
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *BUDGET, *overrides])
+        m = run_vision_distill(cfg, out / name, data=data)
+        f = m["teacher_forwards"]
+        skipped = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
+        rows.append({"name": f"student <- {name}", "params": m["student_params"], "top1": m["test"]["top1"], "forwards": skipped, "seconds": m["epoch_seconds"]})
+    header = f"{'model':<34} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
+    print(f"\nFashion-MNIST demo: {len(data.train):,} training images, {BUDGET[1].split('=')[1]} epochs, best-validation epoch, test = official 10,000.")
+    print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({IMAGENET_MOBILENET_V2_PARAMS:,}) / {IMAGENET_MOBILENET_V2_PARAMS / rows[-1]['params']:.2f}.")
+    print(header + "\n" + "-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<34} {r['params']:>10,} {r['top1']:>10.4f} {r['forwards']:>12} {r['seconds']:>8.1f}")
+    print(f"\n(runs, metrics.json and learning curves under {out}/; the full comparison: benchmarks/reproduce_vision.py)")
+    return rows
