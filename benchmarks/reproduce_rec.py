@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import mean_std, paired_gaps, plot_gap  # noqa: E402
+from report import mean_std, paired_gaps, plot_gap, plot_val_curves  # noqa: E402
 
 from recsys_committee.train.config import load_config  # noqa: E402
 from recsys_committee.train.run_distill import run_distill  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
         extra.append("teachers=" + json.dumps(spec))  # JSON is valid YAML flow syntax
     elif "logit_kd[lm]" in args.methods:
         parser.error("logit_kd[lm] needs --teachers with an lm teacher (configs/rec/teachers/experts_lm.yaml)")
-    data, results, per_seed_auc = None, {}, {}
+    data, results, per_seed_auc, histories = None, {}, {}, {}
     for method in args.methods:
         runs = []
         for seed in args.seeds:
@@ -85,6 +85,7 @@ def main() -> None:
             print(f"{method} seed {seed}: val {m['val']['auc']:.4f} test {m['test']['auc']:.4f} forwards {f['run']}/{f['dense']} ({time.perf_counter() - start:.0f}s)", flush=True)
             runs.append(m)
         per_seed_auc[method] = [r["test"]["auc"] for r in runs]
+        histories[method] = [r["history"] for r in runs]
         forwards_run = sum(r["teacher_forwards"]["run"] for r in runs)
         forwards_dense = sum(r["teacher_forwards"]["dense"] for r in runs)
         results[method] = {
@@ -96,6 +97,7 @@ def main() -> None:
             "test_warm_auc": mean_std([r["test"]["warm"]["auc"] for r in runs]),
             "student_params": runs[0]["student_params"],
             "teacher_params": runs[0]["teacher_params"],
+            "compression": {t: p / runs[0]["student_params"] for t, p in runs[0]["teacher_params"].items() if p},
             "teacher_forwards": {"run": forwards_run, "dense": forwards_dense},
             "forwards_skipped": 1 - forwards_run / forwards_dense if forwards_dense else None,
             "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in runs),
@@ -129,6 +131,7 @@ def main() -> None:
     print("\n" + table)
     if base and teachers:
         plot_gap(results, results_dir / "rec_gap.png", "best_teacher", "MovieLens-100K: share of the teacher-student test-AUC gap recovered")
+    plot_val_curves(histories, "val_auc", results_dir / "rec_val_curves.png", "MovieLens-100K: validation AUC per epoch (mean over seeds)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,17 @@ class RecBatch:
     dense: torch.Tensor  # [B, n_dense] float
     sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (values, lengths)
     _kjt_cache: dict[tuple[str, ...], KeyedJaggedTensor] = field(default_factory=dict, repr=False)
+    _layout: dict[str, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets
+
+    def _single_valued(self, name: str, values: torch.Tensor, lengths: torch.Tensor) -> bool:
+        if name not in self._layout:
+            self._layout[name] = True if values.numel() == lengths.numel() and bool((lengths == 1).all()) else None
+        return self._layout[name] is True
+
+    def _offsets(self, name: str, lengths: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self._layout.get(name), torch.Tensor):
+            self._layout[name] = offsets_from_lengths(lengths.cpu())
+        return self._layout[name]
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -48,9 +59,15 @@ class RecBatch:
         return self._kjt_cache[keys]
 
     def subset(self, index: torch.Tensor) -> "RecBatch":
+        """The rows ``index`` (the gate's routed sub-batch). Why the two paths: single-valued
+        columns (ids, buckets) are indexed directly; only true jagged columns pay for the
+        range gather, with their offsets computed once per batch, not once per teacher."""
         sparse = {}
         for name, (values, lengths) in self.sparse.items():
-            sparse[name] = gather_jagged(values, offsets_from_lengths(lengths.cpu()).to(values.device), index)
+            if self._single_valued(name, values, lengths):
+                sparse[name] = (values[index], lengths[index])
+            else:
+                sparse[name] = gather_jagged(values, self._offsets(name, lengths).to(values.device), index)
         return RecBatch(
             labels=self.labels[index],
             example_ids=self.example_ids[index],
