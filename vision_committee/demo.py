@@ -21,6 +21,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "vision"
 TEACHERS = ["foundation", "expert_wide", "expert_deep"]
 METHODS = ["no_kd", "diverse_distill_dense", "diverse_distill"]
 BUDGET = ["data.max_rows=4000", "train.epochs=2"]
+GATE_WARMUP = ["committee.gate_config.warmup_steps=20"]  # 64 steps in all: the gate must get past its warm-up
 
 
 def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list[dict[str, Any]]:
@@ -33,7 +34,7 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
     base = load_config(CONFIG_DIR / "distill_base.yaml")
     live = [{**t, "cached": False} for t in base.teachers]
     for name in METHODS:
-        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *BUDGET, *overrides])
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *BUDGET, *GATE_WARMUP, *overrides])
         m = run_vision_distill(cfg, out / name, data=data)
         f = m["teacher_forwards"]
         skipped = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
