@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from recsys_committee.committee import Committee, export_student
+from recsys_committee.committee import Committee
 from recsys_committee.train.config import ConfigError, RunConfig
 from recsys_committee.train.loop import fit, seed_everything
-from recsys_committee.train.run_distill import build_teachers, committee_config
+from recsys_committee.train.run_distill import build_teachers, committee_config, committee_params
 from recsys_committee.train.sharded import begin_run, finish_run
 from vision_committee import teachers as _teachers  # noqa: F401  (registers the vision teachers)
 from vision_committee.checkpoint import save_vision_model, vision_payload
@@ -89,11 +89,7 @@ def run_vision_distill(cfg: RunConfig, out: Path, data: VisionData | None = None
     student = build_model(cfg)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)
-    params = {
-        "student_params": count_params(export_student(committee)),
-        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
-        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
-    }
+    params = committee_params(committee)
 
     def loss_fn(batch, step):
         result = committee(batch, step)

@@ -42,6 +42,17 @@ def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teacher
     return teachers
 
 
+def committee_params(committee: Committee) -> dict[str, Any]:
+    """metrics.json's parameter counts: the exported student, each teacher (a cached teacher
+    reports the model it was computed from) and the distillation module that is dropped."""
+    teachers = list(committee.teachers)
+    return {
+        "student_params": count_params(export_student(committee)),
+        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
+        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
+    }
+
+
 def committee_config(cfg: RunConfig) -> CommitteeConfig:
     return from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
 
@@ -65,11 +76,7 @@ def run_distill(
     student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)
-    params = {  # counted before sharding: a sharded table's parameters are local shards
-        "student_params": count_params(export_student(committee)),
-        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
-        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
-    }
+    params = committee_params(committee)  # counted before sharding: a sharded table's parameters are local shards
     model: torch.nn.Module = committee
     optimizer = checkpointer = None
     if sharded:
