@@ -41,6 +41,9 @@ class ModelConfig:
     params: dict[str, Any] = field(default_factory=dict)  # checked against the builder's signature
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class OptimConfig:
     lr: float = 1e-3
@@ -49,6 +52,17 @@ class OptimConfig:
     # optimisers in backward (what DMP fuses into FBGEMM kernels); "dense" = same Adam as the rest.
     embedding_optimizer: str = "rowwise_adagrad"
     embedding_lr: float = 0.05
+    # Learning-rate schedule of the dense optimiser over the run's steps: "constant", or "cosine"
+    # (linear warm-up over ``warmup_steps``, then cosine decay to 0 at the last planned step).
+    # The fused in-backward table optimisers keep ``embedding_lr``.
+    schedule: str = "constant"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass

@@ -61,6 +61,26 @@ def make_optimizer(trainable: nn.Module, cfg: OptimConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a run of ``total_steps``.
+
+    Why a pure function of the step: a resumed run (checkpoint restore) lands on exactly the
+    learning rate it would have had, with no scheduler state to save."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+        group["lr"] = group["base_lr"] * factor
+
+
 @dataclass
 class FitResult:
     val: dict[str, Any]
@@ -171,9 +191,12 @@ def fit(
         bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not show, leave=False, mininterval=1.0)
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
+        total_steps = n_batches * train_cfg.epochs  # what the schedule decays over
         for batch in batches:
             if st.batch_in_epoch >= n_batches:
                 break
+            if optim_cfg.schedule != "constant":
+                set_lr(optimizer, lr_factor(st.step, total_steps, optim_cfg))
             loss, terms = loss_fn(batch.to(ctx.device), st.step)
             for name, value in {"total": loss, **terms}.items():
                 if not torch.isfinite(value).all():

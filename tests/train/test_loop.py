@@ -80,3 +80,34 @@ def test_cli_unknown_model_name(tmp_path, capsys, real_data_dir):
     code = cli_main(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--out", str(tmp_path), "model.name=expert_dlrn", "data.max_rows=2000"])
     assert code == 2
     assert "Did you mean 'expert_dlrm'" in capsys.readouterr().err
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from recsys_committee.train.config import OptimConfig
+    from recsys_committee.train.loop import lr_factor
+
+    cfg = OptimConfig(schedule="cosine", warmup_steps=4)
+    factors = [lr_factor(step, 20, cfg) for step in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up ends at the base lr
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))  # then never increases
+    assert factors[-1] < 0.01 and lr_factor(10, 20, OptimConfig()) == 1.0  # constant stays put
+
+
+def test_bad_schedule_is_named(tmp_path):
+    from recsys_committee.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        load_config(ROOT / "configs/rec/student.yaml", ["optim.schedule=linear_decay"])
+
+
+def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
+    from recsys_committee.models import build_model
+
+    cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=2", "train.max_steps_per_epoch=5", "optim.schedule=cosine", "optim.embedding_optimizer=dense"])
+    gen = seed_everything(0)
+    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    seen = []
+    fit(model, model, lambda b, s: (torch.nn.functional.binary_cross_entropy_with_logits(model(b).logits, b.labels), {}), ml_slice, cfg.train, cfg.optim, gen,
+        optimizer=optimizer, on_step=lambda st: seen.append(optimizer.param_groups[0]["lr"]))
+    assert len(seen) == 10 and seen[0] == pytest.approx(cfg.optim.lr) and seen[-1] < 0.05 * cfg.optim.lr
