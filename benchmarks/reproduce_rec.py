@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -113,7 +114,7 @@ def main() -> None:
             results[method]["gap_vs"] = extra["gap_vs"]
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"teachers_test_auc": teachers, "methods": results, "command": f"benchmarks/reproduce_rec.py --seeds {' '.join(map(str, args.seeds))}"}
+    payload = {"teachers_test_auc": teachers, "methods": results, "command": "benchmarks/reproduce_rec.py " + shlex.join(sys.argv[1:])}
     (results_dir / "rec.json").write_text(json.dumps(payload, indent=2))
     lines = ["| method | test AUC | Δ vs no-KD (paired) | val AUC | logloss | cold AUC | warm AUC | gap vs best teacher | forwards skipped | s/epoch |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, r in results.items():

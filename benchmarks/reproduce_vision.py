@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -114,7 +115,7 @@ def main() -> None:
     }
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
-    command = f"benchmarks/reproduce_vision.py --seeds {' '.join(map(str, args.seeds))}" + "".join(f" {o}" for o in args.overrides)
+    command = "benchmarks/reproduce_vision.py " + shlex.join(sys.argv[1:])
     payload = {
         "teachers": {n: {"test_top1": m["test"]["top1"], "val_top1": m["val"]["top1"], "params": m["params"], "train_rows": m["train_rows"],
                          "epoch_seconds": m["epoch_seconds"]} for n, m in teacher_metrics.items()},
