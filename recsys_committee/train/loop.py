@@ -58,7 +58,16 @@ def make_optimizer(trainable: nn.Module, cfg: OptimConfig) -> torch.optim.Optimi
         if cfg.embedding_optimizer not in optimizers:
             raise ValueError(f"unknown optim.embedding_optimizer '{cfg.embedding_optimizer}'; choose from {[*optimizers, 'dense']}")
         _apply_optimizer_in_backward(optimizers[cfg.embedding_optimizer], emb, {"lr": cfg.embedding_lr})
-    return torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return mark_scheduled(torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
+
+
+def mark_scheduled(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Tag the dense optimiser's groups as the ones ``optim.schedule`` drives. Why a tag: under
+    DMP the loop gets a CombinedOptimizer whose groups also hold the fused table optimisers,
+    which must keep ``embedding_lr``."""
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
@@ -76,9 +85,10 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Scale the groups ``mark_scheduled`` tagged; every other group is left alone."""
     for group in optimizer.param_groups:
-        group.setdefault("base_lr", group["lr"])
-        group["lr"] = group["base_lr"] * factor
+        if "base_lr" in group:
+            group["lr"] = group["base_lr"] * factor
 
 
 @dataclass

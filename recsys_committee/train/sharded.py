@@ -18,7 +18,7 @@ from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import RunConfig, dump_config
 from recsys_committee.train.dist_checkpoint import DistCheckpointer
 from recsys_committee.train.distributed import DistContext, describe_plan, is_teacher_key, shard_model
-from recsys_committee.train.loop import make_optimizer, write_json
+from recsys_committee.train.loop import make_optimizer, mark_scheduled, write_json
 from recsys_committee.train.plots import plot_learning_curve
 
 
@@ -37,7 +37,7 @@ def sharded_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer
     # tables of the sharded modules are updated by the fused kernels (a rank holds only some of them)
     sharded = tuple(f"{path}." for path in model.plan.plan)
     dense = {n: p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(sharded)}
-    adam = KeyedOptimizerWrapper(dense, lambda params: torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay))
+    adam = KeyedOptimizerWrapper(dense, lambda params: mark_scheduled(torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)))
     # The frozen teachers' sharded tables get fused optimisers from DMP too; they never receive
     # a gradient, so leave them out: nothing to step, nothing to checkpoint.
     trainable = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not is_teacher_key(f"{name}.")]

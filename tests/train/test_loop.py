@@ -7,7 +7,7 @@ import torch
 from recsys_committee.cli import main as cli_main
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys_committee.train.config import load_config
-from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything
+from recsys_committee.train.loop import NonFiniteLossError, fit, make_optimizer, seed_everything
 from recsys_committee.train.run_train import load_trained_model, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert factors[-1] < 0.01 and lr_factor(10, 20, OptimConfig()) == 1.0  # constant stays put
 
 
-def test_bad_schedule_is_named(tmp_path):
+def test_bad_schedule_is_named():
     from recsys_committee.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="optim.schedule"):
@@ -106,7 +106,7 @@ def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
     cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=2", "train.max_steps_per_epoch=5", "optim.schedule=cosine", "optim.embedding_optimizer=dense"])
     gen = seed_everything(0)
     model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    optimizer = make_optimizer(model, cfg.optim)
     seen = []
     fit(model, model, lambda b, s: (torch.nn.functional.binary_cross_entropy_with_logits(model(b).logits, b.labels), {}), ml_slice, cfg.train, cfg.optim, gen,
         optimizer=optimizer, on_step=lambda st: seen.append(optimizer.param_groups[0]["lr"]))
