@@ -85,7 +85,7 @@ def run_vision_distill(cfg: RunConfig, out: Path, data: VisionData | None = None
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_vision_data(cfg)
-    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data) if ccfg.method != "no_kd" else []
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data, cfg.train.progress) if ccfg.method != "no_kd" else []
     student = build_model(cfg)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)

@@ -30,7 +30,7 @@ class VisionModelTeacher(TeacherAdapter):
 @register_teacher("vision_model")
 def vision_model_teacher(
     *, name: str, checkpoint: str, tap: str = "stages", always_on: bool = False, cached: bool = False,
-    cache_dtype: str = "float16", data: Any = None,
+    cache_dtype: str = "float16", data: Any = None, progress: bool = True,
 ) -> TeacherAdapter:
     """A classifier trained by ``python -m vision_committee train`` (its model.pt), frozen;
     live, or served from a cache under ``<run>/cache/`` when ``cached``."""
@@ -51,7 +51,7 @@ def vision_model_teacher(
     images_digest = hashlib.sha256(images.images.numpy().tobytes()).hexdigest()
     key = {"teacher": sha256_of(Path(checkpoint)), "taps": [tap], "rows": len(images), "images": images_digest, "dtype": cache_dtype}
     cache = open_or_build(Path(checkpoint).parent / "cache" / tap, key, len(images), compute, batch_size=512, shard_rows=16384,
-                          description=f"{name} cache", meta={"teacher_params": sum(p.numel() for p in teacher.model.parameters())})
+                          progress=progress, description=f"{name} cache", meta={"teacher_params": sum(p.numel() for p in teacher.model.parameters())})
     precomputed = cache.teacher(name, tap, always_on=always_on)
     precomputed.teacher_params = sum(p.numel() for p in teacher.model.parameters())
     return precomputed

@@ -26,15 +26,22 @@ from recsys_committee.train.sharded import Launch, begin_run, export_sharded, fi
 from recsys_committee.train.run_train import load_data
 
 
-def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers", data: RecData | None = None) -> list:
+def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers", data: RecData | None = None,
+                   progress: bool = True) -> list:
+    """The YAML ``teachers:`` list, built through the registry. ``data`` and ``progress`` go only
+    to builders that take them (the LM renders texts from the data; a cached teacher shows a bar
+    while it fills its cache, which ``train.progress: false`` must silence as well)."""
     teachers = []
     for i, spec in enumerate(specs):
         spec = {k: v.replace("{teacher_dir}", teacher_dir) if isinstance(v, str) else v for k, v in spec.items()}
         if "kind" not in spec or "name" not in spec:
             raise ConfigError(f"teachers[{i}] needs 'name' and 'kind' (a registered teacher), got {sorted(spec)}")
         kind = spec.pop("kind")
-        if data is not None and "data" in inspect.signature(TEACHERS.get(kind)).parameters:
+        accepts = inspect.signature(TEACHERS.get(kind)).parameters
+        if data is not None and "data" in accepts:
             spec["data"] = data  # teachers that render inputs from the data (the LM teachers)
+        if "progress" in accepts:
+            spec.setdefault("progress", progress)
         teachers.append(build_teacher(kind, **spec))
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
@@ -72,7 +79,7 @@ def run_distill(
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data or load_data(cfg.data)
-    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data) if ccfg.method != "no_kd" else []
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data, cfg.train.progress) if ccfg.method != "no_kd" else []
     student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
     probe = data.train.batch(torch.arange(min(256, len(data.train))))
     committee = Committee.build(student, teachers, probe, ccfg)

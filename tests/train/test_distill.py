@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -62,6 +63,19 @@ def test_gated_run_skips_forwards_after_warmup(ml_slice, teacher_dir, tmp_path):
 def test_unknown_teacher_kind_lists_registered():
     with pytest.raises(UnknownNameError, match="unknown teacher 'rec_modle'.*Did you mean 'rec_model'"):
         build_teachers([{"name": "x", "kind": "rec_modle", "checkpoint": "nope.pt"}])
+
+
+def test_build_teachers_passes_progress_only_to_builders_that_take_it():
+    """``train.progress: false`` must also silence a teacher's cache-filling bar."""
+    from recsys_committee.committee.teacher import TEACHERS, register_teacher
+
+    if "progress_probe_teacher" not in TEACHERS:
+        register_teacher("progress_probe_teacher")(lambda *, name, progress=True: SimpleNamespace(name=name, progress=progress))
+    quiet = build_teachers([{"name": "quiet", "kind": "progress_probe_teacher"}], progress=False)
+    default = build_teachers([{"name": "default", "kind": "progress_probe_teacher"}])
+    explicit = build_teachers([{"name": "yaml_wins", "kind": "progress_probe_teacher", "progress": True}], progress=False)
+    assert [t.progress for t in quiet + default + explicit] == [False, True, True]
+    # builders without the argument (rec_model) are not handed it: every run_distill test covers that
 
 
 def test_single_teacher_baseline_names_missing_teacher(ml_slice, teacher_dir, tmp_path):
