@@ -9,7 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from report import mean_std, paired_gaps, plot_gap, plot_val_curves  # noqa: E402
+import torch  # noqa: E402
+
+from report import mean_std, paired_bootstrap, paired_gaps, seed_interval, plot_gap, plot_val_curves  # noqa: E402
 
 
 def test_paired_gap_uses_each_seeds_own_anchor() -> None:
@@ -32,3 +34,40 @@ def test_plots_are_written(tmp_path: Path) -> None:
     histories = {"no_kd": [[{"val_top1": 0.8}, {"val_top1": 0.82}], [{"val_top1": 0.81}]]}
     plot_val_curves(histories, "val_top1", tmp_path / "curves.png", "title")
     assert (tmp_path / "gap.png").stat().st_size > 1000 and (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def _top1(pred: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> float:
+    return float(((pred == labels).double() * weights).sum() / weights.sum())
+
+
+def test_paired_bootstrap_identical_models_differ_by_nothing() -> None:
+    labels = torch.randint(0, 3, (500,), generator=torch.Generator().manual_seed(1))
+    pred = labels.clone()
+    pred[::4] = (pred[::4] + 1) % 3
+    out = paired_bootstrap(_top1, [(pred, pred), (pred, pred)], labels, draws=50)
+    assert out["delta"] == 0.0 and out["ci95"] == [0.0, 0.0] and out["seed_std"] == 0.0
+
+
+def test_paired_bootstrap_interval_separates_a_real_difference_from_noise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (2000,), generator=gen)
+    good = labels.clone()
+    good[:200] = 1 - good[:200]  # 90% right
+    bad = labels.clone()
+    bad[:400] = 1 - bad[:400]  # 80% right: the 10-point gap must be outside noise
+    out = paired_bootstrap(_top1, [(good, bad)], labels, draws=200)
+    assert out["delta"] == pytest.approx(0.10)
+    assert 0.0 < out["ci95"][0] < 0.10 < out["ci95"][1]
+    assert out["relative"] == pytest.approx(0.10 / 0.80)
+    other = labels.clone()
+    other[1000:1199] = 1 - other[1000:1199]  # also ~90% right, wrong on other rows: noise, not a gap
+    close = paired_bootstrap(_top1, [(other, good)], labels, draws=200)
+    assert close["delta"] == pytest.approx(0.0005)
+    assert close["ci95"][0] < 0.0 < close["ci95"][1]
+
+
+def test_seed_interval_is_a_t_interval_and_needs_two_seeds() -> None:
+    lo, hi = seed_interval([0.01, 0.03, 0.02])
+    assert (lo + hi) / 2 == pytest.approx(0.02)
+    assert (hi - lo) / 2 == pytest.approx(4.303 * 0.01 / 3**0.5)
+    assert seed_interval([0.01]) is None
