@@ -7,11 +7,49 @@ then averaged. Plots: gap-recovered bars with error bars; validation curves per 
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+
+
+# keys that change how a run reports, not what it computes
+_NOT_RESULT_KEYS = {"train.progress"}
+
+
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts. A key the stored config
+    lacks is an option added after that run: it differs only if ``wanted`` is not its default."""
+    out = []
+    defaults = defaults or {}
+    for key in sorted(set(stored) | set(wanted)):
+        name = f"{prefix}{key}"
+        a, b, d = stored.get(key), wanted.get(key), defaults.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, d if isinstance(d, dict) else {}, name + ".")
+        elif key not in stored and key in defaults and b == d:
+            continue
+        elif a != b and name not in _NOT_RESULT_KEYS:
+            out.append(f"{name}: {a!r} (stored) vs {b!r} (this command)")
+    return out
+
+
+def reusable_metrics(run_dir: Path, wanted: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``--reuse``: the run's metrics if it finished with the config this command would run;
+    None if it has not finished. Why the check: a run kept from an earlier protocol (another
+    schedule, another answer width) must not be read into a table labelled with today's command."""
+    import yaml
+
+    metrics = run_dir / "metrics.json"
+    if not metrics.exists():
+        return None
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    diff = config_differences(stored, wanted, defaults)
+    if diff:
+        raise SystemExit(f"--reuse: {run_dir} was run with another config; delete it or drop --reuse. " + "; ".join(diff))
+    return json.loads(metrics.read_text())
 
 
 def mean_std(values: Sequence[float]) -> list[float]:

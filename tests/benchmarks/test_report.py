@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import torch  # noqa: E402
 
-from report import mean_std, paired_bootstrap, paired_gaps, seed_interval, plot_gap, plot_val_curves  # noqa: E402
+from report import mean_std, paired_bootstrap, paired_gaps, reusable_metrics, seed_interval, plot_gap, plot_val_curves  # noqa: E402
 
 
 def test_paired_gap_uses_each_seeds_own_anchor() -> None:
@@ -71,3 +71,26 @@ def test_seed_interval_is_a_t_interval_and_needs_two_seeds() -> None:
     assert (lo + hi) / 2 == pytest.approx(0.02)
     assert (hi - lo) / 2 == pytest.approx(4.303 * 0.01 / 3**0.5)
     assert seed_interval([0.01]) is None
+
+
+def test_reuse_reads_a_run_only_if_it_ran_the_same_config(tmp_path: Path) -> None:
+    import json as _json
+
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert reusable_metrics(run, {"optim": {"lr": 0.1}}) is None  # not finished: run it
+    (run / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": 0.1}, "train": {"progress": True}}))
+    (run / "metrics.json").write_text(_json.dumps({"test": {"auc": 0.7}}))
+    same = {"optim": {"lr": 0.1}, "train": {"progress": False}}  # progress changes no result
+    assert reusable_metrics(run, same)["test"]["auc"] == 0.7
+    with pytest.raises(SystemExit, match=r"optim.lr: 0.1 \(stored\) vs 0.2"):
+        reusable_metrics(run, {"optim": {"lr": 0.2}, "train": {"progress": False}})
+    # an option added after the run: fine at its default, a difference otherwise
+    newer = {"optim": {"lr": 0.1, "schedule": "constant"}, "train": {"progress": False}}
+    defaults = {"optim": {"schedule": "constant"}}
+    assert reusable_metrics(run, newer, defaults) is not None
+    newer["optim"]["schedule"] = "cosine"
+    with pytest.raises(SystemExit, match="optim.schedule"):
+        reusable_metrics(run, newer, defaults)
