@@ -4,7 +4,8 @@ Reproduce (rec teachers in runs/teachers, from benchmarks/train_models.py; visio
 runs/vision_teachers, from benchmarks/reproduce_vision.py):
     python benchmarks/perf.py --steps 40 --batch-size 512
     python benchmarks/perf.py --domain vision --steps 30 --batch-size 128 --threads 2
-Times, on the same batches and the same thread count:
+Times, on the same batches and the same thread count, interleaved batch by batch, medians over
+``--repeats`` whole measurements (3):
   * the student's own training step (forward + backward + optimiser);
   * each frozen teacher's forward on a full batch;
   * the DiverseDistill step (student + gate + routed teachers + QA + losses + backward), dense
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -139,6 +141,25 @@ def committee_costs(student_factory, student_loss, teachers, configs: dict, batc
     return {"student_step_s": t_student, "teacher_forward_s": t_teacher, "committee": result}
 
 
+def median_costs(repeats: list[dict]) -> dict:
+    """Each figure's median over the repeats (fresh student and committees each time), and for
+    each overhead ratio its per-repeat values: the spread says how far one run can be trusted."""
+    def med(get):
+        return statistics.median(get(r) for r in repeats)
+
+    first = repeats[0]
+    out = {
+        "student_step_s": med(lambda r: r["student_step_s"]),
+        "teacher_forward_s": {n: med(lambda r, n=n: r["teacher_forward_s"][n]) for n in first["teacher_forward_s"]},
+        "committee": {},
+    }
+    for label, fields in first["committee"].items():
+        out["committee"][label] = {k: med(lambda r, k=k: r["committee"][label][k]) for k in fields}
+        for ratio in ("overhead_ratio", "overhead_ratio_in_step"):
+            out["committee"][label][ratio + "_repeats"] = [r["committee"][label][ratio] for r in repeats]
+    return out
+
+
 def rec_setup(args) -> tuple:
     """MovieLens-100K, the two experts (runs/teachers), DiverseDistill dense and gated."""
     base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
@@ -171,6 +192,10 @@ def vision_setup(args) -> tuple:
     return lambda cfg: build_vision(cfg or base), F.cross_entropy, teachers, configs, batches, lambda m: make_optimizer(m, base.optim)
 
 
+def _spread(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", choices=["rec", "vision"], default="rec")
@@ -178,6 +203,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--teacher-dir", help="default: runs/teachers (rec), runs/vision_teachers (vision)")
+    parser.add_argument("--repeats", type=int, default=3, help="whole measurements, each on fresh models; medians reported")
     parser.add_argument("--results", default="benchmarks/results")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for the two DiverseDistill configs, e.g. committee.answer_hidden=64")
     args = parser.parse_args()
@@ -186,7 +212,9 @@ def main() -> int:
     torch.manual_seed(0)
     factory, loss, teachers, configs, batches, make_opt = (rec_setup if args.domain == "rec" else vision_setup)(args)
     n_rows = args.steps * args.batch_size
-    costs = committee_costs(factory, loss, teachers, configs, batches, make_opt, args.batch_size)
+    repeats = [committee_costs(factory, loss, teachers, configs, batches, make_opt, args.batch_size)
+               for _ in tqdm(range(args.repeats), desc="perf repeats", disable=args.repeats == 1)]
+    costs = median_costs(repeats)
     t_student, t_teacher, result = costs["student_step_s"], costs["teacher_forward_s"], costs["committee"]
 
     previous = {}
@@ -205,12 +233,14 @@ def main() -> int:
         "gated_over_dense_step": result["gated"]["step_s"] / result["dense"]["step_s"],
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "rows_timed": n_rows,
+        "repeats": args.repeats,
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / ("perf.json" if args.domain == "rec" else "perf_vision.json")).write_text(json.dumps(payload, indent=2))
 
     print(payload["command"])
-    print(f"batch {args.batch_size}, {args.threads} thread(s), {args.steps} timed steps")
+    print(f"batch {args.batch_size}, {args.threads} thread(s), {args.steps} steps per stepper, interleaved; "
+          f"medians over {args.repeats} repeat(s)")
     print(f"| what | ms/step | ratio |\n|---|---:|---:|")
     print(f"| student step | {1000 * t_student:.1f} | 1.00 |")
     for n, t in t_teacher.items():
@@ -220,11 +250,12 @@ def main() -> int:
               f"{r['step_s'] / t_student:.2f} |")
     for label, r in result.items():
         print(f"overhead {label}: step / (student step + teacher forwards run) = {1000 * r['step_s']:.1f} / "
-              f"({1000 * t_student:.1f} + {1000 * r['teacher_forward_cost_s']:.1f}) = {r['overhead_ratio']:.2f}x (target <= 1.15x)")
+              f"({1000 * t_student:.1f} + {1000 * r['teacher_forward_cost_s']:.1f}) -> {r['overhead_ratio']:.2f}x "
+              f"(repeats {_spread(r['overhead_ratio_repeats'])}; target <= 1.15x)")
     for label, r in result.items():
         print(f"overhead {label}, teacher forwards timed inside the step (sub-batches as routed): "
-              f"{1000 * r['step_s']:.1f} / ({1000 * t_student:.1f} + {1000 * r['teacher_run_in_step_s']:.1f}) = "
-              f"{r['overhead_ratio_in_step']:.2f}x")
+              f"{1000 * r['step_s']:.1f} / ({1000 * t_student:.1f} + {1000 * r['teacher_run_in_step_s']:.1f}) "
+              f"-> {r['overhead_ratio_in_step']:.2f}x (repeats {_spread(r['overhead_ratio_in_step_repeats'])})")
     print(f"gated / dense step time: {payload['gated_over_dense_step']:.2f}x")
     print(f"peak RSS: {payload['peak_rss_gib']:.2f} GiB")
     if "cluster_scaling.json" in previous:
