@@ -29,14 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import paired_bootstrap  # noqa: E402
 
+from recsys_committee.metrics.binary import auc  # noqa: E402  (the reports' AUC, with row weights)
 from recsys_committee.train.config import load_config  # noqa: E402
-
-
-def weighted_auc(probs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> float:
-    """ROC AUC with per-row weights (torchrec's, the same as every AUC in the reports)."""
-    from torchrec.metrics.auc import compute_auc
-
-    return float(compute_auc(1, [probs.double()[None]], [labels.double()[None]], [weights.double()[None]])[0])
 
 
 def weighted_top1(predicted: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> float:
@@ -91,7 +85,7 @@ def main() -> int:
     parser.add_argument("--results", default="benchmarks/results")
     args = parser.parse_args()
 
-    scores, metric = (rec_scores, weighted_auc) if args.domain == "rec" else (vision_scores, weighted_top1)
+    scores, metric = (rec_scores, auc) if args.domain == "rec" else (vision_scores, weighted_top1)
     runs = Path(args.runs)
     pairs, labels = [], None
     for seed in args.seeds:

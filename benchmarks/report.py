@@ -7,6 +7,7 @@ then averaged. Plots: gap-recovered bars with error bars; validation curves per 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -36,17 +37,18 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults:
     return out
 
 
-def reusable_metrics(run_dir: Path, wanted: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """``--reuse``: the run's metrics if it finished with the config this command would run;
-    None if it has not finished. Why the check: a run kept from an earlier protocol (another
-    schedule, another answer width) must not be read into a table labelled with today's command."""
+def reusable_metrics(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """``--reuse``: the run's metrics if it finished with ``cfg`` (a RunConfig), the config this
+    command would run; None if it has not finished. Why the check: a run kept from an earlier
+    protocol (another schedule, another answer width) must not be read into a table labelled
+    with today's command. Options the run predates are compared with their defaults."""
     import yaml
 
     metrics = run_dir / "metrics.json"
     if not metrics.exists():
         return None
     stored = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    diff = config_differences(stored, wanted, defaults)
+    diff = config_differences(stored, dataclasses.asdict(cfg), dataclasses.asdict(type(cfg)()))
     if diff:
         raise SystemExit(f"--reuse: {run_dir} was run with another config; delete it or drop --reuse. " + "; ".join(diff))
     return json.loads(metrics.read_text())
@@ -101,7 +103,8 @@ def paired_bootstrap(
     lets us resolve. The seed-to-seed spread is reported next to it, not mixed in.
     """
     n = labels.shape[0]
-    point = [metric(a, labels, torch.ones(n)) - metric(b, labels, torch.ones(n)) for a, b in pairs]
+    whole = [(metric(a, labels, torch.ones(n)), metric(b, labels, torch.ones(n))) for a, b in pairs]
+    point = [ma - mb for ma, mb in whole]
     gen = torch.Generator().manual_seed(seed)
     means = []
     for _ in range(draws):
@@ -109,7 +112,7 @@ def paired_bootstrap(
         means.append(statistics.mean(metric(a, labels, counts) - metric(b, labels, counts) for a, b in pairs))
     means.sort()
     lo, hi = means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))]
-    ref = statistics.mean(metric(b, labels, torch.ones(n)) for _, b in pairs)
+    ref = statistics.mean(mb for _, mb in whole)
     return {
         "delta_per_seed": point,
         "delta": statistics.mean(point),

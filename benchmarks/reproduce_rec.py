@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import mean_std, paired_gaps, plot_gap, plot_val_curves, reusable_metrics  # noqa: E402
 
-from recsys_committee.train.config import RunConfig, load_config, to_dict  # noqa: E402
+from recsys_committee.train.config import load_config  # noqa: E402
 from recsys_committee.train.run_distill import run_distill  # noqa: E402
 from recsys_committee.train.run_train import load_data  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
             cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *extra])
             run_dir = Path(args.out) / f"{method}-seed{seed}"
             start = time.perf_counter()
-            m = reusable_metrics(run_dir, to_dict(cfg), to_dict(RunConfig())) if args.reuse else None
+            m = reusable_metrics(run_dir, cfg) if args.reuse else None
             if m is None:
                 data = data or load_data(cfg.data)
                 m = run_distill(cfg, run_dir, data=data)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import mean_std, paired_gaps, plot_gap, plot_val_curves, reusable_metrics  # noqa: E402
 
-from recsys_committee.train.config import RunConfig, load_config, to_dict  # noqa: E402
+from recsys_committee.train.config import load_config  # noqa: E402
 from vision_committee.models import IMAGENET_MOBILENET_V2_PARAMS  # noqa: E402
 from vision_committee.run import load_vision_data, run_vision_distill, run_vision_train  # noqa: E402
 
@@ -78,7 +78,7 @@ def main() -> None:
             cfg = load_config(CONFIGS / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *args.overrides])
             run_dir = Path(args.out) / f"{method}-seed{seed}"
             start = time.perf_counter()
-            m = reusable_metrics(run_dir, to_dict(cfg), to_dict(RunConfig())) if args.reuse else None
+            m = reusable_metrics(run_dir, cfg) if args.reuse else None
             if m is None:
                 data = data or load_vision_data(cfg)
                 m = run_vision_distill(cfg, run_dir, data=data)

@@ -16,9 +16,10 @@ from torchrec.metrics.ne import compute_ne, get_ne_states
 _ETA = 1e-12
 
 
-def auc(probs: torch.Tensor, labels: torch.Tensor) -> float:
+def auc(probs: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """``weights``: per-row multiplicities (a bootstrap draw's counts); None = every row once."""
     probs, labels = probs.double().flatten(), labels.double().flatten()
-    weights = torch.ones_like(probs)
+    weights = torch.ones_like(probs) if weights is None else weights.double().flatten()
     return float(compute_auc(1, [probs[None]], [labels[None]], [weights[None]])[0])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,23 @@ def test_seed_interval_is_a_t_interval_and_needs_two_seeds() -> None:
     assert seed_interval([0.01]) is None
 
 
+@dataclass
+class _Optim:
+    lr: float = 0.1
+    schedule: str = "constant"  # an option the stored run below predates
+
+
+@dataclass
+class _Train:
+    progress: bool = True
+
+
+@dataclass
+class _Config:
+    optim: _Optim = field(default_factory=_Optim)
+    train: _Train = field(default_factory=_Train)
+
+
 def test_reuse_reads_a_run_only_if_it_ran_the_same_config(tmp_path: Path) -> None:
     import json as _json
 
@@ -80,17 +98,16 @@ def test_reuse_reads_a_run_only_if_it_ran_the_same_config(tmp_path: Path) -> Non
 
     run = tmp_path / "run"
     run.mkdir()
-    assert reusable_metrics(run, {"optim": {"lr": 0.1}}) is None  # not finished: run it
+    assert reusable_metrics(run, _Config()) is None  # not finished: run it
     (run / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": 0.1}, "train": {"progress": True}}))
     (run / "metrics.json").write_text(_json.dumps({"test": {"auc": 0.7}}))
-    same = {"optim": {"lr": 0.1}, "train": {"progress": False}}  # progress changes no result
+    same = _Config(train=_Train(progress=False))  # progress changes no result
     assert reusable_metrics(run, same)["test"]["auc"] == 0.7
     with pytest.raises(SystemExit, match=r"optim.lr: 0.1 \(stored\) vs 0.2"):
-        reusable_metrics(run, {"optim": {"lr": 0.2}, "train": {"progress": False}})
+        reusable_metrics(run, _Config(optim=_Optim(lr=0.2), train=_Train(progress=False)))
     # an option added after the run: fine at its default, a difference otherwise
-    newer = {"optim": {"lr": 0.1, "schedule": "constant"}, "train": {"progress": False}}
-    defaults = {"optim": {"schedule": "constant"}}
-    assert reusable_metrics(run, newer, defaults) is not None
-    newer["optim"]["schedule"] = "cosine"
+    newer = _Config(optim=_Optim(schedule="constant"), train=_Train(progress=False))
+    assert reusable_metrics(run, newer) is not None
+    newer.optim.schedule = "cosine"
     with pytest.raises(SystemExit, match="optim.schedule"):
-        reusable_metrics(run, newer, defaults)
+        reusable_metrics(run, newer)
