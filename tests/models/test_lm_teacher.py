@@ -7,20 +7,14 @@ import pytest
 import torch
 
 from recsys_committee.committee import Committee, CommitteeConfig, CommitteeConfigError, ReenterNotSupportedError, TapPathError
+from recsys_committee.committee.teacher import TeacherContext
 from recsys_committee.data.teacher_cache import StaleCacheError, build_cache, open_cache
 from recsys_committee.models import build_model, count_params
-from recsys_committee.models.lm_teacher import (
-    POOLED,
-    LMCacheCompute,
-    LMDataError,
-    LMTeacherAdapter,
-    build_lm_model,
-    lm_cache_key,
-    lm_cached_teacher,
-    lm_minilm_teacher,
-    load_tokenizer,
-    masked_mean,
-)
+from recsys_committee.models.lm_adapters import LMTeacherAdapter
+from recsys_committee.models.lm_cache import POOLED, LMCacheCompute, lm_cache_key
+from recsys_committee.models.lm_encoder import LMDataError, load_tokenizer, masked_mean
+from recsys_committee.models.lm_model import build_lm_model
+from recsys_committee.models.lm_teacher import lm_cached_teacher, lm_minilm_teacher
 from recsys_committee.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.realdata
@@ -155,7 +149,7 @@ def checkpoint(model, small, tmp_path_factory):
 
 def test_live_teacher_tokens_mask_and_logits(model, small, checkpoint):
     data, raw = small
-    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", data=data, raw=raw)
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", context=TeacherContext(data))
     batch = batch_of(data, range(12))
     out = teacher.probe(batch)
     assert teacher.feature_kind == "tokens" and out.features.shape[::2] == (12, 384)
@@ -163,17 +157,17 @@ def test_live_teacher_tokens_mask_and_logits(model, small, checkpoint):
     model.eval()
     assert torch.allclose(out.logits, model(batch).logits, atol=1e-5)  # live == memoised head outputs
     assert all(not p.requires_grad for p in teacher.parameters())
-    pooled = lm_minilm_teacher(name="lm", tap="encoder.layer.3", pool_tokens=True, data=data, raw=raw).run(batch)
+    pooled = lm_minilm_teacher(name="lm", tap="encoder.layer.3", pool_tokens=True, context=TeacherContext(data)).run(batch)
     assert pooled.features.shape == (12, 384) and pooled.logits is None and pooled.mask is None
     with pytest.raises(TapPathError, match="encoder.layer"):
         LMTeacherAdapter(model, "lm", tap="encoder.layer.9")
     with pytest.raises(CommitteeConfigError, match="history_n"):
-        lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), history_n=5, data=data, raw=raw)
+        lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), history_n=5, context=TeacherContext(data))
 
 
 def test_reenter_question_gets_gradient_teacher_does_not(small, checkpoint):
     data, raw = small
-    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", data=data, raw=raw)
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), tap="encoder.layer.3", context=TeacherContext(data))
     assert teacher.supports_reenter
     batch = batch_of(data, range(6))
     question = torch.randn(6, 384, requires_grad=True)
@@ -185,7 +179,7 @@ def test_reenter_question_gets_gradient_teacher_does_not(small, checkpoint):
     # padding is masked: a row answers the same alone or in a padded batch
     alone = teacher.reenter(batch.subset(torch.tensor([2])), question[2:3])
     assert torch.allclose(alone, answer[2:3], atol=1e-4)
-    last = lm_minilm_teacher(name="lm", tap="encoder.layer.5", data=data, raw=raw)
+    last = lm_minilm_teacher(name="lm", tap="encoder.layer.5", context=TeacherContext(data))
     assert not last.supports_reenter  # no upper layer left to carry the question
 
 
@@ -193,7 +187,7 @@ def test_reenter_in_a_committee_step(small, checkpoint):
     data, raw = small
     torch.manual_seed(0)
     student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
-    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), data=data, raw=raw)
+    teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), context=TeacherContext(data))
     probe = batch_of(data, range(8))
     cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
     committee = Committee.build(student, [teacher], probe, cfg)
@@ -208,15 +202,15 @@ def test_cached_teacher_and_reenter_is_a_config_error(model, small, checkpoint, 
     taps = ["encoder.layer.3", POOLED]
     key = lm_cache_key(model, data.table, taps, "float16", with_logits=False)  # the CPU recipe: no logits
     build_cache(tmp_path, key, model.num_rows, LMCacheCompute(model, taps, with_logits=False), shard_rows=64, progress=False)
-    teacher = lm_cached_teacher(name="lm", cache=str(tmp_path), checkpoint=str(checkpoint), data=data)
+    teacher = lm_cached_teacher(name="lm", cache=str(tmp_path), checkpoint=str(checkpoint), context=TeacherContext(data))
     batch = batch_of(data, range(10))
     out = teacher.run(batch)
     model.eval()
     assert out.features.shape == (10, 384)
     assert torch.allclose(out.logits, model(batch).logits, atol=5e-3)  # head(fp16 cached pooled)
-    assert lm_cached_teacher(name="lm", cache=str(tmp_path)).run(batch).logits is None
+    assert lm_cached_teacher(name="lm", cache=str(tmp_path), context=TeacherContext()).run(batch).logits is None
     with pytest.raises(StaleCacheError, match="taps"):
-        lm_cached_teacher(name="lm", cache=str(tmp_path), tap="encoder.layer.1")
+        lm_cached_teacher(name="lm", cache=str(tmp_path), tap="encoder.layer.1", context=TeacherContext())
     student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
     cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
     with pytest.raises(ReenterNotSupportedError, match="'lm'"):
@@ -231,6 +225,6 @@ def test_init_checkpoint_must_match_the_texts(small, checkpoint):
     data, raw = small
     kwargs = {"include_ratings": True, "include_stats": True, "data": data, "raw": raw}
     m = build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=3, init_checkpoint=str(checkpoint), **kwargs)
-    assert m.head_digest() == lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), data=data, raw=raw).model.head_digest()
+    assert m.head_digest() == lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), context=TeacherContext(data)).model.head_digest()
     with pytest.raises(CheckpointError, match="trained on other texts.*history_n"):
         build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=5, init_checkpoint=str(checkpoint), **kwargs)
