@@ -21,8 +21,9 @@ from typing import Any, Optional
 
 from recsys_committee.train.config import RunConfig, from_dict
 
-# The workers' environment: loopback for gloo unless told otherwise (a laptop or a test must not
-# listen on a real interface; a cluster sets GLOO_SOCKET_IFNAME itself), quiet FBGEMM logs.
+# The workers' environment for a local Ray instance: quiet FBGEMM logs, no Hugging Face downloads.
+# Gloo's interface is not set here: the driver's GLOO_SOCKET_IFNAME (`lo` on a laptop or in a test,
+# so gloo does not listen on a real interface) is passed through, see `_passthrough_env`.
 WORKER_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
 
 
@@ -33,7 +34,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from recsys_committee.train.distributed import DistContext
-    from recsys_committee.train.sharded import Launch
+    from recsys_committee.train.distributed import Launch
 
     if os.path.isdir(config.get("cwd", "")):
         os.chdir(config["cwd"])  # relative paths in the config (data/, runs/teachers) mean the driver's
@@ -66,15 +67,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def _runner(command: str):
-    if command == "distill":
-        from recsys_committee.train.run_distill import run_distill
+    from recsys_committee.rec_domain import run_distill, run_train  # in the worker: loads TorchRec there
 
-        return run_distill
-    if command == "train":
-        from recsys_committee.train.run_train import run_train
-
-        return run_train
-    raise ValueError(f"unknown command '{command}' for Ray Train; expected 'train' or 'distill'")
+    runs = {"train": run_train, "distill": run_distill}
+    if command not in runs:
+        raise ValueError(f"unknown command '{command}' for Ray Train; expected 'train' or 'distill'")
+    return runs[command]
 
 
 def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None) -> dict[str, Any]:
@@ -93,7 +91,18 @@ def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = 
         if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
             ray.init()  # inside `ray job submit`: the job's runtime env (working dir, env vars) applies
         else:
-            ray.init(runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}}, include_dashboard=False)
+            # The dashboard stays on (on loopback): Ray serves its State API from the dashboard
+            # process, and with include_dashboard=False it loads only UsageStatsHead there
+            # (ray/_private/services.py, start_api_server). Ray Train 2.60's detached
+            # PlacementGroupCleaner asks that State API every second whether the controller is
+            # alive (train/v2/.../placement_group_cleaner.py); without it every check failed with a
+            # "Failed to query Ray Train Controller actor state" warning (dozens per run) and the
+            # cleaner could never free a dead controller's placement group.
+            ray.init(
+                runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}},
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+            )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"command": command, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},
