@@ -31,7 +31,9 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     from recsys_committee.models import build_model, count_params
     from recsys_committee.train.config import OptimConfig, RunConfig
     from recsys_committee.train.distributed import DistContext, describe_plan
-    from recsys_committee.train.sharded import Launch, setup_sharded
+    from recsys_committee.rec_domain import REC
+    from recsys_committee.train.distributed import Launch
+    from recsys_committee.train.sharded import setup_sharded
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -41,7 +43,7 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     model = build_model("student", data.cardinalities, data.num_dense)
     params = count_params(model)
     ctx = DistContext.from_process_group()
-    setup = setup_sharded(model, model, cfg, Launch(ctx), Path(f"/tmp/cluster_scaling_{world}"))
+    setup = setup_sharded(model, model, list(model.parameters()), REC.sparse_parameters(model), lambda key: False, cfg, Launch(ctx), Path(f"/tmp/cluster_scaling_{world}"))
     generator = torch.Generator().manual_seed(0)
     batches = data.train.batches(batch_size, shuffle=True, generator=generator, rows=ctx.train_rows)
     timed = 0.0
@@ -50,9 +52,9 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
         ctx.barrier()
         t0 = time.perf_counter()
         loss = F.binary_cross_entropy_with_logits(setup.model(batch).logits, batch.labels)
-        setup.optimizer.zero_grad(set_to_none=True)
+        setup.optimizers.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        setup.optimizer.step()
+        setup.optimizers.optimizer.step()
         ctx.barrier()
         if i >= warmup:
             timed += time.perf_counter() - t0

@@ -20,8 +20,8 @@ from recsys_committee.committee import Committee, CommitteeConfig
 from recsys_committee.models import build_model
 from recsys_committee.train.config import load_config
 from recsys_committee.train.run_cache import run_cache
-from recsys_committee.train.run_distill import build_teachers
-from recsys_committee.train.run_train import load_data
+from recsys_committee.train.runner import TeacherContext, build_teachers
+from recsys_committee.rec_domain import load_data
 
 
 def time_steps(committee: Committee, data, steps: int, batch_size: int) -> float:
@@ -60,11 +60,11 @@ def main() -> None:
         student_cfg = load_config("configs/rec/student.yaml")
         timings = {}
         for kind, spec in (
-            ("cached", {"name": "lm", "kind": "lm_cached", "cache": str(cache_dir), "tap": "encoder.layer.3", "data": data}),
-            ("live", {"name": "lm", "kind": "lm_minilm", "tap": "encoder.layer.3", "pool_tokens": True, "data": data}),
+            ("cached", {"name": "lm", "kind": "lm_cached", "cache": str(cache_dir), "tap": "encoder.layer.3"}),
+            ("live", {"name": "lm", "kind": "lm_minilm", "tap": "encoder.layer.3", "pool_tokens": True}),
         ):
             start = time.perf_counter()
-            teachers = build_teachers([spec])
+            teachers = build_teachers([spec], context=TeacherContext(data))
             load_seconds = time.perf_counter() - start
             student = build_model("student", data.cardinalities, data.num_dense, **student_cfg.model.params)
             committee = Committee.build(student, teachers, data.train.batch(torch.arange(64)), ccfg)

@@ -40,8 +40,8 @@ def weighted_top1(predicted: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 def rec_scores(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(test probabilities, test labels) of the student saved in ``run``."""
-    from recsys_committee.train.evaluate import predict
-    from recsys_committee.train.run_train import load_data, load_trained_model
+    from recsys_committee.rec_domain import predict
+    from recsys_committee.rec_domain import load_data, load_trained_model
 
     cfg = load_config(run / "config.yaml")
     data = _cached(("rec", str(cfg.data)), lambda: load_data(cfg.data))
@@ -52,8 +52,8 @@ def rec_scores(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def vision_scores(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(test predicted classes, test labels) of the student saved in ``run``."""
     from vision_committee.checkpoint import load_vision_model
-    from vision_committee.evaluate import predict_logits
-    from vision_committee.run import load_vision_data
+    from recsys_committee.train.rows import predict_logits
+    from vision_committee.domain import load_vision_data
 
     cfg = load_config(run / "config.yaml")
     data = _cached(("vision", str(cfg.data)), lambda: load_vision_data(cfg))

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from recsys_committee.committee import Committee  # noqa: E402
 from recsys_committee.models import build_model  # noqa: E402
 from recsys_committee.train.config import load_config  # noqa: E402
-from recsys_committee.train.loop import make_optimizer  # noqa: E402
-from recsys_committee.train.run_distill import build_teachers, committee_config  # noqa: E402
-from recsys_committee.train.run_train import load_data  # noqa: E402
+from recsys_committee.train.optimizers import build_optimizers  # noqa: E402
+from recsys_committee.train.runner import TeacherContext, build_teachers, committee_config  # noqa: E402
+from recsys_committee.rec_domain import REC, load_data  # noqa: E402
 
 
 def interleaved(steppers: dict, batches: list, clock: "TeacherRunClock", warmup: int = 2) -> dict[str, tuple[float, float]]:
@@ -160,13 +160,23 @@ def median_costs(repeats: list[dict]) -> dict:
     return out
 
 
+def optimizer_maker(domain, optim_cfg):
+    """The optimiser a run would build for a module (fused tables + AdamW), as the runner does."""
+
+    def make(module):
+        trainable = module.trainable_parameters() if hasattr(module, "trainable_parameters") else [p for p in module.parameters() if p.requires_grad]
+        return build_optimizers(trainable, domain.sparse_parameters(module), optim_cfg).optimizer
+
+    return make
+
+
 def rec_setup(args) -> tuple:
     """MovieLens-100K, the two experts (runs/teachers), DiverseDistill dense and gated."""
     base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
     data = load_data(base.data)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
     batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
-    teachers = build_teachers(base.teachers, base.teacher_dir, data)
+    teachers = build_teachers(base.teachers, base.teacher_dir, TeacherContext(data, progress=False))
     configs = {label: (load_config(ROOT / "configs/rec" / name, [f"teacher_dir={args.teacher_dir}", *args.overrides]), offset)
                for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000))}
 
@@ -174,22 +184,22 @@ def rec_setup(args) -> tuple:
         cfg = cfg or base
         return build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
 
-    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, lambda m: make_optimizer(m, base.optim)
+    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, optimizer_maker(REC, base.optim)
 
 
 def vision_setup(args) -> tuple:
     """Fashion-MNIST, the foundation model (cached, as in the reproduction) and the two CNN
     experts (live) from runs/vision_teachers, DiverseDistill dense and gated."""
-    from vision_committee.run import build_model as build_vision, load_vision_data
+    from vision_committee.domain import VISION, load_vision_data
 
     base = load_config(ROOT / "configs/vision/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
     data = load_vision_data(base)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
     batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
-    teachers = build_teachers(base.teachers, base.teacher_dir, data)
+    teachers = build_teachers(base.teachers, base.teacher_dir, TeacherContext(data, progress=False))
     configs = {label: (load_config(ROOT / "configs/vision" / name, [f"teacher_dir={args.teacher_dir}", *args.overrides]), offset)
                for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000))}
-    return lambda cfg: build_vision(cfg or base), F.cross_entropy, teachers, configs, batches, lambda m: make_optimizer(m, base.optim)
+    return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, optimizer_maker(VISION, base.optim)
 
 
 def _spread(values: list[float]) -> str:

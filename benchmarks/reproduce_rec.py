@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import mean_std, paired_gaps, plot_gap, plot_val_curves, reusable_metrics  # noqa: E402
 
 from recsys_committee.train.config import load_config  # noqa: E402
-from recsys_committee.train.run_distill import run_distill  # noqa: E402
-from recsys_committee.train.run_train import load_data  # noqa: E402
+from recsys_committee.rec_domain import run_distill  # noqa: E402
+from recsys_committee.rec_domain import load_data  # noqa: E402
 
 METHOD_CONFIGS = {
     "no_kd": "no_kd.yaml",

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import mean_std, paired_gaps, plot_gap, plot_val_curves, reusable_metrics  # noqa: E402
 
 from recsys_committee.train.config import load_config  # noqa: E402
-from vision_committee.models import IMAGENET_MOBILENET_V2_PARAMS  # noqa: E402
-from vision_committee.run import load_vision_data, run_vision_distill, run_vision_train  # noqa: E402
+from vision_committee.models import imagenet_mobilenet_v2_params  # noqa: E402
+from vision_committee.domain import load_vision_data, run_vision_distill, run_vision_train  # noqa: E402
 
 CONFIGS = Path("configs/vision")
 TEACHERS = {"foundation": "foundation.yaml", "expert_wide": "expert_wide.yaml", "expert_deep": "expert_deep.yaml"}
@@ -105,11 +105,12 @@ def main() -> None:
         results[method]["test_top1_delta_vs_no_kd"] = extra["delta"]
         results[method]["gap_vs"] = extra["gap_vs"]
     student_params = results["no_kd"]["student_params"]
+    imagenet_params = imagenet_mobilenet_v2_params()  # counted on the model loaded from data/weights
     compression = {
         "student_params": student_params,
-        "foundation_imagenet_params": IMAGENET_MOBILENET_V2_PARAMS,
+        "foundation_imagenet_params": imagenet_params,
         "foundation_finetuned_params": teacher_metrics["foundation"]["params"],
-        "ratio_vs_imagenet_model": IMAGENET_MOBILENET_V2_PARAMS / student_params,
+        "ratio_vs_imagenet_model": imagenet_params / student_params,
         "ratio_vs_finetuned_model": teacher_metrics["foundation"]["params"] / student_params,
     }
     results_dir = Path(args.results)
@@ -131,7 +132,7 @@ def main() -> None:
     teacher_line = ", ".join(f"{n} {m['test']['top1']:.4f} ({m['params']:,} params, {m['epoch_seconds']:.0f} s/epoch)" for n, m in teacher_metrics.items())
     table = "\n".join(lines) + (
         f"\n\nTeachers (test top-1, seed 0): {teacher_line}. Student {student_params:,} params: "
-        f"{compression['ratio_vs_imagenet_model']:.2f}x smaller than the ImageNet MobileNetV2 ({IMAGENET_MOBILENET_V2_PARAMS:,}), "
+        f"{compression['ratio_vs_imagenet_model']:.2f}x smaller than the ImageNet MobileNetV2 ({imagenet_params:,}), "
         f"{compression['ratio_vs_finetuned_model']:.2f}x than the fine-tuned 10-class one. Seeds {args.seeds}; "
         f"{results['no_kd']['train_rows']:,} training images per student run. Command: `{command}`.\n"
     )

@@ -34,12 +34,12 @@ DOMAINS = {  # configs folder, metric of record, its label
 def run_domain(domain: str, cfg, out: Path, data):
     """(metrics, data) of one distillation run of ``domain`` (data loaded once, then reused)."""
     if domain == "rec":
-        from recsys_committee.train.run_distill import run_distill
-        from recsys_committee.train.run_train import load_data
+        from recsys_committee.rec_domain import run_distill
+        from recsys_committee.rec_domain import load_data
 
         data = data or load_data(cfg.data)
         return run_distill(cfg, out, data=data), data
-    from vision_committee.run import load_vision_data, run_vision_distill
+    from vision_committee.domain import load_vision_data, run_vision_distill
 
     data = data or load_vision_data(cfg)
     return run_vision_distill(cfg, out, data=data), data

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from recsys_committee.train.config import load_config
-from recsys_committee.train.run_train import load_data, run_train
+from recsys_committee.rec_domain import load_data, run_train
 
 DEFAULT_CONFIGS = ["configs/rec/student.yaml", "configs/rec/expert_dlrm.yaml", "configs/rec/expert_din_dcn.yaml"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
+
+from recsys_committee.cli_support import add_debug_flag, run_command
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: nothing but registries is reachable
 
@@ -34,13 +35,9 @@ def _run(command: str, args: argparse.Namespace) -> dict:
         from recsys_committee.train.ray_entry import run_with_ray
 
         return run_with_ray(command, cfg, Path(args.out))
-    if command == "train":
-        from recsys_committee.train.run_train import run_train
+    from recsys_committee.rec_domain import run_distill, run_train
 
-        return run_train(cfg, Path(args.out))
-    from recsys_committee.train.run_distill import run_distill
-
-    return run_distill(cfg, Path(args.out))
+    return (run_train if command == "train" else run_distill)(cfg, Path(args.out))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -106,23 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
     demo.set_defaults(func=_demo)
+    add_debug_flag(parser, sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from recsys_committee.data.schema import DataValidationError
-    from recsys_committee.registry import UnknownNameError
-    from recsys_committee.train.checkpoint import CheckpointError
-    from recsys_committee.committee import CommitteeConfigError
-    from recsys_committee.train.config import ConfigError
-
-    try:
-        return args.func(args)
-    except (ConfigError, CommitteeConfigError, DataValidationError, UnknownNameError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_committee.train.config import load_config
-from recsys_committee.train.run_distill import run_distill
-from recsys_committee.train.run_train import load_data, run_train
+from recsys_committee.rec_domain import load_data, run_distill, run_train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "rec"
 TRAIN_STAGES = ["student", "expert_dlrm", "expert_din_dcn"]

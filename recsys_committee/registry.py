@@ -7,6 +7,8 @@ instead of silently falling back to a default.
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 import difflib
 import inspect
 from typing import Any, Callable, Generic, TypeVar
@@ -14,7 +16,7 @@ from typing import Any, Callable, Generic, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A config named something no registry entry answers to."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

@@ -7,13 +7,12 @@ serve an exported student.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from vision_committee.models import build_vision_model
 
 DOMAIN = "vision"
@@ -24,15 +23,11 @@ def vision_payload(name: str, params: dict[str, Any], state: dict, epoch: int, v
         "domain": DOMAIN,
         "model": name,
         "params": dict(params),
-        "state_dict": copy.deepcopy(state),
+        "state_dict": state,
         "epoch": epoch,
         "val_top1": val.get("top1"),
         "method": method,
     }
-
-
-def save_vision_model(path: str | Path, payload: dict[str, Any]) -> None:
-    save_checkpoint(path, payload)
 
 
 def load_vision_model(path: str | Path) -> nn.Module:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
+
+from recsys_committee.cli_support import add_debug_flag, run_command
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vision_committee", description="Committee distillation for image classifiers (Fashion-MNIST).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("train", "train one classifier (a teacher or the no-KD student)"), ("distill", "distil a committee into the student")):
@@ -23,29 +24,29 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="runs/vision_demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every stage")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser, sub)
+    return parser
 
-    from recsys_committee.committee import CommitteeConfigError
-    from recsys_committee.registry import UnknownNameError
-    from recsys_committee.train.checkpoint import CheckpointError
-    from recsys_committee.train.config import ConfigError, load_config
-    from vision_committee.data import VisionDataError
-    from vision_committee.run import run_vision_distill, run_vision_train
 
-    try:
-        if args.command == "demo":
-            from vision_committee.demo import run_vision_demo
+def _command(args: argparse.Namespace) -> int:
+    from recsys_committee.train.config import load_config
 
-            run_vision_demo(Path(args.out), seed=args.seed, overrides=list(args.overrides))
-            return 0
-        cfg = load_config(args.config, list(args.overrides))
-        run = run_vision_train if args.command == "train" else run_vision_distill
-        metrics = run(cfg, Path(args.out))
-    except (ConfigError, CommitteeConfigError, UnknownNameError, CheckpointError, VisionDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "demo":
+        from vision_committee.demo import run_vision_demo
+
+        run_vision_demo(Path(args.out), seed=args.seed, overrides=list(args.overrides))
+        return 0
+    from vision_committee.domain import run_vision_distill, run_vision_train
+
+    cfg = load_config(args.config, list(args.overrides))
+    metrics = (run_vision_train if args.command == "train" else run_vision_distill)(cfg, Path(args.out))
     keys = ("model", "params") if args.command == "train" else ("method", "student_params", "teacher_params", "teacher_forwards")
     summary = {k: metrics[k] for k in keys} | {"best_epoch": metrics["best_epoch"], "epoch_seconds": round(metrics["epoch_seconds"], 1),
                                               "val_top1": metrics["val"]["top1"], "test_top1": metrics["test"]["top1"]}
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(_command, args)

@@ -20,6 +20,9 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from recsys_committee.errors import UserError
+from recsys_committee.train.rows import RowSplit
+
 NUM_CLASSES = 10
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (after ToTensor)
@@ -28,7 +31,7 @@ SPLIT_SEED = 20240221  # fixes which training images are held out for validation
 TRAIN_IMAGES = 60_000
 
 
-class VisionDataError(RuntimeError):
+class VisionDataError(UserError, RuntimeError):
     """The Fashion-MNIST files are missing or malformed; the message says how to fetch them."""
 
 
@@ -65,7 +68,7 @@ class VisionBatch:
 
 
 @dataclass
-class VisionSplit:
+class VisionSplit(RowSplit):
     images: torch.Tensor
     labels: torch.Tensor
     example_ids: torch.Tensor
@@ -75,27 +78,6 @@ class VisionSplit:
 
     def batch(self, rows: torch.Tensor) -> VisionBatch:
         return VisionBatch(self.images[rows], self.labels[rows], self.example_ids[rows])
-
-    def num_batches(self, batch_size: int, rows: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> int:
-        n = len(self) if rows is None else int(rows(torch.arange(len(self))).numel())
-        return (n + batch_size - 1) // batch_size
-
-    def batches(
-        self,
-        batch_size: int,
-        shuffle: bool = False,
-        generator: Optional[torch.Generator] = None,
-        rows: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        start: int = 0,
-    ) -> Iterator[VisionBatch]:
-        """Same contract as the recommendation splits (``train/loop.py`` drives both): the
-        order is drawn from ``generator``, ``rows`` maps it to this process's share, and
-        batches from ``start`` on are yielded (resuming mid-epoch)."""
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        if rows is not None:
-            order = rows(order)
-        for i in range(start * batch_size, order.numel(), batch_size):
-            yield self.batch(order[i : i + batch_size])
 
 
 @dataclass

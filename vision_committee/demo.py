@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys_committee.train.config import load_config
-from vision_committee.models import IMAGENET_MOBILENET_V2_PARAMS
-from vision_committee.run import load_vision_data, run_vision_distill, run_vision_train
+from vision_committee.domain import load_vision_data, run_vision_distill, run_vision_train
+from vision_committee.models import imagenet_mobilenet_v2_params
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "vision"
 TEACHERS = ["foundation", "expert_wide", "expert_deep"]
@@ -41,7 +41,8 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
         rows.append({"name": f"student <- {name}", "params": m["student_params"], "top1": m["test"]["top1"], "forwards": skipped, "seconds": m["epoch_seconds"]})
     header = f"{'model':<34} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
     print(f"\nFashion-MNIST demo: {len(data.train):,} training images, {BUDGET[1].split('=')[1]} epochs, best-validation epoch, test = official 10,000.")
-    print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({IMAGENET_MOBILENET_V2_PARAMS:,}) / {IMAGENET_MOBILENET_V2_PARAMS / rows[-1]['params']:.2f}.")
+    imagenet = imagenet_mobilenet_v2_params()
+    print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({imagenet:,}) / {imagenet / rows[-1]['params']:.2f}.")
     print(header + "\n" + "-" * len(header))
     for r in rows:
         print(f"{r['name']:<34} {r['params']:>10,} {r['top1']:>10.4f} {r['forwards']:>12} {r['seconds']:>8.1f}")

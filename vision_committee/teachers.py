@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import torch
 
-from recsys_committee.committee.teacher import TeacherAdapter, register_teacher
+from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
 from recsys_committee.data.fetch import sha256_of
 from recsys_committee.data.teacher_cache import LOGITS, open_or_build
 from vision_committee.checkpoint import load_vision_model
@@ -30,16 +30,16 @@ class VisionModelTeacher(TeacherAdapter):
 @register_teacher("vision_model")
 def vision_model_teacher(
     *, name: str, checkpoint: str, tap: str = "stages", always_on: bool = False, cached: bool = False,
-    cache_dtype: str = "float16", data: Any = None, progress: bool = True,
+    cache_dtype: str = "float16", context: TeacherContext,
 ) -> TeacherAdapter:
     """A classifier trained by ``python -m vision_committee train`` (its model.pt), frozen;
     live, or served from a cache under ``<run>/cache/`` when ``cached``."""
     teacher = VisionModelTeacher(load_vision_model(checkpoint), name=name, tap=tap, always_on=always_on)
     if not cached:
         return teacher
-    if data is None:
+    if context.data is None:
         raise ValueError(f"teacher '{name}': cached: true needs the data set (it is passed by the distill run)")
-    images = data.all_images()
+    images = context.data.all_images()
     if not torch.equal(images.example_ids, torch.arange(len(images))):
         raise ValueError(f"teacher '{name}': example ids must be 0..N-1 to cache by id")
 
@@ -51,7 +51,7 @@ def vision_model_teacher(
     images_digest = hashlib.sha256(images.images.numpy().tobytes()).hexdigest()
     key = {"teacher": sha256_of(Path(checkpoint)), "taps": [tap], "rows": len(images), "images": images_digest, "dtype": cache_dtype}
     cache = open_or_build(Path(checkpoint).parent / "cache" / tap, key, len(images), compute, batch_size=512, shard_rows=16384,
-                          progress=progress, description=f"{name} cache", meta={"teacher_params": sum(p.numel() for p in teacher.model.parameters())})
+                          progress=context.progress, description=f"{name} cache", meta={"teacher_params": sum(p.numel() for p in teacher.model.parameters())})
     precomputed = cache.teacher(name, tap, always_on=always_on)
     precomputed.teacher_params = sum(p.numel() for p in teacher.model.parameters())
     return precomputed

@@ -14,7 +14,7 @@ from recsys_committee.committee.config import (
     NonFiniteLossError,
     ReenterNotSupportedError,
 )
-from recsys_committee.committee.export import export_student
+from recsys_committee.committee.export import count_params, export_student
 from recsys_committee.committee.gate import GATES, DenseGate, ForwardCounter, Gate, GateDecision, ImportanceGate, list_gates, register_gate
 from recsys_committee.committee.losses import (
     LOSSES,
@@ -30,7 +30,7 @@ from recsys_committee.committee.losses import (
 )
 from recsys_committee.committee.qa import AnswerAugmenter, AttendAnswer, QAModule, QuestionAugmenter, TeacherInfo
 from recsys_committee.committee.taps import TapPathError, append_token, normalize_features, resolve_module, tap_outputs
-from recsys_committee.committee.teacher import TEACHERS, PrecomputedTeacher, TeacherAdapter, build_teacher, list_teachers, register_teacher
+from recsys_committee.committee.teacher import TEACHERS, PrecomputedTeacher, TeacherAdapter, TeacherContext, build_teacher, list_teachers, register_teacher
 from recsys_committee.committee.types import Batch, StudentOutput, TeacherOutput
 
 __all__ = [
@@ -38,8 +38,8 @@ __all__ = [
     "CommitteeStepOutput", "DEFAULT_WEIGHTS", "DenseGate", "ForwardCounter", "GATES", "Gate", "GateConfig",
     "GateDecision", "ImportanceGate", "LOSSES", "LossModule", "LossSpec", "METHODS", "MethodSpec",
     "NonFiniteLossError", "PrecomputedTeacher", "QAModule", "QuestionAugmenter", "ReenterNotSupportedError",
-    "StepContext", "StudentOutput", "TEACHERS", "TapPathError", "TeacherAdapter", "TeacherInfo", "TeacherOutput",
-    "TeacherView", "align_loss", "append_token", "build_teacher", "export_student", "kd_loss", "list_gates",
+    "StepContext", "StudentOutput", "TEACHERS", "TapPathError", "TeacherAdapter", "TeacherContext", "TeacherInfo", "TeacherOutput",
+    "TeacherView", "align_loss", "append_token", "build_teacher", "count_params", "export_student", "kd_loss", "list_gates",
     "list_losses", "list_methods", "list_teachers", "method_spec", "normalize_features", "register_gate",
     "register_loss", "register_method", "register_teacher", "resolve_module", "tap_outputs", "task_loss",
 ]

@@ -291,9 +291,17 @@ class Committee(nn.Module):
     def reset_teacher_forwards(self) -> None:
         self.counter.reset()
 
+    FROZEN_PREFIX = "teachers."  # the frozen teachers' keys: never trained, never checkpointed
+
+    @classmethod
+    def is_frozen_key(cls, key: str) -> bool:
+        """True for parameter/state keys of the frozen teachers, also inside a wrapper (DMP, DDP
+        prefix the keys): the optimisers and DCP ask the committee, not a copy of its names."""
+        return key.startswith(cls.FROZEN_PREFIX) or f".{cls.FROZEN_PREFIX}" in key
+
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         for name, p in self.named_parameters():
-            if p.requires_grad and not name.startswith("teachers."):
+            if p.requires_grad and not self.is_frozen_key(name):
                 yield name, p
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -302,11 +310,11 @@ class Committee(nn.Module):
 
     def distill_state_dict(self) -> dict[str, torch.Tensor]:
         """State without the frozen teachers (they are rebuilt from their own checkpoints)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("teachers.")}
+        return {k: v for k, v in self.state_dict().items() if not self.is_frozen_key(k)}
 
     def load_distill_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [m for m in missing if not m.startswith("teachers.")]
+        missing = [m for m in missing if not self.is_frozen_key(m)]
         if missing or unexpected:
             raise KeyError(f"distill state mismatch: missing {missing}, unexpected {list(unexpected)}")
 

@@ -9,6 +9,8 @@ committee is built, with the close matches in the error.
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -30,7 +32,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
-class CommitteeConfigError(ValueError):
+class CommitteeConfigError(UserError, ValueError):
     """The committee was asked for something it cannot build (a bad value or combination)."""
 
 
@@ -41,14 +43,20 @@ class ReenterNotSupportedError(CommitteeConfigError, NotImplementedError):
     (the fix is in the config: use ``answer_mode: attend`` or another teacher)."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss term is NaN or infinite; names the step and the term so a run fails where it broke."""
 
-    def __init__(self, step: int, term: str, value: float = float("nan")) -> None:
+    def __init__(self, step: int, term: str, value: float = float("nan"), last_good: str | None = None) -> None:
         self.step = step
         self.term = term
         self.value = value
-        super().__init__(f"non-finite loss at step {step}: term '{term}' = {value}")
+        self.last_good = last_good
+        where = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was written before it"
+        super().__init__(f"non-finite loss at step {step}: term '{term}' = {value}{where} (lower optim.lr or check the data)")
+
+    def with_last_good(self, path: str | None) -> "NonFiniteLossError":
+        """The same error, now saying where the last good checkpoint is (the runner knows, the step does not)."""
+        return NonFiniteLossError(self.step, self.term, self.value, path)
 
 
 @dataclass

@@ -15,6 +15,10 @@ from torch import nn
 from recsys_committee.committee.committee import Committee
 
 
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def export_student(committee: Committee) -> nn.Module:
     """A detached copy of ``committee.student`` in eval mode."""
     student = copy.deepcopy(committee.student)

@@ -8,6 +8,8 @@ raised, so a teacher is never left carrying our code (torchdistill's pattern).
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 import contextlib
 import difflib
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 
-class TapPathError(LookupError):
+class TapPathError(UserError, LookupError):
     """A tap path names no module of the model."""
 
 

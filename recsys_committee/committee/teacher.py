@@ -10,6 +10,7 @@ through a forward hook at ``tap`` (METHOD.md: forward only, hooks not edits).
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -21,13 +22,24 @@ from recsys_committee.committee.types import Batch, TeacherOutput
 from recsys_committee.registry import Registry
 
 # Domains register teacher builders here: ``@register_teacher("expert_dlrm")`` on a function
-# returning a TeacherAdapter; the YAML names the key and its keyword arguments.
+# returning a TeacherAdapter; the YAML names the key and its keyword arguments, and every
+# builder also receives ``context`` (a ``TeacherContext``).
 TEACHERS: Registry[Callable[..., "TeacherAdapter"]] = Registry("teacher")
 register_teacher = TEACHERS.register
 
 
-def build_teacher(name: str, /, *args: Any, **kwargs: Any) -> "TeacherAdapter":
-    return TEACHERS.build(name, *args, **kwargs)
+@dataclass
+class TeacherContext:
+    """What the run gives every teacher builder besides its YAML entry. Why explicit: an LM
+    teacher renders its texts from the run's data and a cached teacher fills its cache with a
+    progress bar that ``train.progress: false`` silences; builders that need neither ignore it."""
+
+    data: Any = None
+    progress: bool = True
+
+
+def build_teacher(name: str, /, *args: Any, context: Optional[TeacherContext] = None, **kwargs: Any) -> "TeacherAdapter":
+    return TEACHERS.build(name, *args, context=context or TeacherContext(), **kwargs)
 
 
 def list_teachers() -> list[str]:

@@ -16,6 +16,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.features import FeatureTable
 from recsys_committee.data.jagged import gather_jagged, offsets_from_lengths
+from recsys_committee.train.rows import RowSplit
 
 SCALAR_SPARSE = ["user_id", "item_id", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"]
 
@@ -88,7 +89,7 @@ class RecBatch:
         )
 
 
-class RecDataset:
+class RecDataset(RowSplit):
     """The rows ``index`` of a FeatureTable, held as tensors and cut into RecBatches."""
 
     def __init__(self, table: FeatureTable, index: torch.Tensor, dense_mean: torch.Tensor, dense_std: torch.Tensor):
@@ -120,24 +121,3 @@ class RecDataset:
             dense=self.dense[rows],
             sparse=sparse,
         )
-
-    def batches(
-        self,
-        batch_size: int,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-        rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        start: int = 0,
-    ) -> Iterator[RecBatch]:
-        """Batches in (shuffled) order. ``rows`` maps the epoch's global order to this rank's
-        share (``DistContext.train_rows``); ``start`` skips that many batches without building
-        them (resuming mid-epoch)."""
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        if rows is not None:
-            order = rows(order)
-        for begin in range(start * batch_size, order.numel(), batch_size):
-            yield self.batch(order[begin : begin + batch_size])
-
-    def num_batches(self, batch_size: int, rows: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
-        n = len(self) if rows is None else int(rows(torch.arange(len(self))).numel())
-        return (n + batch_size - 1) // batch_size

@@ -7,13 +7,15 @@ column, before any model sees the data.
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """The input data is malformed; the message names the file and the column."""
 
 

@@ -36,6 +36,7 @@ from safetensors.torch import save as st_save
 from tqdm.auto import tqdm
 
 from recsys_committee.committee.teacher import PrecomputedTeacher
+from recsys_committee.progress import on_terminal
 from recsys_committee.train.checkpoint import CheckpointError
 
 FORMAT = "teacher-cache/1"
@@ -311,7 +312,8 @@ def build_cache(
         _write_index(root, index)
         return cache
     rows_done = n_rows - sum(min(shard_rows, n_rows - i * shard_rows) for i in todo)
-    bar = tqdm(total=n_rows, initial=rows_done, desc=description, unit="row", disable=not progress)
+    bar = tqdm(total=n_rows, initial=rows_done, desc=description, unit="row", disable=not (progress and on_terminal()))
+    log_lines = progress and not on_terminal()  # a line per shard in logs, not bar frames
     start_time = time.perf_counter()
     try:
         for i in todo:
@@ -332,6 +334,9 @@ def build_cache(
             index["seconds"] = float(index.get("seconds", 0.0)) + (time.perf_counter() - start_time)
             start_time = time.perf_counter()
             _write_index(root, index)
+            rows_done += stop - start
+            if log_lines:
+                print(f"{description}: {rows_done:,}/{n_rows:,} rows ({index['seconds']:.0f}s)", flush=True)
     finally:
         bar.close()
     index["complete"] = True

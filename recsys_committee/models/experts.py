@@ -12,6 +12,8 @@ what they see and how they model it:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torchrec.modules.crossnet import LowRankCrossNet
@@ -93,6 +95,7 @@ def expert_dlrm(
     cardinalities: dict[str, int],
     num_dense: int,
     *,
+    data: Any = None,
     embedding_dim: int = 64,
     bottom: list[int] = (128,),
     top: list[int] = (1024, 1024, 256),
@@ -106,6 +109,7 @@ def expert_din_dcn(
     cardinalities: dict[str, int],
     num_dense: int,
     *,
+    data: Any = None,
     embedding_dim: int = 64,
     max_history: int = 50,
     cross_layers: int = 3,

@@ -6,12 +6,12 @@ so an unknown parameter is refused with the accepted names (``Registry.build``).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
+from recsys_committee.committee.export import count_params  # noqa: F401  (re-exported: models are counted here too)
 from recsys_committee.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
@@ -19,14 +19,9 @@ register_model = MODELS.register
 
 
 def build_model(name: str, cardinalities: dict[str, int], num_dense: int, *, data: Any = None, **params: Any) -> nn.Module:
-    """``data`` (a RecData) goes to builders that take it (the LM teacher renders its texts from it)."""
-    if data is not None and "data" in inspect.signature(MODELS.get(name)).parameters:
-        params["data"] = data
-    return MODELS.build(name, cardinalities, num_dense, **params)
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Every builder takes ``data`` (the run's RecData, or None when a model file is rebuilt on
+    its own): the LM teacher renders its texts from it; the others size from the cardinalities."""
+    return MODELS.build(name, cardinalities, num_dense, data=data, **params)
 
 
 def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -38,11 +33,6 @@ def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:
         if isinstance(sub, (EmbeddingBagCollection, EmbeddingCollection)):
             params.extend(sub.parameters())
     return params
-
-
-def dense_parameters(module: nn.Module) -> list[nn.Parameter]:
-    emb = {id(p) for p in embedding_parameters(module)}
-    return [p for p in module.parameters() if id(p) not in emb and p.requires_grad]
 
 
 def padded(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,8 @@ alone, with no extra inference cost.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torchrec.modules.crossnet import LowRankCrossNet
@@ -77,6 +79,7 @@ def student(
     cardinalities: dict[str, int],
     num_dense: int,
     *,
+    data: Any = None,
     features: list[str] | None = None,
     embedding_dim: int = 32,
     cross_layers: int = 1,

@@ -12,9 +12,8 @@ from typing import Optional
 
 import torch
 
-from recsys_committee.committee.teacher import TeacherAdapter, register_teacher
+from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
 from recsys_committee.data.batching import RecBatch
-from recsys_committee.train.run_train import load_trained_model
 
 
 class RecModelTeacher(TeacherAdapter):
@@ -23,6 +22,8 @@ class RecModelTeacher(TeacherAdapter):
 
 
 @register_teacher("rec_model")
-def rec_model_teacher(*, name: str, checkpoint: str, tap: str = "top", always_on: bool = False) -> RecModelTeacher:
+def rec_model_teacher(*, name: str, checkpoint: str, tap: str = "top", always_on: bool = False, context: TeacherContext) -> RecModelTeacher:
     """A model trained by ``recsys-committee train`` (its model.pt), frozen."""
+    from recsys_committee.rec_domain import load_trained_model  # the domain reads model files; it imports this module
+
     return RecModelTeacher(load_trained_model(checkpoint), name=name, tap=tap, always_on=always_on)

@@ -6,6 +6,8 @@ fail with a message naming it, not load half a model or start fresh silently.
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import torch
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt or incompatible; the message names the file."""
 
 

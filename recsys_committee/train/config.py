@@ -7,6 +7,8 @@ dataclass field types so ``train.epochs=ten`` fails here and not in epoch one.
 
 from __future__ import annotations
 
+from recsys_committee.errors import UserError
+
 import dataclasses
 import difflib
 import types
@@ -20,7 +22,7 @@ import yaml
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is malformed; the message names the key."""
 
 
@@ -33,6 +35,10 @@ class DataConfig:
     long_history_len: int = 50
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     max_rows: Optional[int] = None  # keep the first rows in time (real-data slices for tests)
+
+    def __post_init__(self) -> None:
+        if len(self.fractions) != 3 or any(not f > 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ConfigError(f"data.fractions must be three positive shares (train, val, test) summing to 1, got {self.fractions}")
 
 
 @dataclass
@@ -112,8 +118,24 @@ class RunConfig:
     teacher_dir: str = "runs/teachers"
 
 
+def dotted_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config dataclass (``train.epochs``, ``optim.lr``, ...)."""
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        annotation = hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            keys += dotted_keys(annotation, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
 def _unknown_key(key: str, known: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    # a bare leaf name set at the wrong level (``epochs`` for ``train.epochs``): the full key first
+    close = [k for k in dotted_keys() if k.rsplit(".", 1)[-1] == key and k != f"{where}{key}"]
+    close += [f"{where}{c}" for c in difflib.get_close_matches(key, known, n=3, cutoff=0.5) if f"{where}{c}" not in close]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(f"unknown config key '{where}{key}'.{hint} Known keys here: {', '.join(known)}")
 
@@ -221,13 +243,20 @@ def load_with_bases(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, 
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Defaults < the file (and its ``base`` chain) < ``key.sub=value`` overrides. An error names
+    where the bad key came from: the file, or the command-line override that set it."""
     data = load_with_bases(path) if path else {}
-    for override in overrides:
-        apply_override(data, override)
     try:
-        return from_dict(RunConfig, data)
+        from_dict(RunConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+    for override in overrides:
+        apply_override(data, override)
+        try:
+            from_dict(RunConfig, data)
+        except ConfigError as exc:
+            raise ConfigError(f"command-line override '{override}': {exc}") from None
+    return from_dict(RunConfig, data)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.api import CheckpointException  # a BaseExcept
 from torch import nn
 
 from recsys_committee.train.checkpoint import CheckpointError
-from recsys_committee.train.distributed import DistContext, is_teacher_key
+from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.loop import Checkpointer, LoopState
 
 FORMAT = "diverse-distill-dcp/1"
@@ -37,9 +37,14 @@ MARKER = "COMPLETE"
 LOOP_FILE = "loop_state.pt"
 
 
-def trainable_state(model: nn.Module) -> dict[str, Any]:
-    """The model's state without the frozen teachers (``teachers.`` keys)."""
-    return {k: v for k, v in model.state_dict().items() if not is_teacher_key(k)}
+def never_frozen(key: str) -> bool:
+    return False
+
+
+def trainable_state(model: nn.Module, is_frozen_key: Callable[[str], bool] = never_frozen) -> dict[str, Any]:
+    """The model's state without its frozen parts (the committee says which keys are its
+    teachers': they come from their own files and are never checkpointed)."""
+    return {k: v for k, v in model.state_dict().items() if not is_frozen_key(k)}
 
 
 def is_complete(path: Path) -> bool:
@@ -72,7 +77,9 @@ class DistCheckpointer(Checkpointer):
         keep: int = 2,
         get_counts: Optional[Callable[[], Any]] = None,
         add_counts: Optional[Callable[[Any], None]] = None,
+        is_frozen_key: Callable[[str], bool] = never_frozen,
     ) -> None:
+        self.is_frozen_key = is_frozen_key
         self.root = Path(root)
         self.model, self.predictor, self.optimizer, self.ctx = model, predictor, optimizer, ctx
         self.every = every
@@ -81,13 +88,17 @@ class DistCheckpointer(Checkpointer):
         self.keep = keep
         self.get_counts, self.add_counts = get_counts, add_counts
 
+    def latest(self) -> Optional[Path]:
+        """The newest complete checkpoint under root (what a rerun would resume), or None."""
+        return latest_checkpoint(self.root)
+
     # ----------------------------------------------------------------------------- save
     def save(self, state: LoopState, best_state: Optional[dict[str, Any]]) -> None:
         path = self.root / f"step-{state.step:08d}"
         if self.ctx.is_main and path.exists():
             shutil.rmtree(path)  # a leftover of a crashed attempt at this same step
         self.ctx.barrier()
-        payload = {"model": trainable_state(self.model), "optim": self.optimizer.state_dict()}
+        payload = {"model": trainable_state(self.model, self.is_frozen_key), "optim": self.optimizer.state_dict()}
         if best_state is not None:
             payload["best"] = best_state
         dcp.save(payload, checkpoint_id=str(path))
@@ -115,7 +126,7 @@ class DistCheckpointer(Checkpointer):
         path = self.restore_from
         if path is None:
             return None
-        restored = load_into(path, self.model, self.predictor, self.optimizer)
+        restored = load_into(path, self.model, self.predictor, self.optimizer, self.is_frozen_key)
         # rank r takes over the files of old ranks r, r + W, ... (fewer workers after a resume)
         saved = int(read_info(path).get("world_size", 1))
         for old in range(self.ctx.rank, saved, self.ctx.world_size):
@@ -142,7 +153,8 @@ def read_info(path: Path) -> dict[str, Any]:
 
 
 def load_into(
-    path: str | Path, model: nn.Module, predictor: nn.Module, optimizer: Optional[torch.optim.Optimizer]
+    path: str | Path, model: nn.Module, predictor: nn.Module, optimizer: Optional[torch.optim.Optimizer],
+    is_frozen_key: Callable[[str], bool] = never_frozen,
 ) -> tuple[LoopState, Optional[dict[str, Any]]]:
     """Load a DCP checkpoint (saved at any world size) into this process's model/optimizer.
     Collective when the model is sharded: every rank calls it."""
@@ -153,7 +165,7 @@ def load_into(
         state = LoopState(**loop)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: loop state {LOOP_FILE} is corrupt or incompatible: {exc}") from exc
-    payload: dict[str, Any] = {"model": trainable_state(model)}
+    payload: dict[str, Any] = {"model": trainable_state(model, is_frozen_key)}
     lazy = getattr(optimizer, "lazy_part", None)
     if lazy is not None and not lazy.state:
         # DCP loads in place, so the state must exist first: one zero-gradient step creates it

@@ -10,8 +10,9 @@ and sharding the embedding tables with TorchRec's planner + ``DistributedModelPa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -102,6 +103,22 @@ class DistContext:
         per_rank = local.shape[0]
         stacked = self.all_gather_cat(local).view(self.world_size, per_rank, *local.shape[1:])
         return stacked.transpose(0, 1).reshape(-1, *local.shape[1:])[:n]
+
+
+@dataclass
+class Launch:
+    """How a ``train``/``distill`` run was launched. The default is one plain process. Ray
+    Train workers pass their context, the checkpoint to resume, the report callback and the
+    fault drill's step hook; such a run is sharded even at world size 1 (DCP checkpoints)."""
+
+    ctx: DistContext = field(default_factory=DistContext.single)
+    restore_from: Optional[str | Path] = None
+    report: Optional[Callable[[Path, Any], None]] = None
+    on_step: Optional[Callable[[Any], None]] = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.ctx.distributed or self.restore_from is not None or self.report is not None
 
 
 def quiet_library_logs() -> None:
@@ -203,11 +220,6 @@ def copy_into_shards(sharded: dict, full: dict) -> None:
                 raise TypeError(f"{key}: copying into a DTensor shard is not supported (sharding produced {target.placements})")
             elif isinstance(target, torch.Tensor):
                 target.copy_(source)
-
-
-def is_teacher_key(name: str) -> bool:
-    """True for parameters/state of the committee's frozen teachers (``teachers.<k>.``)."""
-    return name.startswith("teachers.") or ".teachers." in name
 
 
 def frozen_subtrees(module: nn.Module) -> tuple[str, ...]:

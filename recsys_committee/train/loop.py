@@ -1,9 +1,10 @@
 """One training loop, read top to bottom: batch -> loss -> step -> validate -> keep the best.
 
-Why one loop for plain training and committee distillation: both are "minimise a loss over
-batches, select the epoch with the best validation AUC, report test metrics of that epoch".
-Plain training passes the model's BCE; distillation passes the committee's loss and the
-student as the predictor. Test metrics are computed once, on the best-validation weights.
+Why one loop for every run: plain training and committee distillation, in every domain, are
+"minimise a loss over batches, select the epoch with the best validation metric, report test
+metrics of that epoch". The runner passes the loss (a model's task loss, or the committee's),
+the predictor (the model, or the student), the explicitly built optimisers and the domain's
+evaluation. Test metrics are computed once, on the best-validation weights.
 """
 
 from __future__ import annotations
@@ -20,18 +21,15 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.distributed.optim import _apply_optimizer_in_backward
 from tqdm.auto import tqdm
 
 from recsys_committee.committee.config import NonFiniteLossError
-from recsys_committee.data.batching import RecBatch
-from recsys_committee.data.movielens import RecData
-from recsys_committee.models.registry import dense_parameters, embedding_parameters
+from recsys_committee.progress import on_terminal
 from recsys_committee.train.config import OptimConfig, TrainConfig
 from recsys_committee.train.distributed import DistContext
-from recsys_committee.train.evaluate import predict, split_metrics
+from recsys_committee.train.optimizers import Optimizers, make_scheduler
 
-LossFn = Callable[[RecBatch, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LossFn = Callable[[Any, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Evaluate = Callable[[nn.Module, str], dict[str, Any]]
 
 
@@ -42,53 +40,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
-
-
-def make_optimizer(trainable: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam for dense weights; embeddings get a fused in-backward optimiser (TorchRec style)
-    so their sparse rows are updated as the gradient arrives, as FBGEMM does under DMP."""
-    emb = [p for p in embedding_parameters(trainable) if p.requires_grad]
-    dense = dense_parameters(trainable)
-    if cfg.embedding_optimizer == "dense" or not emb:
-        dense = dense + emb
-    else:
-        from torchrec.optim import RowWiseAdagrad
-
-        optimizers = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
-        if cfg.embedding_optimizer not in optimizers:
-            raise ValueError(f"unknown optim.embedding_optimizer '{cfg.embedding_optimizer}'; choose from {[*optimizers, 'dense']}")
-        _apply_optimizer_in_backward(optimizers[cfg.embedding_optimizer], emb, {"lr": cfg.embedding_lr})
-    return mark_scheduled(torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
-
-
-def mark_scheduled(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Tag the dense optimiser's groups as the ones ``optim.schedule`` drives. Why a tag: under
-    DMP the loop gets a CombinedOptimizer whose groups also hold the fused table optimisers,
-    which must keep ``embedding_lr``."""
-    for group in optimizer.param_groups:
-        group["base_lr"] = group["lr"]
-    return optimizer
-
-
-def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of a run of ``total_steps``.
-
-    Why a pure function of the step: a resumed run (checkpoint restore) lands on exactly the
-    learning rate it would have had, with no scheduler state to save."""
-    if cfg.schedule == "constant":
-        return 1.0
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    decay_steps = max(total_steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """Scale the groups ``mark_scheduled`` tagged; every other group is left alone."""
-    for group in optimizer.param_groups:
-        if "base_lr" in group:
-            group["lr"] = group["base_lr"] * factor
 
 
 @dataclass
@@ -152,34 +103,25 @@ def fit(
     trainable: nn.Module,
     predictor: nn.Module,
     loss_fn: LossFn,
-    data: Any,  # RecData, or a domain's data with the same train-split interface (see docstring)
+    data: Any,
     train_cfg: TrainConfig,
     optim_cfg: OptimConfig,
     generator: torch.Generator,
+    optimizers: Optimizers,
+    evaluate: Evaluate,
+    metric: str = "auc",
     on_best: Optional[Callable[[nn.Module, int, dict], None]] = None,
     description: str = "train",
     ctx: Optional[DistContext] = None,
-    optimizer: Optional[torch.optim.Optimizer] = None,
     checkpointer: Optional[Checkpointer] = None,
     on_step: Optional[Callable[[LoopState], None]] = None,
-    evaluate: Optional[Evaluate] = None,
-    metric: str = "auc",
 ) -> FitResult:
-    """Distributed runs pass ``ctx`` (rows per rank, gathered evaluation), the optimizer built
-    for the sharded model and a ``checkpointer``; everything else is the same loop.
-
-    ``data`` needs ``train.num_batches/batches`` (and ``val``/``test`` for the default
-    evaluation). Another domain (vision) passes ``evaluate(predictor, "val" | "test") -> metrics``
-    and the name of the ``metric`` it selects on (higher is better); the default is the
-    recommendation evaluation (AUC over all rows, warm and cold users)."""
+    """``data.train`` needs ``num_batches(batch_size, rows=)`` and ``batches(...)``;
+    ``evaluate(predictor, "val" | "test")`` returns metrics with ``metric`` (higher is better).
+    Distributed runs pass ``ctx`` (rows per rank), the sharded model's optimisers and a
+    ``checkpointer``; everything else is the same loop."""
     ctx = ctx or DistContext.single()
-    optimizer = optimizer or make_optimizer(trainable, optim_cfg)
-    if evaluate is None:
-        warm_users = data.warm_users()
-
-        def evaluate(model: nn.Module, split: str) -> dict[str, Any]:
-            dataset = getattr(data, split)
-            return split_metrics(predict(model, dataset, train_cfg.eval_batch_size, ctx), dataset, warm_users)
+    optimizer = optimizers.optimizer
     st, best_state = LoopState(), None
     restored = checkpointer.restore() if checkpointer is not None else None
     if restored is not None:
@@ -188,6 +130,12 @@ def fit(
         if ctx.is_main and train_cfg.progress:
             print(f"{description}: resumed at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
     show = train_cfg.progress and ctx.is_main
+    n_batches = data.train.num_batches(train_cfg.batch_size, rows=ctx.train_rows)
+    if train_cfg.max_steps_per_epoch:
+        n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
+    if n_batches == 0:
+        raise ValueError("the training split has no full batch")  # the runner checks splits first
+    scheduler = make_scheduler(optimizers.dense, optim_cfg, total_steps=n_batches * train_cfg.epochs, start_step=st.step)
     while st.epoch < train_cfg.epochs:
         trainable.train()
         start = time.perf_counter()
@@ -195,25 +143,20 @@ def fit(
             st.epoch_generator_state = generator.get_state()
         else:
             generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order
-        n_batches = data.train.num_batches(train_cfg.batch_size, rows=ctx.train_rows)
-        if train_cfg.max_steps_per_epoch:
-            n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
-        bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not show, leave=False, mininterval=1.0)
+        bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not (show and on_terminal()), leave=False, mininterval=1.0)
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
-        total_steps = n_batches * train_cfg.epochs  # what the schedule decays over
         for batch in batches:
             if st.batch_in_epoch >= n_batches:
                 break
-            if optim_cfg.schedule != "constant":
-                set_lr(optimizer, lr_factor(st.step, total_steps, optim_cfg))
             loss, terms = loss_fn(batch.to(ctx.device), st.step)
             for name, value in {"total": loss, **terms}.items():
                 if not torch.isfinite(value).all():
                     raise NonFiniteLossError(st.step, name, float(value.detach().float().mean()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            optimizer.step()  # the fused table optimiser already stepped inside backward
+            scheduler.step()
             loss_sum += float(loss.detach())
             seen += 1
             st.epoch_loss_sum = loss_sum

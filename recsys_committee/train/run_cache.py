@@ -25,8 +25,10 @@ DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16
 def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any]:
     from recsys_committee.data.schema import read_movielens
     from recsys_committee.data.teacher_cache import build_cache
-    from recsys_committee.models.lm_teacher import LMCacheCompute, build_lm_model, lm_cache_key, load_lm_weights
-    from recsys_committee.train.run_train import load_data
+    from recsys_committee.models.lm_cache import LMCacheCompute, lm_cache_key
+    from recsys_committee.models.lm_checkpoint import load_lm_weights
+    from recsys_committee.models.lm_model import build_lm_model
+    from recsys_committee.rec_domain import load_data
 
     if cfg.model.name != "lm_teacher":
         raise ConfigError(f"model.name: the cache command caches the LM teacher ('lm_teacher'), got '{cfg.model.name}'")

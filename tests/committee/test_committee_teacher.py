@@ -83,7 +83,7 @@ def test_precomputed_teacher_looks_up_by_example_ids(student):
 def test_teacher_registry_builds_and_lists_names():
     name = "toy_mlp_for_registry_test"
     if name not in TEACHERS:
-        register_teacher(name)(lambda d_in, always_on=False: MLPTeacher(d_in, name=name, always_on=always_on))
+        register_teacher(name)(lambda d_in, always_on=False, *, context: MLPTeacher(d_in, name=name, always_on=always_on))
     t = build_teacher(name, 6, always_on=True)
     assert t.always_on and t.name == name
     with pytest.raises(UnknownNameError) as err:

@@ -15,10 +15,10 @@ def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -
     student unsharded on the whole batch."""
     from recsys_committee.data.movielens import load_movielens
     from recsys_committee.models import build_model
-    from recsys_committee.models.registry import dense_parameters, embedding_parameters
+    from recsys_committee.models.registry import embedding_parameters
     from recsys_committee.train.config import OptimConfig
     from recsys_committee.train.distributed import DistContext, shard_model
-    from recsys_committee.train.loop import make_optimizer
+    from recsys_committee.train.optimizers import attach_fused_sparse_optimizer
 
     torch.manual_seed(0)
     data = load_movielens(data_dir, "ml-tiny")
@@ -39,13 +39,14 @@ def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -
         after_plain[factor] = stepped(batch).logits.detach()
 
     ctx = DistContext.from_process_group()
-    make_optimizer(twin, OptimConfig(embedding_optimizer="sgd", embedding_lr=lr))
+    attach_fused_sparse_optimizer(embedding_parameters(twin), OptimConfig(embedding_optimizer="sgd", embedding_lr=lr))
     model = shard_model(twin, ctx, sharding_type)
     rows = torch.arange(rank * per_rank, (rank + 1) * per_rank)
     local = batch.subset(rows)
     s_out = model(local)
     F.binary_cross_entropy_with_logits(s_out.logits, local.labels).backward()
-    dense_plain = dict(zip([n for n, p in plain.named_parameters() if p in set(dense_parameters(plain))], dense_parameters(plain)))
+    tables = {id(p) for p in embedding_parameters(plain)}
+    dense_plain = {n: p for n, p in plain.named_parameters() if id(p) not in tables}
     grads_equal = all(
         torch.allclose(p.grad, dense_plain[n].grad, atol=1e-6)
         for n, p in model.module.named_parameters()
@@ -66,8 +67,8 @@ def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, resto
     from recsys_committee.data.movielens import load_movielens
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext
-    from recsys_committee.train.run_distill import run_distill
-    from recsys_committee.train.sharded import Launch
+    from recsys_committee.rec_domain import run_distill
+    from recsys_committee.train.distributed import Launch
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs/rec/diverse_distill.yaml", cfg_overrides)
@@ -104,28 +105,31 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     from recsys_committee.models import build_model
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext
-    from recsys_committee.train.run_distill import build_teachers, committee_config
-    from recsys_committee.train.sharded import Launch, setup_sharded
+    from recsys_committee.train.runner import TeacherContext, build_teachers, committee_config
+    from recsys_committee.rec_domain import REC
+    from recsys_committee.train.distributed import Launch
+    from recsys_committee.train.sharded import setup_sharded
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "configs/rec/diverse_distill.yaml", [f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", "committee.gate_config.warmup_steps=0"])
     data = load_movielens(data_root, max_rows=20000)
     torch.manual_seed(0)
-    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, data)
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, TeacherContext(data))
     student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
     committee = Committee.build(student, teachers, data.train.batch(torch.arange(256)), committee_config(cfg))
     plain_logits = {t.name: t.run(data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))).logits.clone() for t in committee.teachers}
     ctx = DistContext.from_process_group()
     committee.row_sync = ctx.max_int
-    setup = setup_sharded(committee, committee.student, cfg, Launch(ctx), Path(f"/tmp/frozen-{world}-{rank}"))
+    setup = setup_sharded(committee, committee.student, committee.trainable_parameters(), REC.sparse_parameters(committee), committee.is_frozen_key,
+                          cfg, Launch(ctx), Path(f"/tmp/frozen-{world}-{rank}"))
     probe = data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))
     before = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
     for step in range(4):
         batch = data.train.batch(torch.arange(1000 + (2 * step + rank) * 128, 1000 + (2 * step + rank + 1) * 128))
         out = setup.model(batch, step)
-        setup.optimizer.zero_grad(set_to_none=True)
+        setup.optimizers.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        setup.optimizer.step()
+        setup.optimizers.optimizer.step()
     after = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
     return {
         "sharded_equals_plain": {n: float((before[n] - plain_logits[n]).abs().max()) for n in before},

@@ -15,7 +15,7 @@ def test_defaults_file_then_overrides(tmp_path):
 def test_unknown_key_lists_close_matches(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epoch: 4\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*Did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*Did you mean 'train\.epochs'"):
         load_config(path)
 
 

@@ -12,9 +12,9 @@ import torch
 
 from recsys_committee.metrics.binary import auc
 from recsys_committee.train.config import load_config
-from recsys_committee.train.evaluate import predict
+from recsys_committee.rec_domain import predict
 from recsys_committee.train.launch import run_local
-from recsys_committee.train.run_train import load_trained_model, run_train
+from recsys_committee.rec_domain import load_trained_model, run_train
 import dist_workers  # noqa: E402  (tests/train is on sys.path under pytest; spawned ranks inherit it)
 
 ROOT = Path(__file__).resolve().parents[2]

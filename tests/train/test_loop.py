@@ -7,11 +7,19 @@ import torch
 from recsys_committee.cli import main as cli_main
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys_committee.train.config import load_config
-from recsys_committee.train.loop import NonFiniteLossError, fit, make_optimizer, seed_everything
-from recsys_committee.train.run_train import load_trained_model, run_train
+from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything
+from recsys_committee.train.optimizers import build_optimizers
+from recsys_committee.rec_domain import REC, load_trained_model, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["train.epochs=2", "train.progress=false", "train.batch_size=256", "model.params.hidden=[64,32]"]
+
+
+def fit_plain(model, loss_fn, data, cfg, gen, **kwargs):
+    """The loop as the runner drives it: explicit optimisers, the domain's evaluation."""
+    optimizers = build_optimizers(list(model.parameters()), REC.sparse_parameters(model), cfg.optim)
+    evaluate = lambda m, split: REC.evaluate(m, data, split, cfg, None)  # noqa: E731
+    return fit(model, model, loss_fn, data, cfg.train, cfg.optim, gen, optimizers, evaluate, **kwargs), optimizers
 
 
 def test_short_real_run_learns_and_writes_contract(ml_slice, tmp_path):
@@ -52,7 +60,7 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(ml_slice, tmp_pa
         saved.append(epoch)
 
     with pytest.raises(NonFiniteLossError, match=r"step 7: term 'total'"):
-        fit(model, model, loss_fn, ml_slice, cfg.train, cfg.optim, gen, on_best=on_best)
+        fit_plain(model, loss_fn, ml_slice, cfg, gen, on_best=on_best)
     assert saved == [0]
     assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 0  # last good checkpoint kept
 
@@ -73,7 +81,16 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
 def test_cli_reports_bad_config_clearly(tmp_path, capsys):
     code = cli_main(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--out", str(tmp_path), "train.epoch=1"])
     assert code == 2
-    assert "Did you mean 'epochs'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "command-line override 'train.epoch=1'" in err and "Did you mean 'train.epochs'" in err
+    assert "student.yaml" not in err  # the file is fine: the message names the command line
+
+
+def test_override_of_a_bare_leaf_suggests_the_full_dotted_key(tmp_path, capsys):
+    code = cli_main(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--out", str(tmp_path), "epochs=3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "command-line override 'epochs=3'" in err and "Did you mean 'train.epochs'" in err
 
 
 def test_cli_unknown_model_name(tmp_path, capsys, real_data_dir):
@@ -84,7 +101,7 @@ def test_cli_unknown_model_name(tmp_path, capsys, real_data_dir):
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     from recsys_committee.train.config import OptimConfig
-    from recsys_committee.train.loop import lr_factor
+    from recsys_committee.train.optimizers import lr_factor
 
     cfg = OptimConfig(schedule="cosine", warmup_steps=4)
     factors = [lr_factor(step, 20, cfg) for step in range(20)]
@@ -106,8 +123,13 @@ def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
     cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=2", "train.max_steps_per_epoch=5", "optim.schedule=cosine", "optim.embedding_optimizer=dense"])
     gen = seed_everything(0)
     model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
-    optimizer = make_optimizer(model, cfg.optim)
+    optimizers = build_optimizers(list(model.parameters()), REC.sparse_parameters(model), cfg.optim)
     seen = []
-    fit(model, model, lambda b, s: (torch.nn.functional.binary_cross_entropy_with_logits(model(b).logits, b.labels), {}), ml_slice, cfg.train, cfg.optim, gen,
-        optimizer=optimizer, on_step=lambda st: seen.append(optimizer.param_groups[0]["lr"]))
+
+    def loss_fn(batch, step):  # the rate the coming optimizer step will use
+        seen.append(optimizers.dense.param_groups[0]["lr"])
+        return torch.nn.functional.binary_cross_entropy_with_logits(model(batch).logits, batch.labels), {}
+
+    fit(model, model, loss_fn, ml_slice, cfg.train, cfg.optim, gen, optimizers, lambda m, split: REC.evaluate(m, ml_slice, split, cfg, None))
     assert len(seen) == 10 and seen[0] == pytest.approx(cfg.optim.lr) and seen[-1] < 0.05 * cfg.optim.lr
+    assert all(a >= b for a, b in zip(seen, seen[1:]))  # torch's LambdaLR drives it: decays every step

@@ -14,9 +14,10 @@ from recsys_committee.registry import UnknownNameError
 from recsys_committee.train.config import ConfigError, load_config
 from vision_committee.checkpoint import load_vision_model
 from vision_committee.data import VisionData, VisionSplit
-from vision_committee.evaluate import predict_logits
-from vision_committee.run import run_vision_distill, run_vision_train
+from recsys_committee.train.rows import predict_logits
+from vision_committee.domain import run_vision_distill, run_vision_train
 from vision_committee.teachers import vision_model_teacher
+from recsys_committee.committee.teacher import TeacherContext
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs/vision"
@@ -69,12 +70,12 @@ def test_gated_distillation_on_a_slice(tmp_path: Path, teacher_dir: Path, fashio
 def test_cached_foundation_teacher_matches_the_live_one(tmp_path: Path, teacher_dir: Path, fashion_slice) -> None:
     data = tiny_everything(fashion_slice)
     spec = dict(name="foundation", checkpoint=str(teacher_dir / "foundation" / "model.pt"), tap="net.features.17")
-    live = vision_model_teacher(**spec)
-    cached = vision_model_teacher(**spec, cached=True, data=data)
+    live = vision_model_teacher(**spec, context=TeacherContext())
+    cached = vision_model_teacher(**spec, cached=True, context=TeacherContext(data))
     batch = data.everything.batch(torch.tensor([3, 7, 1023]))
     a, b = live.run(batch), cached.run(batch)
     assert torch.allclose(a.features, b.features, atol=2e-2) and torch.allclose(a.logits, b.logits, atol=1e-4)
-    again = vision_model_teacher(**spec, cached=True, data=data)  # reopened, not recomputed
+    again = vision_model_teacher(**spec, cached=True, context=TeacherContext(data))  # reopened, not recomputed
     assert torch.equal(again.run(batch).features, b.features)
 
 

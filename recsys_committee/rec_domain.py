@@ -1,0 +1,117 @@
+"""The recommendation domain: MovieLens click data, TorchRec models, AUC.
+
+Why this file: it is everything the one runner (``train/runner.py``) needs to know about
+recommendation, behind the ``Domain`` contract: read the data, build a registered model from
+the data's cardinalities, BCE as the task loss, AUC / log loss / GAUC over all (gathered)
+predictions with warm and cold users, and the model file (registry name + params + the
+cardinalities, so it rebuilds without the config). ``run_train`` / ``run_distill`` here are the
+runner bound to this domain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_committee.data.batching import RecDataset
+from recsys_committee.data.movielens import RecData, load_movielens
+from recsys_committee.domain import Domain, DOMAINS, register_domain
+from recsys_committee.metrics import binary_metrics
+from recsys_committee.models import build_model
+from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers the rec teachers)
+from recsys_committee.models.registry import embedding_parameters
+from recsys_committee.train import runner
+from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from recsys_committee.train.config import ConfigError, DataConfig, RunConfig
+from recsys_committee.train.distributed import DistContext, Launch
+from recsys_committee.train.rows import predict_logits
+
+DATASETS = ("movielens",)
+
+
+def load_data(cfg: DataConfig) -> RecData:
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: the recommendation runs read {DATASETS}, got '{cfg.dataset}'")
+    return load_movielens(cfg.root, cfg.name, cfg.history_len, cfg.long_history_len, tuple(cfg.fractions), cfg.max_rows)
+
+
+def load_trained_model(path: str | Path, data: Optional[RecData] = None) -> nn.Module:
+    """Rebuild a model saved by ``train`` or ``distill`` (name + params + cardinalities in the file)."""
+    payload = load_checkpoint(path, required=("state_dict", "model", "params", "cardinalities", "num_dense"))
+    if payload.get("domain", "rec") != "rec":
+        raise CheckpointError(f"checkpoint {path} is not a recommendation model (domain {payload.get('domain')!r})")
+    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], data=data, **payload["params"])
+    load_state_strict(model, payload["state_dict"], path)
+    return model
+
+
+def predict(model: nn.Module, dataset: RecDataset, batch_size: int, ctx: Optional[DistContext] = None) -> torch.Tensor:
+    """Click probabilities for every row of ``dataset``, in row order (gathered over ranks)."""
+    return torch.sigmoid(predict_logits(model, dataset, batch_size, ctx))
+
+
+def split_metrics(probs: torch.Tensor, dataset: RecDataset, warm_users: Optional[torch.Tensor] = None) -> dict:
+    """AUC, log loss, GAUC over all rows, and the same for warm (seen in train) and cold users."""
+    result = binary_metrics(probs, dataset.labels, dataset.users)
+    if warm_users is not None:
+        warm = torch.isin(dataset.users, warm_users)
+        for name, mask in (("warm", warm), ("cold", ~warm)):
+            if mask.any() and dataset.labels[mask].unique().numel() == 2:
+                result[name] = binary_metrics(probs[mask], dataset.labels[mask], dataset.users[mask])
+    return result
+
+
+@register_domain("rec")
+class RecDomain(Domain):
+    metric = "auc"
+
+    def load_data(self, cfg: RunConfig) -> RecData:
+        return load_data(cfg.data)
+
+    def build_model(self, cfg: RunConfig, data: RecData) -> nn.Module:
+        return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+
+    def task_loss(self, logits: torch.Tensor, batch: Any) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, batch.labels)
+
+    def evaluate(self, model: nn.Module, data: RecData, split: str, cfg: RunConfig, ctx: DistContext) -> dict[str, Any]:
+        dataset = data.dataset(split)
+        return split_metrics(predict(model, dataset, cfg.train.eval_batch_size, ctx), dataset, data.warm_users())
+
+    def model_payload(self, cfg: RunConfig, data: RecData, state: dict, epoch: int, val: dict[str, Any], method: Optional[str]) -> dict[str, Any]:
+        payload = {
+            "domain": self.name,
+            "model": cfg.model.name,
+            "params": cfg.model.params,
+            "cardinalities": data.cardinalities,
+            "num_dense": data.num_dense,
+            "state_dict": state,
+            "epoch": epoch,
+            "val_auc": val["auc"],
+        }
+        if method is not None:
+            payload["method"] = method
+        return payload
+
+    def load_model(self, path: str | Path, data: Any = None) -> nn.Module:
+        return load_trained_model(path, data).eval()
+
+    def sparse_parameters(self, module: nn.Module) -> list[nn.Parameter]:
+        return embedding_parameters(module)
+
+
+REC: Domain = DOMAINS.get("rec")
+
+
+def run_train(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+    """``recsys-committee train``: one model (student, expert, LM teacher)."""
+    return runner.run_train(REC, cfg, out, data, launch)
+
+
+def run_distill(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+    """``recsys-committee distill``: the committee into the student."""
+    return runner.run_distill(REC, cfg, out, data, launch)

@@ -1,0 +1,93 @@
+"""The run's optimisers, built explicitly: fused sparse (embedding tables) + dense (AdamW), and the
+learning-rate schedule of the dense one.
+
+Why two optimisers: embedding tables are updated row-wise as their gradient arrives (a fused
+in-backward optimiser, TorchRec style; under DMP these become FBGEMM's fused kernels), while
+everything else (MLPs, the QA module, the gate) trains with AdamW. Why here and explicit: the
+runner calls ``attach_fused_sparse_optimizer`` and ``dense_optimizer`` by name and hands the
+result to the loop, so what trains with what is visible where the run is assembled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+from torch.distributed.optim import _apply_optimizer_in_backward
+
+from recsys_committee.train.config import ConfigError, OptimConfig
+
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "dense")
+
+
+@dataclass
+class Optimizers:
+    """``step``/``zero_grad`` go to ``optimizer`` (under DMP a CombinedOptimizer of the fused
+    tables and the dense AdamW, which is what DCP checkpoints); ``dense`` is the AdamW the
+    learning-rate schedule drives; ``fused_sparse`` names the in-backward table optimiser."""
+
+    optimizer: torch.optim.Optimizer
+    dense: torch.optim.Optimizer
+    fused_sparse: Optional[str] = None
+
+
+def _sparse_optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    if name == "rowwise_adagrad":
+        from torchrec.optim import RowWiseAdagrad  # only a domain with embedding tables gets here
+
+        return RowWiseAdagrad
+    classes = {"adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+    if name not in classes:
+        raise ConfigError(f"optim.embedding_optimizer: unknown '{name}'; choose from {list(SPARSE_OPTIMIZERS)}")
+    return classes[name]
+
+
+def attach_fused_sparse_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> Optional[str]:
+    """Give the embedding-table parameters an optimiser that steps inside backward (what DMP
+    turns into FBGEMM's fused kernels, so call this BEFORE sharding). Returns its name, or None
+    when the tables train with the dense optimiser (``embedding_optimizer: dense`` or no tables)."""
+    if cfg.embedding_optimizer not in SPARSE_OPTIMIZERS:
+        raise ConfigError(f"optim.embedding_optimizer: unknown '{cfg.embedding_optimizer}'; choose from {list(SPARSE_OPTIMIZERS)}")
+    params = [p for p in params if p.requires_grad]
+    if cfg.embedding_optimizer == "dense" or not params:
+        return None
+    _apply_optimizer_in_backward(_sparse_optimizer_class(cfg.embedding_optimizer), params, {"lr": cfg.embedding_lr})
+    return cfg.embedding_optimizer
+
+
+def dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_optimizers(trainable: list[nn.Parameter], sparse: list[nn.Parameter], cfg: OptimConfig) -> Optimizers:
+    """Single process: ``sparse`` (a subset of ``trainable``) get the fused in-backward
+    optimiser, the rest of ``trainable`` AdamW (all of it when the tables are dense-trained)."""
+    fused = attach_fused_sparse_optimizer(sparse, cfg)
+    sparse_ids = {id(p) for p in sparse} if fused else set()
+    adam = dense_optimizer([p for p in trainable if id(p) not in sparse_ids], cfg)
+    return Optimizers(optimizer=adam, dense=adam, fused_sparse=fused)
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a run of ``total_steps``:
+    1 for ``constant``; linear warm-up then cosine decay to 0 for ``cosine``."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(dense: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` over ``lr_factor``, positioned at ``start_step``. Why it needs no saved state:
+    the factor is a pure function of the step, so a resumed run (the loop state carries the step)
+    rebuilds the scheduler where it was and lands on exactly the same learning rate; the base
+    rate is reset from the config, never taken from a restored optimiser."""
+    for group in dense.param_groups:
+        group["initial_lr"] = cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(dense, lambda step: lr_factor(step, total_steps, cfg), last_epoch=start_step - 1)

@@ -1,0 +1,210 @@
+"""The one ``train`` / ``distill`` runner, for every domain.
+
+``run_train`` trains one model with its task loss; ``run_distill`` distils a committee of frozen
+teachers into the student. Both: seed, load the data, build, (shard under Ray Train), build the
+optimisers explicitly, run the loop (best validation epoch, then test), write DIR/config.yaml,
+DIR/metrics.json, the model file and DIR/curve.png. The domain (``recsys_committee.domain``)
+supplies the data, the models, the task loss, the evaluation and the model files; nothing here
+imports TorchRec or a dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from recsys_committee.committee import TEACHERS, Committee, CommitteeConfig, TapPathError, TeacherContext, build_teacher, count_params, export_student
+from recsys_committee.committee.config import NonFiniteLossError
+from recsys_committee.domain import Domain
+from recsys_committee.errors import UserError
+from recsys_committee.train.checkpoint import save_checkpoint
+from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
+from recsys_committee.train.distributed import DistContext, Launch, describe_plan
+from recsys_committee.train.loop import FitResult, fit, seed_everything, write_json
+from recsys_committee.train.optimizers import build_optimizers
+from recsys_committee.train.plots import plot_learning_curve
+
+
+class EmptySplitError(UserError):
+    """A split the run needs has no rows."""
+
+
+# ----------------------------------------------------------------------------------- start / finish
+def begin_run(domain: Domain, cfg: RunConfig, out: Path, launch: Optional[Launch]) -> Launch:
+    """Check the config against the domain, then rank 0 creates OUT and writes the run's config."""
+    domain.check_config(cfg)
+    launch = launch or Launch()
+    if launch.ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    return launch
+
+
+def check_splits(data: Any, cfg: RunConfig) -> None:
+    """Refuse a split that would fail deep inside the loop (no batch to train on, nothing to
+    select the best epoch on, nothing to test)."""
+    for split in ("train", "val", "test"):
+        if len(getattr(data, split)) == 0:
+            raise EmptySplitError(f"data: the {split} split is empty (check data.fractions and data.max_rows)")
+
+
+def finish_run(metrics: dict[str, Any], result: FitResult, sharded_model: Optional[nn.Module], out: Path, ctx: DistContext, title: str) -> dict[str, Any]:
+    """Add the sharding facts, then rank 0 writes metrics.json and the learning curve."""
+    if sharded_model is not None:
+        metrics["sharding_plan"] = describe_plan(sharded_model)
+        metrics["resumed_from_step"] = result.resumed_from_step
+    if ctx.is_main:
+        write_json(out / "metrics.json", metrics)
+        plot_learning_curve(result.history, out / "curve.png", title)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------- committee pieces
+def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teachers", context: Optional[TeacherContext] = None) -> list:
+    """The YAML ``teachers:`` list, built through the registry; every builder gets ``context``."""
+    context = context or TeacherContext()
+    teachers = []
+    for i, spec in enumerate(specs):
+        spec = {k: v.replace("{teacher_dir}", teacher_dir) if isinstance(v, str) else v for k, v in spec.items()}
+        if "kind" not in spec or "name" not in spec:
+            raise ConfigError(f"teachers[{i}] needs 'name' and 'kind' (a registered teacher), got {sorted(spec)}")
+        kind = spec.pop("kind")
+        TEACHERS.get(kind)  # an unknown kind fails with the close matches
+        try:
+            teachers.append(build_teacher(kind, context=context, **spec))
+        except TapPathError as exc:  # the tap names a module this model does not have: say whose and which file
+            where = f" from {spec['checkpoint']}" if "checkpoint" in spec else ""
+            raise TapPathError(f"teacher '{spec['name']}' (kind '{kind}'{where}): {exc}") from exc
+    names = [t.name for t in teachers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"teacher names must be unique, got {names}")
+    return teachers
+
+
+def committee_config(cfg: RunConfig) -> CommitteeConfig:
+    return from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
+
+
+def committee_params(committee: Committee) -> dict[str, Any]:
+    """metrics.json's parameter counts: the exported student, each teacher (a cached teacher
+    reports the model it was computed from) and the distillation module that is dropped."""
+    teachers = list(committee.teachers)
+    return {
+        "student_params": count_params(export_student(committee)),
+        "teacher_params": {t.name: getattr(t, "teacher_params", None) or count_params(t.model) for t in teachers},
+        "distill_module_params": count_params(committee) - count_params(committee.student) - sum(count_params(t.model) for t in teachers),
+    }
+
+
+# ----------------------------------------------------------------------------------- the runs
+def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+    """Train one model (a student, an expert, a teacher) with the domain's task loss."""
+    launch = begin_run(domain, cfg, out, launch)
+    generator = seed_everything(cfg.seed, cfg.train.deterministic)
+    data = data if data is not None else domain.load_data(cfg)
+    check_splits(data, cfg)
+    model = domain.build_model(cfg, data)
+    n_params = count_params(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_fn(forward: nn.Module) -> Callable:
+        def loss(batch, step):
+            value = domain.task_loss(forward(batch).logits, batch)
+            return value, {"task": value}
+
+        return loss
+
+    result, trained = _fit(domain, cfg, out, data, launch, generator, model, model, trainable, loss_fn, domain.model_file,
+                           method=None, description=cfg.model.name)
+    metrics = {"domain": domain.name, "model": cfg.model.name, "seed": cfg.seed, "params": n_params, "world_size": launch.ctx.world_size,
+               **domain.run_facts(data), **result.as_metrics()}
+    return finish_run(metrics, result, trained if launch.sharded else None, out, launch.ctx, f"{cfg.model.name} (seed {cfg.seed})")
+
+
+def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+    """Distil the committee (``cfg.teachers``) into the student with ``cfg.committee.method``.
+    Launched by Ray Train workers the embedding tables are sharded with DMP, rows are split
+    across ranks, metrics are computed over gathered predictions, state is checkpointed with DCP
+    (resumed from ``launch.restore_from``) and rank 0 writes the files."""
+    launch = begin_run(domain, cfg, out, launch)
+    ccfg = committee_config(cfg)
+    generator = seed_everything(cfg.seed, cfg.train.deterministic)
+    data = data if data is not None else domain.load_data(cfg)
+    check_splits(data, cfg)
+    context = TeacherContext(data=data, progress=cfg.train.progress)
+    teachers = build_teachers(cfg.teachers, cfg.teacher_dir, context) if ccfg.method != "no_kd" else []
+    student = domain.build_model(cfg, data)
+    committee = Committee.build(student, teachers, domain.probe_batch(data), ccfg)
+    params = committee_params(committee)  # counted before sharding: a sharded table's parameters are local shards
+
+    def loss_fn(forward: nn.Module) -> Callable:
+        def loss(batch, step):
+            result = forward(batch, step)
+            return result.loss, result.terms
+
+        return loss
+
+    result, trained = _fit(domain, cfg, out, data, launch, generator, committee, committee.student, committee.trainable_parameters(),
+                           loss_fn, domain.student_file, method=ccfg.method, description=ccfg.method, committee=committee)
+    committee.counter.reduce(launch.ctx.sum_ints)
+    metrics = {
+        "domain": domain.name,
+        "method": ccfg.method,
+        "gate": ccfg.gate if ccfg.method == "diverse_distill" else None,
+        "seed": cfg.seed,
+        "world_size": launch.ctx.world_size,
+        **domain.run_facts(data),
+        **params,
+        "teacher_forwards": committee.teacher_forwards(),
+        **result.as_metrics(),
+    }
+    return finish_run(metrics, result, trained if launch.sharded else None, out, launch.ctx, f"{ccfg.method} (seed {cfg.seed})")
+
+
+def _fit(
+    domain: Domain, cfg: RunConfig, out: Path, data: Any, launch: Launch, generator: torch.Generator, module: nn.Module,
+    predictor: nn.Module, trainable: list[nn.Parameter], make_loss: Callable[[nn.Module], Callable], file_name: str,
+    method: Optional[str], description: str, committee: Optional[Committee] = None,
+) -> tuple[FitResult, nn.Module]:
+    """What train and distill share: optimisers (sharded or not), the loop, the best model file.
+    Returns the loop's result and the module that was trained (DMP-wrapped when sharded)."""
+    ctx, path = launch.ctx, out / file_name
+    sparse = domain.sparse_parameters(module)
+    forward, checkpointer = module, None
+    if launch.sharded:
+        from recsys_committee.train.sharded import setup_sharded
+
+        is_frozen = committee.is_frozen_key if committee is not None else (lambda key: False)
+        if committee is not None:
+            committee.row_sync = ctx.max_int
+        setup = setup_sharded(module, predictor, trainable, sparse, is_frozen, cfg, launch, out,
+                              counter=committee.counter if committee is not None else None)
+        forward, optimizers, checkpointer = setup.model, setup.optimizers, setup.checkpointer
+    else:
+        optimizers = build_optimizers(trainable, sparse, cfg.optim)
+
+    def payload(state: dict, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
+        return domain.model_payload(cfg, data, copy.deepcopy(state), epoch, val, method)
+
+    def save_best(best: nn.Module, epoch: int, val: dict[str, Any]) -> None:
+        if not launch.sharded:  # sharded: the file is assembled from the shards at the end
+            save_checkpoint(path, payload(best.state_dict(), epoch, val))
+
+    try:
+        result = fit(
+            forward, predictor, make_loss(forward), data, cfg.train, cfg.optim, generator, optimizers,
+            evaluate=lambda model, split: domain.evaluate(model, data, split, cfg, ctx), metric=domain.metric,
+            on_best=save_best, description=description, ctx=ctx, checkpointer=checkpointer, on_step=launch.on_step,
+        )
+    except NonFiniteLossError as exc:
+        last = checkpointer.latest() if checkpointer is not None else (path if path.is_file() else None)
+        raise exc.with_last_good(str(last) if last else None) from exc
+    if launch.sharded:
+        from recsys_committee.train.sharded import export_sharded
+
+        export_sharded(predictor, lambda: domain.build_model(cfg, data), path, lambda state: payload(state, result.best_epoch, result.val), ctx)
+    return result, forward
