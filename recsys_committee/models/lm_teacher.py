@@ -45,6 +45,7 @@ from recsys_committee.models.lm_checkpoint import load_lm_teacher_model, load_lm
 from recsys_committee.models.lm_encoder import _table_and_raw
 from recsys_committee.models.lm_model import LMTeacherModel, build_lm_model
 from recsys_committee.models.registry import register_model
+from recsys_committee.train.config import ConfigError
 
 
 @register_model("lm_teacher")
@@ -89,9 +90,9 @@ def lm_teacher(
         load_lm_weights(model, init_checkpoint)
     if feature_cache:
         if finetune != "head":
-            raise ValueError("feature_cache needs finetune: head (a cache holds the frozen encoder's features)")
+            raise ConfigError("model.params.feature_cache needs finetune: head (a cache holds the frozen encoder's features)")
         if POOLED not in cache_taps:
-            raise ValueError(f"cache_taps must include '{POOLED}' (the head reads it), got {list(cache_taps)}")
+            raise ConfigError(f"model.params.cache_taps must include '{POOLED}' (the head reads it), got {list(cache_taps)}")
         from recsys_committee.data.teacher_cache import open_or_build
 
         table, _ = _table_and_raw(data, raw, "lm_teacher")

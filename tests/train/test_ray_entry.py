@@ -37,7 +37,8 @@ def local_ray(monkeypatch):
     ray = pytest.importorskip("ray")
     for k, v in LOOPBACK_ENV.items():
         monkeypatch.setenv(k, v)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
+    # the dashboard serves the State API Ray Train's placement-group cleaner polls (else it warns every second)
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
     yield ray
     ray.shutdown()
 
