@@ -56,10 +56,10 @@ def main() -> int:
         base = [f"seed={seed}", "train.progress=false", *args.overrides]
         cfg = load_config(args.config, base + [f"train.batch_size={args.batch_size}"])
         start = time.perf_counter()
-        record("1 process", seed, run_distill(cfg, out / f"one-seed{seed}"), time.perf_counter() - start)
+        record("1 process", seed, run_distill(cfg, out / f"one-seed{seed}", overwrite=True), time.perf_counter() - start)
         cfg = load_config(args.config, base + [f"train.batch_size={args.batch_size // 2}", "dist.num_workers=2"])
         start = time.perf_counter()
-        record("2 workers", seed, run_with_ray("distill", cfg, out / f"two-seed{seed}"), time.perf_counter() - start)
+        record("2 workers", seed, run_with_ray("distill", cfg, out / f"two-seed{seed}", overwrite=True), time.perf_counter() - start)
     if args.kill_at_step:
         seed = args.seeds[0]
         cfg = load_config(args.config, [
@@ -67,7 +67,7 @@ def main() -> int:
             f"train.checkpoint_every={args.checkpoint_every}", "dist.kill_rank=1", f"dist.kill_at_step={args.kill_at_step}",
         ])
         start = time.perf_counter()
-        record("2 workers, rank 1 killed", seed, run_with_ray("distill", cfg, out / f"killed-seed{seed}"), time.perf_counter() - start)
+        record("2 workers, rank 1 killed", seed, run_with_ray("distill", cfg, out / f"killed-seed{seed}", overwrite=True), time.perf_counter() - start)
 
     summary = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):

@@ -45,7 +45,7 @@ def rec_scores(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
     cfg = load_config(run / "config.yaml")
     data = _cached(("rec", str(cfg.data)), lambda: load_data(cfg.data))
-    student = load_trained_model(run / "student.pt", data)
+    student = load_trained_model(run / "student.safetensors", data)
     return predict(student, data.test, cfg.train.eval_batch_size), data.test.labels
 
 
@@ -57,7 +57,7 @@ def vision_scores(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
     cfg = load_config(run / "config.yaml")
     data = _cached(("vision", str(cfg.data)), lambda: load_vision_data(cfg))
-    student = load_vision_model(run / "student.pt")
+    student = load_vision_model(run / "student.safetensors")
     return predict_logits(student, data.test, cfg.train.eval_batch_size).argmax(1), data.test.labels
 
 
@@ -77,7 +77,7 @@ def _cached(key, load):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", choices=["rec", "vision"], default="rec")
-    parser.add_argument("--runs", required=True, help="folder of <method>-seed<s>/ runs (config.yaml, student.pt)")
+    parser.add_argument("--runs", required=True, help="folder of <method>-seed<s>/ runs (config.yaml, student.safetensors)")
     parser.add_argument("--a", default="diverse_distill", help="method whose difference is reported (a - b)")
     parser.add_argument("--b", default="diverse_distill_dense")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -92,8 +92,8 @@ def main() -> int:
         found = []
         for method in (args.a, args.b):
             run = runs / f"{method}-seed{seed}"
-            if not (run / "student.pt").is_file() or not (run / "config.yaml").is_file():
-                parser.error(f"{run}: no student.pt/config.yaml (run the reproduction for '{method}' seed {seed} first)")
+            if not (run / "student.safetensors").is_file() or not (run / "config.yaml").is_file():
+                parser.error(f"{run}: no student.safetensors/config.yaml (run the reproduction for '{method}' seed {seed} first)")
             s, y = scores(run)
             if labels is not None and not torch.equal(y, labels):
                 parser.error(f"{run}: its test labels differ from the other runs' (another data slice?)")

@@ -82,7 +82,7 @@ def main() -> None:
             m = reusable_metrics(run_dir, cfg) if args.reuse else None
             if m is None:
                 data = data or load_data(cfg.data)
-                m = run_distill(cfg, run_dir, data=data)
+                m = run_distill(cfg, run_dir, data=data, overwrite=True)  # a rerun replaces the run (--reuse reads it)
             f = m["teacher_forwards"]
             print(f"{method} seed {seed}: val {m['val']['auc']:.4f} test {m['test']['auc']:.4f} forwards {f['run']}/{f['dense']} ({time.perf_counter() - start:.0f}s)", flush=True)
             runs.append(m)

@@ -1,6 +1,6 @@
 """Vision reproduction: every method x seeds on Fashion-MNIST, gap recovered, plots.
 
-Reproduce (trains the three teachers first when {teacher-dir}/<name>/model.pt is missing):
+Reproduce (trains the three teachers first when {teacher-dir}/<name>/model.safetensors is missing):
     .venv/bin/python benchmarks/reproduce_vision.py --seeds 0 1 2
 
 Teachers are trained once (seed 0) on 20,000 training images; every student run distils on
@@ -48,10 +48,10 @@ def ensure_teachers(teacher_dir: Path, overrides: list[str]) -> dict[str, dict]:
     out = {}
     for name, config in TEACHERS.items():
         run_dir = teacher_dir / name
-        if not (run_dir / "model.pt").exists() or not (run_dir / "metrics.json").exists():
+        if not (run_dir / "model.safetensors").exists() or not (run_dir / "metrics.json").exists():
             start = time.perf_counter()
             cfg = load_config(CONFIGS / config, ["train.progress=false", *overrides])
-            run_vision_train(cfg, run_dir)
+            run_vision_train(cfg, run_dir, overwrite=True)  # a teacher folder without its model file is an unfinished run
             print(f"trained teacher {name} in {time.perf_counter() - start:.0f}s", flush=True)
         out[name] = json.loads((run_dir / "metrics.json").read_text())
     return out
@@ -81,7 +81,7 @@ def main() -> None:
             m = reusable_metrics(run_dir, cfg) if args.reuse else None
             if m is None:
                 data = data or load_vision_data(cfg)
-                m = run_vision_distill(cfg, run_dir, data=data)
+                m = run_vision_distill(cfg, run_dir, data=data, overwrite=True)  # a rerun replaces the run (--reuse reads it)
             f = m["teacher_forwards"]
             print(f"{method} seed {seed}: val {m['val']['top1']:.4f} test {m['test']['top1']:.4f} forwards {f['run']}/{f['dense']} ({time.perf_counter() - start:.0f}s)", flush=True)
             runs.append(m)

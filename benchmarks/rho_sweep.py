@@ -38,11 +38,11 @@ def run_domain(domain: str, cfg, out: Path, data):
         from recsys_committee.rec_domain import load_data
 
         data = data or load_data(cfg.data)
-        return run_distill(cfg, out, data=data), data
+        return run_distill(cfg, out, data=data, overwrite=True), data
     from vision_committee.domain import load_vision_data, run_vision_distill
 
     data = data or load_vision_data(cfg)
-    return run_vision_distill(cfg, out, data=data), data
+    return run_vision_distill(cfg, out, data=data, overwrite=True), data
 
 
 def plot(points: list[dict], dense: dict, path: Path, metric: str = "auc", label: str = "AUC") -> None:

@@ -36,7 +36,7 @@ def main() -> None:
             cfg = load_config(config, [*args.overrides, f"seed={seed}", "train.progress=false"])
             data = data or load_data(cfg.data)
             out = Path(args.out) / f"{cfg.model.name}-seed{seed}"
-            runs.append(run_train(cfg, out, data=data))
+            runs.append(run_train(cfg, out, data=data, overwrite=True))  # a rerun replaces the run
             print(f"{cfg.model.name} seed {seed}: test AUC {runs[-1]['test']['auc']:.4f} (best epoch {runs[-1]['best_epoch']})", flush=True)
         summary[runs[0]["model"]] = {
             "params": runs[0]["params"],

@@ -34,10 +34,10 @@ def _run(command: str, args: argparse.Namespace) -> dict:
     if args.num_workers is not None or cfg.dist.num_workers > 1 or cfg.dist.use_gpu:
         from recsys_committee.train.ray_entry import run_with_ray
 
-        return run_with_ray(command, cfg, Path(args.out))
+        return run_with_ray(command, cfg, Path(args.out), overwrite=args.overwrite)
     from recsys_committee.rec_domain import run_distill, run_train
 
-    return (run_train if command == "train" else run_distill)(cfg, Path(args.out))
+    return (run_train if command == "train" else run_distill)(cfg, Path(args.out), overwrite=args.overwrite)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -70,6 +70,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in OUT (without it a non-empty OUT is refused; its files go once the new run's inputs validated)")
+
+
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster (Ray Train)")
     group.add_argument("--num-workers", type=int, help="train on N Ray Train workers (sharded tables, DCP checkpoints)")
@@ -84,12 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    _overwrite_flag(train)
     _cluster_flags(train)
     train.set_defaults(func=_train)
     distill = sub.add_parser("distill", help="distil a committee of trained teachers into the student")
     distill.add_argument("--config", required=True)
     distill.add_argument("--out", required=True)
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    _overwrite_flag(distill)
     _cluster_flags(distill)
     distill.set_defaults(func=_distill)
     cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")

@@ -36,11 +36,11 @@ def run_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list[dict[s
     for name in TRAIN_STAGES:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", *overrides])
         data = data or load_data(cfg.data)
-        metrics = run_train(cfg, out / name, data=data)
+        metrics = run_train(cfg, out / name, data=data, overwrite=True)  # `make demo` again replaces its runs
         rows.append({"name": name, "params": metrics["params"], "test": metrics["test"]})
     for name in DISTILL_STAGES:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", *overrides])
-        metrics = run_distill(cfg, out / name, data=data)
+        metrics = run_distill(cfg, out / name, data=data, overwrite=True)
         f = metrics["teacher_forwards"]
         forwards = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
         rows.append({"name": f"student <- {name}", "params": metrics["student_params"], "test": metrics["test"], "forwards": forwards})

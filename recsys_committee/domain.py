@@ -18,16 +18,18 @@ import torch
 from torch import nn
 
 from recsys_committee.registry import Registry
+from recsys_committee.train.out_dir import MODEL_FILE, STUDENT_FILE
 
 
 class Domain(abc.ABC):
     """One domain's pieces. ``metric`` is the validation metric the loop selects on (higher is
-    better); ``model_file`` / ``student_file`` are the names ``train`` / ``distill`` write."""
+    better); ``model_file`` / ``student_file`` are the names ``train`` / ``distill`` write
+    (safetensors: ``train/checkpoint.py``)."""
 
     name: str = ""
     metric: str = "auc"
-    model_file: str = "model.pt"
-    student_file: str = "student.pt"
+    model_file: str = MODEL_FILE
+    student_file: str = STUDENT_FILE
 
     def check_config(self, cfg: Any) -> None:
         """Refuse what this domain cannot run (before anything is written)."""

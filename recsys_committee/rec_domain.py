@@ -107,11 +107,13 @@ class RecDomain(Domain):
 REC: Domain = DOMAINS.get("rec")
 
 
-def run_train(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None) -> dict[str, Any]:
-    """``recsys-committee train``: one model (student, expert, LM teacher)."""
-    return runner.run_train(REC, cfg, out, data, launch)
+def run_train(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:
+    """``recsys-committee train``: one model (student, expert, LM teacher). A non-empty ``out``
+    is refused unless ``overwrite``."""
+    return runner.run_train(REC, cfg, out, data, launch, overwrite)
 
 
-def run_distill(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None) -> dict[str, Any]:
-    """``recsys-committee distill``: the committee into the student."""
-    return runner.run_distill(REC, cfg, out, data, launch)
+def run_distill(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:
+    """``recsys-committee distill``: the committee into the student. A non-empty ``out`` is
+    refused unless ``overwrite``."""
+    return runner.run_distill(REC, cfg, out, data, launch, overwrite)

@@ -29,13 +29,13 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
     for name in TEACHERS:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", *BUDGET, *overrides])
         data = data or load_vision_data(cfg)
-        m = run_vision_train(cfg, out / name, data=data)
+        m = run_vision_train(cfg, out / name, data=data, overwrite=True)  # `make demo` again replaces its runs
         rows.append({"name": name, "params": m["params"], "top1": m["test"]["top1"], "forwards": "", "seconds": m["epoch_seconds"]})
     base = load_config(CONFIG_DIR / "distill_base.yaml")
     live = [{**t, "cached": False} for t in base.teachers]
     for name in METHODS:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *BUDGET, *GATE_WARMUP, *overrides])
-        m = run_vision_distill(cfg, out / name, data=data)
+        m = run_vision_distill(cfg, out / name, data=data, overwrite=True)
         f = m["teacher_forwards"]
         skipped = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
         rows.append({"name": f"student <- {name}", "params": m["student_params"], "top1": m["test"]["top1"], "forwards": skipped, "seconds": m["epoch_seconds"]})

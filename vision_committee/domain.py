@@ -81,11 +81,13 @@ def load_vision_data(cfg: RunConfig) -> VisionData:
     return VISION.load_data(cfg)
 
 
-def run_vision_train(cfg: RunConfig, out: Path, data: Optional[VisionData] = None) -> dict[str, Any]:
-    """``python -m vision_committee train``: one classifier (a teacher, or the no-KD student)."""
-    return run_train(VISION, cfg, out, data)
+def run_vision_train(cfg: RunConfig, out: Path, data: Optional[VisionData] = None, overwrite: bool = False) -> dict[str, Any]:
+    """``python -m vision_committee train``: one classifier (a teacher, or the no-KD student).
+    A non-empty ``out`` is refused unless ``overwrite``."""
+    return run_train(VISION, cfg, out, data, overwrite=overwrite)
 
 
-def run_vision_distill(cfg: RunConfig, out: Path, data: Optional[VisionData] = None) -> dict[str, Any]:
-    """``python -m vision_committee distill``: the committee into the student."""
-    return run_distill(VISION, cfg, out, data)
+def run_vision_distill(cfg: RunConfig, out: Path, data: Optional[VisionData] = None, overwrite: bool = False) -> dict[str, Any]:
+    """``python -m vision_committee distill``: the committee into the student. A non-empty
+    ``out`` is refused unless ``overwrite``."""
+    return run_distill(VISION, cfg, out, data, overwrite=overwrite)

@@ -32,7 +32,7 @@ def vision_model_teacher(
     *, name: str, checkpoint: str, tap: str = "stages", always_on: bool = False, cached: bool = False,
     cache_dtype: str = "float16", context: TeacherContext,
 ) -> TeacherAdapter:
-    """A classifier trained by ``python -m vision_committee train`` (its model.pt), frozen;
+    """A classifier trained by ``python -m vision_committee train`` (its model.safetensors), frozen;
     live, or served from a cache under ``<run>/cache/`` when ``cached``."""
     teacher = VisionModelTeacher(load_vision_model(checkpoint), name=name, tap=tap, always_on=always_on)
     if not cached:

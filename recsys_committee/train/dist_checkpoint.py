@@ -11,7 +11,9 @@ position, the epoch's shuffling seed state, model-selection bookkeeping).
 
 A checkpoint directory is complete only when ``COMPLETE`` exists (written last, by rank 0, after
 every rank finished): a crash mid-save leaves a directory that is refused by name, never one
-that loads half a model. Incompatible or corrupt files raise ``CheckpointError``.
+that loads half a model. Incompatible or corrupt files raise ``CheckpointError``. The small
+per-rank and loop-state files are read weights-only (``torch.load(weights_only=True)``: tensors,
+numbers, strings and containers, no code).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from recsys_committee.train.loop import Checkpointer, LoopState
 FORMAT = "diverse-distill-dcp/1"
 MARKER = "COMPLETE"
 LOOP_FILE = "loop_state.pt"
+
+
+def load_plain(path: Path) -> Any:
+    """A file this module wrote with ``torch.save`` (tensors, numbers, strings, lists, dicts),
+    read weights-only: torch's restricted unpickler builds those types and runs no code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def never_frozen(key: str) -> bool:
@@ -130,7 +138,10 @@ class DistCheckpointer(Checkpointer):
         # rank r takes over the files of old ranks r, r + W, ... (fewer workers after a resume)
         saved = int(read_info(path).get("world_size", 1))
         for old in range(self.ctx.rank, saved, self.ctx.world_size):
-            per_rank = torch.load(path / f"rank-{old}.pt", weights_only=False)
+            try:
+                per_rank = load_plain(path / f"rank-{old}.pt")
+            except Exception as exc:  # noqa: BLE001 - missing, truncated, or more than plain data
+                raise CheckpointError(f"checkpoint {path}: rank-{old}.pt is missing, corrupt or not plain data: {exc}") from exc
             if old == self.ctx.rank:  # a new rank beyond the old world keeps its seeded RNG
                 torch.set_rng_state(per_rank["rng"])
             if self.add_counts and per_rank["counts"] is not None:
@@ -161,7 +172,7 @@ def load_into(
     path = Path(path)
     info = read_info(path)
     try:
-        loop = torch.load(path / LOOP_FILE, map_location="cpu", weights_only=False)
+        loop = load_plain(path / LOOP_FILE)
         state = LoopState(**loop)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path}: loop state {LOOP_FILE} is corrupt or incompatible: {exc}") from exc

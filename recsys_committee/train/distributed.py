@@ -109,12 +109,16 @@ class DistContext:
 class Launch:
     """How a ``train``/``distill`` run was launched. The default is one plain process. Ray
     Train workers pass their context, the checkpoint to resume, the report callback and the
-    fault drill's step hook; such a run is sharded even at world size 1 (DCP checkpoints)."""
+    fault drill's step hook; such a run is sharded even at world size 1 (DCP checkpoints).
+    ``out_prepared``: the driver already checked (and, with ``--overwrite``, cleared) OUT before
+    launching the workers; a worker neither refuses nor clears it (a restarted worker resumes
+    into its own OUT)."""
 
     ctx: DistContext = field(default_factory=DistContext.single)
     restore_from: Optional[str | Path] = None
     report: Optional[Callable[[Path, Any], None]] = None
     on_step: Optional[Callable[[Any], None]] = None
+    out_prepared: bool = False
 
     @property
     def sharded(self) -> bool:

@@ -60,10 +60,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     run = _runner(config["command"])
     if checkpoint is None:
-        run(cfg, out, launch=Launch(ctx, report=report, on_step=fault_drill))
+        run(cfg, out, launch=Launch(ctx, report=report, on_step=fault_drill, out_prepared=True))
         return
-    with checkpoint.as_directory() as restore_dir:
-        run(cfg, out, launch=Launch(ctx, restore_from=restore_dir, report=report, on_step=fault_drill))
+    with checkpoint.as_directory() as restore_dir:  # a restarted worker group: resumes into its own OUT
+        run(cfg, out, launch=Launch(ctx, restore_from=restore_dir, report=report, on_step=fault_drill, out_prepared=True))
 
 
 def _runner(command: str):
@@ -75,16 +75,27 @@ def _runner(command: str):
     return runs[command]
 
 
-def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None) -> dict[str, Any]:
+def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None, overwrite: bool = False) -> dict[str, Any]:
     """Start the ``TorchTrainer`` (connecting to a running cluster if ``RAY_ADDRESS`` is set or
-    ``ray start`` ran, else a local one) and return rank 0's metrics.json."""
+    ``ray start`` ran, else a local one) and return rank 0's metrics.json.
+
+    OUT is checked here, once, before any worker starts: a non-empty OUT is refused unless
+    ``overwrite``, which removes the previous run's files first (its ``OUT/ray`` storage
+    included: Ray Train would resume that run's last checkpoint). Workers only write into it
+    (a worker group restarted after a failure resumes into the same OUT)."""
     import json
+
+    from recsys_committee.train.out_dir import check_out, clear_run
+
+    out = out.resolve()
+    check_out(out, overwrite)  # before Ray starts: a refused OUT costs nothing
 
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    out = out.resolve()
+    if overwrite and out.is_dir():
+        clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.dist.storage_path or out / "ray").resolve()
     if not ray.is_initialized():

@@ -3,7 +3,9 @@
 ``run_train`` trains one model with its task loss; ``run_distill`` distils a committee of frozen
 teachers into the student. Both: seed, load the data, build, (shard under Ray Train), build the
 optimisers explicitly, run the loop (best validation epoch, then test), write DIR/config.yaml,
-DIR/metrics.json, the model file and DIR/curve.png. The domain (``recsys_committee.domain``)
+DIR/metrics.json, the model file and DIR/curve.png. A non-empty DIR is refused unless
+``overwrite`` (``--overwrite``), and config.yaml is written only once the data loaded and the
+model or committee was built: a run that fails on its inputs writes nothing. The domain (``recsys_committee.domain``)
 supplies the data, the models, the task loss, the evaluation and the model files; nothing here
 imports TorchRec or a dataset.
 """
@@ -26,6 +28,7 @@ from recsys_committee.train.config import ConfigError, RunConfig, dump_config, f
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
 from recsys_committee.train.loop import FitResult, fit, seed_everything, write_json
 from recsys_committee.train.optimizers import build_optimizers
+from recsys_committee.train.out_dir import check_out, clear_run
 from recsys_committee.train.plots import plot_learning_curve
 
 
@@ -34,14 +37,25 @@ class EmptySplitError(UserError):
 
 
 # ----------------------------------------------------------------------------------- start / finish
-def begin_run(domain: Domain, cfg: RunConfig, out: Path, launch: Optional[Launch]) -> Launch:
-    """Check the config against the domain, then rank 0 creates OUT and writes the run's config."""
+def begin_run(domain: Domain, cfg: RunConfig, out: Path, launch: Optional[Launch], overwrite: bool = False) -> Launch:
+    """Check the config against the domain, and (rank 0) that OUT is empty or ``overwrite``
+    was given. Writes nothing: see ``inputs_validated``."""
     domain.check_config(cfg)
     launch = launch or Launch()
+    if launch.ctx.is_main and not launch.out_prepared:
+        check_out(out, overwrite)
+    return launch
+
+
+def inputs_validated(domain: Domain, cfg: RunConfig, out: Path, launch: Launch, overwrite: bool = False) -> None:
+    """The data loaded and the model or committee was built: rank 0 removes the previous run's
+    files (``overwrite``; Ray Train's driver did it before launching), creates OUT and writes
+    the run's config."""
     if launch.ctx.is_main:
+        if overwrite and not launch.out_prepared and out.is_dir():
+            clear_run(out, (domain.model_file, domain.student_file))
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
-    return launch
 
 
 def check_splits(data: Any, cfg: RunConfig) -> None:
@@ -101,13 +115,14 @@ def committee_params(committee: Committee) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- the runs
-def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:
     """Train one model (a student, an expert, a teacher) with the domain's task loss."""
-    launch = begin_run(domain, cfg, out, launch)
+    launch = begin_run(domain, cfg, out, launch, overwrite)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data if data is not None else domain.load_data(cfg)
     check_splits(data, cfg)
     model = domain.build_model(cfg, data)
+    inputs_validated(domain, cfg, out, launch, overwrite)
     n_params = count_params(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -125,12 +140,12 @@ def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launc
     return finish_run(metrics, result, trained if launch.sharded else None, out, launch.ctx, f"{cfg.model.name} (seed {cfg.seed})")
 
 
-def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None) -> dict[str, Any]:
+def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:
     """Distil the committee (``cfg.teachers``) into the student with ``cfg.committee.method``.
     Launched by Ray Train workers the embedding tables are sharded with DMP, rows are split
     across ranks, metrics are computed over gathered predictions, state is checkpointed with DCP
     (resumed from ``launch.restore_from``) and rank 0 writes the files."""
-    launch = begin_run(domain, cfg, out, launch)
+    launch = begin_run(domain, cfg, out, launch, overwrite)
     ccfg = committee_config(cfg)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data if data is not None else domain.load_data(cfg)
@@ -140,6 +155,7 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     student = domain.build_model(cfg, data)
     committee = Committee.build(student, teachers, domain.probe_batch(data), ccfg)
     params = committee_params(committee)  # counted before sharding: a sharded table's parameters are local shards
+    inputs_validated(domain, cfg, out, launch, overwrite)
 
     def loss_fn(forward: nn.Module) -> Callable:
         def loss(batch, step):

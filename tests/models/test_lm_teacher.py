@@ -140,7 +140,7 @@ def test_lm_cache_round_trip_and_stale(model, small, tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(model, small, tmp_path_factory):
     data, _ = small
-    path = tmp_path_factory.mktemp("lm") / "model.pt"
+    path = tmp_path_factory.mktemp("lm") / "model.safetensors"
     params = {"history_n": 3, "include_ratings": True, "include_stats": True}
     save_checkpoint(path, {"model": "lm_teacher", "params": params, "cardinalities": data.cardinalities,
                            "num_dense": data.num_dense, "state_dict": model.state_dict()})

@@ -74,7 +74,7 @@ def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, resto
     cfg = load_config(root / "configs/rec/diverse_distill.yaml", cfg_overrides)
     data = load_movielens(cfg.data.root, max_rows=cfg.data.max_rows)
     launch = Launch(DistContext.from_process_group(), restore_from=restore_from, report=lambda p, s: None)
-    metrics = run_distill(cfg, Path(out), data=data, launch=launch)
+    metrics = run_distill(cfg, Path(out), data=data, launch=launch, overwrite=True)  # restore_errors reuses one folder
     return {k: metrics[k] for k in ("test", "val", "teacher_forwards", "steps", "resumed_from_step", "world_size", "student_params", "history")}
 
 

@@ -12,6 +12,7 @@ from recsys_committee.registry import UnknownNameError
 from recsys_committee.train.config import load_config
 from recsys_committee.metrics.binary import auc
 from recsys_committee.rec_domain import load_trained_model, predict, run_distill, run_train
+from recsys_committee.train.checkpoint import load_checkpoint
 from recsys_committee.train.runner import build_teachers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def _distill_cfg(config, teacher_dir, *extra):
 
 @pytest.mark.parametrize("config", ["diverse_distill.yaml", "camkd.yaml", "feature_kd_dlrm.yaml"])
 def test_distill_writes_contract_and_keeps_teachers_frozen(ml_slice, teacher_dir, tmp_path, config):
-    before = {n: torch.load(teacher_dir / n / "model.pt", weights_only=False)["state_dict"] for n in ("expert_dlrm", "expert_din_dcn")}
+    before = {n: load_checkpoint(teacher_dir / n / "model.safetensors")["state_dict"] for n in ("expert_dlrm", "expert_din_dcn")}
     cfg = _distill_cfg(config, teacher_dir, "committee.gate_config.warmup_steps=3")
     metrics = run_distill(cfg, tmp_path, data=ml_slice)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -46,13 +47,13 @@ def test_distill_writes_contract_and_keeps_teachers_frozen(ml_slice, teacher_dir
     # the exported student rebuilds on its own (a bare student, loaded strictly: a committee key
     # would fail the load) and is the best-validation student: scoring the test split with it
     # reproduces the run's test metrics
-    student = load_trained_model(tmp_path / "student.pt")
+    student = load_trained_model(tmp_path / "student.safetensors")
     assert sum(p.numel() for p in student.parameters()) == metrics["student_params"]
     probs = predict(student, ml_slice.test, 4096)
     assert auc(probs, ml_slice.test.labels) == pytest.approx(metrics["test"]["auc"], abs=1e-6)
     # teachers on disk untouched (they are loaded, frozen, never saved)
     for n, sd in before.items():
-        after = torch.load(teacher_dir / n / "model.pt", weights_only=False)["state_dict"]
+        after = load_checkpoint(teacher_dir / n / "model.safetensors")["state_dict"]
         assert all(torch.equal(sd[k], after[k]) for k in sd)
 
 

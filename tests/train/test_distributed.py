@@ -15,6 +15,7 @@ from recsys_committee.train.config import load_config
 from recsys_committee.rec_domain import predict
 from recsys_committee.train.launch import run_local
 from recsys_committee.rec_domain import load_trained_model, run_train
+from recsys_committee.train.checkpoint import load_checkpoint
 import dist_workers  # noqa: E402  (tests/train is on sys.path under pytest; spawned ranks inherit it)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,14 +52,14 @@ def _overrides(teacher_dir, real_data_dir, *extra):
 
 def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_dir, ml_slice, tmp_path):
     """2 ranks: gated routing with padded sub-batches, AUC over gathered predictions, the exported
-    student.pt; then the step-3 checkpoint (2 ranks) resumed by 1 process, finishing the run."""
+    student.safetensors; then the step-3 checkpoint (2 ranks) resumed by 1 process, finishing the run."""
     overrides = _overrides(teacher_dir, real_data_dir)
     two = run_local(dist_workers.distill_run, 2, overrides, str(tmp_path / "two"))
     assert two[0]["test"]["auc"] == two[1]["test"]["auc"]  # one AUC over all rows, on every rank
     assert two[0]["world_size"] == 2 and two[0]["steps"] == 12
     f = two[0]["teacher_forwards"]
     assert f["samples"] == 12 * 256 * 2 and f["run"] < f["dense"]  # routed: counts summed over ranks
-    student = load_trained_model(tmp_path / "two" / "student.pt")
+    student = load_trained_model(tmp_path / "two" / "student.safetensors")
     assert sum(p.numel() for p in student.parameters()) == two[0]["student_params"]
     # The gathered AUC is that of every test row in its place: one process scoring the exported
     # student gets the same number. (12 steps teach the student little, so a threshold on the
@@ -66,7 +67,7 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
     probs = predict(student, ml_slice.test, 4096)
     assert auc(probs, ml_slice.test.labels) == pytest.approx(two[0]["test"]["auc"], abs=1e-6)
     assert auc(probs[torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))], ml_slice.test.labels) != pytest.approx(two[0]["test"]["auc"], abs=1e-3)
-    assert not any(k.startswith(("qa", "gate", "teachers")) for k in torch.load(tmp_path / "two" / "student.pt", weights_only=False)["state_dict"])
+    assert not any(k.startswith(("qa", "gate", "teachers")) for k in load_checkpoint(tmp_path / "two" / "student.safetensors")["state_dict"])
 
     ckpts = sorted((tmp_path / "two" / "checkpoints").glob("step-*"))
     assert [c.name for c in ckpts] == ["step-00000009", "step-00000012"]  # the last two kept

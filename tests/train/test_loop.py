@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,8 @@ def test_short_real_run_learns_and_writes_contract(ml_slice, tmp_path):
     assert isinstance(on_disk["params"], int)
     assert {"auc", "logloss", "gauc"} <= set(on_disk["test"]) and on_disk["epoch_seconds"] > 0
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "curve.png").stat().st_size > 1000
-    # model.pt holds the best-validation weights and rebuilds without the config
-    model = load_trained_model(tmp_path / "model.pt")
+    # model.safetensors holds the best-validation weights and rebuilds without the config
+    model = load_trained_model(tmp_path / "model.safetensors")
     assert sum(p.numel() for p in model.parameters()) == metrics["params"]
 
 
@@ -56,26 +57,31 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(ml_slice, tmp_pa
         return bce + poison, {"task": bce, "poison": poison}
 
     def on_best(predictor, epoch, val):
-        save_checkpoint(tmp_path / "model.pt", {"state_dict": predictor.state_dict(), "epoch": epoch})
+        save_checkpoint(tmp_path / "model.safetensors", {"state_dict": predictor.state_dict(), "epoch": epoch})
         saved.append(epoch)
 
     with pytest.raises(NonFiniteLossError, match=r"step 7: term 'total'"):
         fit_plain(model, loss_fn, ml_slice, cfg, gen, on_best=on_best)
     assert saved == [0]
-    assert load_checkpoint(tmp_path / "model.pt")["epoch"] == 0  # last good checkpoint kept
+    assert load_checkpoint(tmp_path / "model.safetensors")["epoch"] == 0  # last good checkpoint kept
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path):
-    path = tmp_path / "model.pt"
-    save_checkpoint(path, {"state_dict": {}})
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, {"state_dict": {"w": torch.ones(3)}})
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match=re.escape(f"{path} is corrupt")):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
-        load_checkpoint(tmp_path / "missing.pt")
-    torch.save({"foo": 1}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="not a diverse-distill"):
-        load_checkpoint(tmp_path / "foreign.pt")
+        load_checkpoint(tmp_path / "missing.safetensors")
+    save_file({"w": torch.ones(3)}, str(tmp_path / "foreign.safetensors"))  # safetensors, but not ours
+    with pytest.raises(CheckpointError, match="foreign.safetensors is not a diverse-distill/2 checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+    torch.save({"foo": 1}, tmp_path / "old.pt")  # a pickle is named as one and never unpickled
+    with pytest.raises(CheckpointError, match="old.pt is a torch pickle"):
+        load_checkpoint(tmp_path / "old.pt")
 
 
 def test_cli_reports_bad_config_clearly(tmp_path, capsys):

@@ -56,10 +56,10 @@ def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_d
     assert metrics["resumed_from_step"] == 4 and metrics["steps"] == 16  # restarted from step 4, none lost or repeated
     assert metrics["teacher_forwards"]["samples"] == 16 * 256 * 2
     # the test AUC is over ALL rows, gathered in order from both workers, of the best-validation
-    # student: one process scoring the exported student.pt reproduces it (a mis-ordered gather,
+    # student: one process scoring the exported student.safetensors reproduces it (a mis-ordered gather,
     # a shard missing from the export or the wrong epoch's weights would not)
     data = load_data(cfg.data)
-    probs = predict(load_trained_model(tmp_path / "run" / "student.pt").eval(), data.test, 4096)
+    probs = predict(load_trained_model(tmp_path / "run" / "student.safetensors").eval(), data.test, 4096)
     assert auc(probs, data.test.labels) == pytest.approx(metrics["test"]["auc"], abs=1e-6)
     assert list((tmp_path / "run" / "ray").rglob("checkpoint_*")), "Ray kept no reported checkpoint"
 
@@ -99,7 +99,7 @@ def test_ray_job_submit_against_a_local_head(real_data_dir, tmp_path):
         assert metrics["world_size"] == 2
         cfg = load_config(ROOT / "configs/rec/no_kd.yaml", [*SMALL, f"data.root={real_data_dir}"])
         data = load_data(cfg.data)
-        probs = predict(load_trained_model(out / "student.pt").eval(), data.test, 4096)
+        probs = predict(load_trained_model(out / "student.safetensors").eval(), data.test, 4096)
         assert auc(probs, data.test.labels) == pytest.approx(metrics["test"]["auc"], abs=1e-6)  # the job's student, all rows
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], env=env, timeout=120, capture_output=True)

@@ -30,7 +30,7 @@ def assert_one_line(code: int, err: str, *needles: str) -> None:
 
 
 def test_teacher_checkpoint_of_the_wrong_model_kind_names_teacher_and_file(real_data_dir, tmp_path, capsys):
-    """A student's model.pt given as the DLRM expert: its tap 'top' does not exist in a student."""
+    """A student's model file given as the DLRM expert: its tap 'top' does not exist in a student."""
     from recsys_committee.rec_domain import REC, load_data
     from recsys_committee.train.checkpoint import save_checkpoint
     from recsys_committee.train.config import load_config
@@ -38,7 +38,7 @@ def test_teacher_checkpoint_of_the_wrong_model_kind_names_teacher_and_file(real_
     cfg = load_config(ROOT / "configs/rec/student.yaml", [f"data.root={real_data_dir}", "data.max_rows=3000", *QUICK])
     data = load_data(cfg.data)
     student = REC.build_model(cfg, data)
-    wrong = tmp_path / "student" / "model.pt"
+    wrong = tmp_path / "student" / "model.safetensors"
     save_checkpoint(wrong, REC.model_payload(cfg, data, student.state_dict(), 0, {"auc": 0.5}, None))
     teachers = json.dumps([{"name": "dlrm", "kind": "rec_model", "checkpoint": str(wrong), "tap": "top"}])
     code, err = run_cli(cli_main, ["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--out", str(tmp_path / "d"),
@@ -71,8 +71,8 @@ def test_nan_loss_after_an_epoch_names_the_last_good_checkpoint(ml_slice, tmp_pa
     cfg = load_config(ROOT / "configs/rec/student.yaml", [*QUICK, "train.epochs=3", "train.max_steps_per_epoch=3", "train.patience=5"])
     with pytest.raises(NonFiniteLossError) as err:
         run_train(cfg, tmp_path, data=ml_slice)
-    assert err.value.step == 6 and str(tmp_path / "model.pt") in str(err.value)
-    assert load_checkpoint(tmp_path / "model.pt")["epoch"] in (0, 1)
+    assert err.value.step == 6 and str(tmp_path / "model.safetensors") in str(err.value)
+    assert load_checkpoint(tmp_path / "model.safetensors")["epoch"] in (0, 1)
 
 
 def test_a_zero_split_fraction_is_a_config_error(tmp_path, capsys):
@@ -99,8 +99,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_a_corrupt_teacher_file_is_one_line(real_data_dir, tmp_path, capsys):
-    bad = tmp_path / "model.pt"
-    bad.write_bytes(b"not a torch file")
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a model file")
     teachers = json.dumps([{"name": "dlrm", "kind": "rec_model", "checkpoint": str(bad)}])
     code, err = run_cli(cli_main, ["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--out", str(tmp_path / "d"),
                                    f"data.root={real_data_dir}", "data.max_rows=3000", *QUICK, f"teachers={teachers}"], capsys)

@@ -11,6 +11,7 @@ import torch
 
 from recsys_committee.committee import CommitteeConfigError
 from recsys_committee.registry import UnknownNameError
+from recsys_committee.train.checkpoint import load_checkpoint
 from recsys_committee.train.config import ConfigError, load_config
 from vision_committee.checkpoint import load_vision_model
 from vision_committee.data import VisionData, VisionSplit
@@ -60,8 +61,8 @@ def test_gated_distillation_on_a_slice(tmp_path: Path, teacher_dir: Path, fashio
     assert set(f["per_teacher"]) == {"foundation", "expert_wide", "expert_deep"}
     assert m["student_params"] == 965_930 and "top1" in m["test"] and "top1" in m["val"]
     # the exported student needs no committee code and gives the evaluation's predictions
-    student = load_vision_model(tmp_path / "dd" / "student.pt")
-    state = torch.load(tmp_path / "dd" / "student.pt", weights_only=False)["state_dict"]
+    student = load_vision_model(tmp_path / "dd" / "student.safetensors")
+    state = load_checkpoint(tmp_path / "dd" / "student.safetensors")["state_dict"]
     assert not any(k.startswith(("qa.", "gate.", "losses.", "teachers.")) for k in state)
     logits = predict_logits(student, data.test, 256)
     assert abs(float((logits.argmax(1) == data.test.labels).float().mean()) - m["test"]["top1"]) < 1e-6
@@ -69,7 +70,7 @@ def test_gated_distillation_on_a_slice(tmp_path: Path, teacher_dir: Path, fashio
 
 def test_cached_foundation_teacher_matches_the_live_one(tmp_path: Path, teacher_dir: Path, fashion_slice) -> None:
     data = tiny_everything(fashion_slice)
-    spec = dict(name="foundation", checkpoint=str(teacher_dir / "foundation" / "model.pt"), tap="net.features.17")
+    spec = dict(name="foundation", checkpoint=str(teacher_dir / "foundation" / "model.safetensors"), tap="net.features.17")
     live = vision_model_teacher(**spec, context=TeacherContext())
     cached = vision_model_teacher(**spec, cached=True, context=TeacherContext(data))
     batch = data.everything.batch(torch.tensor([3, 7, 1023]))

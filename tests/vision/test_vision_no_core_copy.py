@@ -81,7 +81,7 @@ def split(n, start):
 data = VisionData(split(64, 0), split(32, 64), split(32, 96))
 fast = ["train.epochs=1", "train.progress=false", "train.batch_size=32", "train.eval_batch_size=64", "model.params.widths=[8,8,8]"]
 run_vision_train(load_config("{ROOT}/configs/vision/expert_deep.yaml", fast), __import__("pathlib").Path("{tmp_path}/t"), data=data)
-teachers = '[{{"name": "t", "kind": "vision_model", "checkpoint": "{tmp_path}/t/model.pt", "tap": "stages"}}]'
+teachers = '[{{"name": "t", "kind": "vision_model", "checkpoint": "{tmp_path}/t/model.safetensors", "tap": "stages"}}]'
 m = run_vision_distill(load_config("{ROOT}/configs/vision/diverse_distill_dense.yaml", fast + ["teachers=" + teachers]), __import__("pathlib").Path("{tmp_path}/d"), data=data)
 assert m["teacher_forwards"]["run"] == 64, m["teacher_forwards"]
 print("torchrec loaded:", [k for k in sys.modules if k.startswith("torchrec") and sys.modules[k] is not None])
