@@ -18,11 +18,13 @@ def _load(args: argparse.Namespace):
     from recsys_committee.train.config import load_config
 
     flags = []
-    if args.num_workers is not None:
+    if getattr(args, "data", None) is not None:
+        flags.append(f"data.spec={Path(args.data).resolve()}")
+    if getattr(args, "num_workers", None) is not None:
         flags.append(f"dist.num_workers={args.num_workers}")
-    if args.use_gpu:
+    if getattr(args, "use_gpu", False):
         flags.append("dist.use_gpu=true")
-    if args.storage_path is not None:
+    if getattr(args, "storage_path", None) is not None:
         flags.append(f"dist.storage_path={Path(args.storage_path).resolve()}")
     return load_config(args.config, list(args.overrides) + flags)
 
@@ -55,11 +57,18 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from recsys_committee.train.config import load_config
     from recsys_committee.train.run_cache import run_cache
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load(args)
     print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache), indent=2))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from recsys_committee.score import run_score
+
+    report = run_score(Path(args.model), Path(args.out), input_path=args.input, history_path=args.history, split=args.split)
+    print(json.dumps(report, indent=2, default=float))
     return 0
 
 
@@ -87,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model (student, expert, LM teacher)")
     train.add_argument("--config", required=True)
+    train.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _overwrite_flag(train)
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
     distill = sub.add_parser("distill", help="distil a committee of trained teachers into the student")
     distill.add_argument("--config", required=True)
+    distill.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
     distill.add_argument("--out", required=True)
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _overwrite_flag(distill)
@@ -101,10 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(func=_distill)
     cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")
     cache.add_argument("--config", required=True)
+    cache.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
     cache.add_argument("--out", required=True, help="the cache folder (resumed if a build was interrupted)")
     cache.add_argument("--rebuild-cache", action="store_true", help="discard an existing (stale) cache and rebuild it")
     cache.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     cache.set_defaults(func=_cache)
+    score = sub.add_parser("score", help="score raw rows with a trained model directory (train or distill output)")
+    score.add_argument("--model", required=True, help="a train/distill output directory")
+    score.add_argument("--input", help="rows with the training data's columns (parquet, csv, RecBole)")
+    score.add_argument("--history", help="earlier rows whose items and outcomes form the scored rows' histories and past stats (not scored)")
+    score.add_argument("--split", choices=("train", "val", "test"), help="score this split of the model's own data spec instead of --input")
+    score.add_argument("--out", required=True, help="predictions parquet: the input columns + score")
+    score.set_defaults(func=_score)
     demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)

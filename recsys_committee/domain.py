@@ -64,6 +64,10 @@ class Domain(abc.ABC):
         every other trainable parameter goes to the dense optimiser. None by default."""
         return []
 
+    def write_data_files(self, out: Path, data: Any) -> None:
+        """Files a model directory needs besides its weights to score raw rows (vocabularies,
+        normalisation); written once the inputs validated. None by default."""
+
     def run_facts(self, data: Any) -> dict[str, Any]:
         """Extra metrics.json entries describing the data (e.g. ``train_rows``)."""
         return {}

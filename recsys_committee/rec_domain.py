@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_committee.data.batching import RecDataset
-from recsys_committee.data.movielens import RecData, load_movielens
+from recsys_committee.data.loading import load_spec_data
+from recsys_committee.data.model_data import save_data_facts
+from recsys_committee.data.movielens import RecData
+from recsys_committee.data.spec import DataSpec, load_spec
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model
@@ -30,13 +33,35 @@ from recsys_committee.train.config import ConfigError, DataConfig, RunConfig
 from recsys_committee.train.distributed import DistContext, Launch
 from recsys_committee.train.rows import predict_logits
 
-DATASETS = ("movielens",)
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "configs" / "data" / "ml-100k.yaml"
+DEFAULTS = DataConfig()
+
+
+def data_spec(cfg: DataConfig) -> DataSpec:
+    """The run's data spec: ``data.spec`` (``--data FILE``), else MovieLens-100K's; the run
+    config's ``data.root`` / ``data.name`` (where the source files are), ``max_rows``,
+    ``fractions`` and history lengths override it when set."""
+    if cfg.dataset != DEFAULTS.dataset:
+        raise ConfigError(f"data.dataset: recommendation runs read a data spec (data.spec / --data FILE), got dataset '{cfg.dataset}'")
+    spec = load_spec(cfg.spec or DEFAULT_SPEC)
+    if cfg.spec is None and (cfg.root != DEFAULTS.root or cfg.name != DEFAULTS.name):
+        # the default spec's files, in another folder / under another name (the test fixtures)
+        def move(path: Optional[str]) -> Optional[str]:
+            return None if path is None else str(Path(cfg.root) / Path(path).name.replace(DEFAULTS.name, cfg.name, 1))
+
+        spec.interactions, spec.users, spec.items = move(spec.interactions), move(spec.users), move(spec.items)
+    if cfg.max_rows is not None:
+        spec.max_rows = cfg.max_rows
+    if list(cfg.fractions) != DEFAULTS.fractions:
+        spec.fractions = list(cfg.fractions)
+    for name, value, default in (("history", cfg.history_len, DEFAULTS.history_len), ("history_long", cfg.long_history_len, DEFAULTS.long_history_len)):
+        if value != default and name in spec.derived:
+            spec.derived[name] = {**spec.derived[name], "length": value}
+    return spec
 
 
 def load_data(cfg: DataConfig) -> RecData:
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: the recommendation runs read {DATASETS}, got '{cfg.dataset}'")
-    return load_movielens(cfg.root, cfg.name, cfg.history_len, cfg.long_history_len, tuple(cfg.fractions), cfg.max_rows)
+    return load_spec_data(data_spec(cfg))
 
 
 def load_trained_model(path: str | Path, data: Optional[RecData] = None) -> nn.Module:
@@ -44,7 +69,7 @@ def load_trained_model(path: str | Path, data: Optional[RecData] = None) -> nn.M
     payload = load_checkpoint(path, required=("state_dict", "model", "params", "cardinalities", "num_dense"))
     if payload.get("domain", "rec") != "rec":
         raise CheckpointError(f"checkpoint {path} is not a recommendation model (domain {payload.get('domain')!r})")
-    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], data=data, **payload["params"])
+    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], data=data, layout=payload.get("layout"), **payload["params"])
     load_state_strict(model, payload["state_dict"], path)
     return model
 
@@ -89,6 +114,7 @@ class RecDomain(Domain):
             "params": cfg.model.params,
             "cardinalities": data.cardinalities,
             "num_dense": data.num_dense,
+            "layout": data.table.layout.as_dict(),
             "state_dict": state,
             "epoch": epoch,
             "val_auc": val["auc"],
@@ -102,6 +128,14 @@ class RecDomain(Domain):
 
     def sparse_parameters(self, module: nn.Module) -> list[nn.Parameter]:
         return embedding_parameters(module)
+
+    def write_data_files(self, out: Path, data: RecData) -> None:
+        save_data_facts(out, data)
+
+    def run_facts(self, data: RecData) -> dict[str, Any]:
+        """What the data lacked that a model wanted (e.g. rated histories without a rating column)."""
+        dropped = data.table.layout.dropped
+        return {"dropped_features": dropped} if dropped else {}
 
 
 REC: Domain = DOMAINS.get("rec")

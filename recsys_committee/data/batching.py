@@ -18,8 +18,6 @@ from recsys_committee.data.features import FeatureTable
 from recsys_committee.data.jagged import gather_jagged, offsets_from_lengths
 from recsys_committee.train.rows import RowSplit
 
-SCALAR_SPARSE = ["user_id", "item_id", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"]
-
 
 @dataclass
 class RecBatch:
@@ -101,7 +99,7 @@ class RecDataset(RowSplit):
         self.users = torch.from_numpy(frame["user_id"].to_numpy()[take].astype(np.int64))
         dense = torch.from_numpy(frame.select(table.dense_names).to_numpy()[take].astype(np.float32))
         self.dense = (dense - dense_mean) / dense_std
-        self.scalars = {k: torch.from_numpy(frame[k].to_numpy()[take].astype(np.int64)) for k in SCALAR_SPARSE}
+        self.scalars = {k: torch.from_numpy(frame[k].to_numpy()[take].astype(np.int64)) for k in table.layout.scalar}
         self.jagged = {}
         for name, (values, offsets) in table.jagged.items():
             v, lengths = gather_jagged(values, offsets, index)

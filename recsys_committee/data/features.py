@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recsys_committee.data.layout import LEGACY_LAYOUT, FeatureLayout
 from recsys_committee.data.jagged import filter_jagged, gather_jagged, gather_ranges, offsets_from_lengths
 from recsys_committee.data.schema import RawTables
 
@@ -41,6 +42,7 @@ class FeatureTable:
     jagged: dict[str, tuple[torch.Tensor, torch.Tensor]]
     cardinalities: dict[str, int]  # feature -> embedding rows (id 0 is padding / unknown)
     dense_names: list[str] = field(default_factory=lambda: list(DENSE_FEATURES))
+    layout: FeatureLayout = field(default_factory=lambda: LEGACY_LAYOUT)  # which model reads what
 
     @property
     def num_rows(self) -> int:

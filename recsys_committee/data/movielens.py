@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,9 @@ class RecData:
     val: RecDataset
     test: RecDataset
     raw: RawTables | None = None  # the validated tables (the LM teacher's texts read titles and profiles)
+    spec: Any = None  # the DataSpec it was read with (None: the built-in MovieLens reader)
+    vocab: Any = None  # the spec's Vocabularies (train split), saved with every model for scoring
+    dense_stats: Any = None  # (mean, std) of the dense features on the train split
 
     @property
     def cardinalities(self) -> dict[str, int]:

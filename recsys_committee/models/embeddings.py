@@ -10,21 +10,17 @@ from __future__ import annotations
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingCollection, EmbeddingConfig, PoolingType
 
-ITEM_FEATURES = {"item_id", "history", "history_long", "history_liked", "history_disliked"}
+from recsys_committee.data.layout import FeatureLayout
 
 
-def table_of(feature: str) -> str:
-    return "t_item" if feature in ITEM_FEATURES else f"t_{feature}"
-
-
-def _group(features: list[str]) -> dict[str, list[str]]:
+def _group(features: list[str], layout: FeatureLayout) -> dict[str, list[str]]:
     tables: dict[str, list[str]] = {}
     for f in features:
-        tables.setdefault(table_of(f), []).append(f)
+        tables.setdefault(layout.table_of(f), []).append(f)
     return tables
 
 
-def make_ebc(features: list[str], cardinalities: dict[str, int], dim: int, seed: int | None = None) -> EmbeddingBagCollection:
+def make_ebc(features: list[str], cardinalities: dict[str, int], dim: int, layout: FeatureLayout) -> EmbeddingBagCollection:
     """Mean-pooled bags: a history's embedding does not grow with its length."""
     configs = [
         EmbeddingBagConfig(
@@ -34,17 +30,17 @@ def make_ebc(features: list[str], cardinalities: dict[str, int], dim: int, seed:
             feature_names=feats,
             pooling=PoolingType.MEAN,
         )
-        for table, feats in _group(features).items()
+        for table, feats in _group(features, layout).items()
     ]
     ebc = EmbeddingBagCollection(tables=configs, device=torch.device("cpu"))
     _init_small(ebc)
     return ebc
 
 
-def make_ec(features: list[str], cardinalities: dict[str, int], dim: int, table_prefix: str = "seq") -> EmbeddingCollection:
+def make_ec(features: list[str], cardinalities: dict[str, int], dim: int, layout: FeatureLayout, table_prefix: str = "seq") -> EmbeddingCollection:
     configs = [
         EmbeddingConfig(name=f"{table_prefix}_{table}", embedding_dim=dim, num_embeddings=cardinalities[feats[0]], feature_names=feats)
-        for table, feats in _group(features).items()
+        for table, feats in _group(features, layout).items()
     ]
     ec = EmbeddingCollection(tables=configs, device=torch.device("cpu"))
     _init_small(ec)

@@ -45,7 +45,7 @@ def load_lm_weights(model: LMTeacherModel, checkpoint: str, payload: Optional[di
 
 def load_lm_teacher_model(checkpoint: Optional[str], data: Any = None, raw: Optional[RawTables] = None, texts: bool = True,
                           **defaults: Any) -> LMTeacherModel:
-    """A trained lm_teacher (its model.pt) or, without a checkpoint, the pretrained encoder with
+    """A trained lm_teacher (its model.safetensors) or, without a checkpoint, the pretrained encoder with
     an untrained head; ``defaults`` fill text options when there is no checkpoint."""
     if checkpoint is None:
         return build_lm_model(data, raw, texts=texts, **{k: v for k, v in defaults.items() if v is not None})

@@ -96,6 +96,13 @@ def _table_and_raw(data: Any, raw: Optional[RawTables], who: str) -> tuple[Featu
             f"{who} renders a text per example and needs the data: pass data=<RecData or FeatureTable> and "
             "raw=<RawTables> (the runners pass them; they are not YAML keys)"
         )
+    spec = getattr(data, "spec", None)
+    if spec is not None and not spec.text:
+        raise LMDataError(f"{who}: the data spec {spec.path} has no text: block; an LM teacher reads one text per row "
+                          "(text: {item: \"{title} {genres}\"})")
+    if spec is not None and spec.ids != "raw":
+        raise LMDataError(f"{who}: rendering texts from a data spec's text: templates over string ids is not built yet; "
+                          f"the LM teacher reads MovieLens-shaped data (ids: raw, items with titles, users with profiles)")
     table = data if isinstance(data, FeatureTable) else getattr(data, "table", None)
     if not isinstance(table, FeatureTable):
         raise LMDataError(f"{who}: data must be a RecData or FeatureTable, got {type(data).__name__}")

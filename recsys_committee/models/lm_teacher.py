@@ -71,11 +71,12 @@ def lm_teacher(
     cache_batch_size: int = 64,
     data: Any = None,
     raw: Optional[RawTables] = None,
+    layout: Any = None,  # the MiniLM reads texts, not the feature layout
 ) -> LMTeacherModel:
     """all-MiniLM-L6-v2 (22.7M) + an MLP head on its mean-pooled output.
 
     ``finetune``: head (encoder frozen; CPU) | top_k (top ``top_k`` layers train) | full.
-    ``init_checkpoint``: start from a trained lm_teacher model.pt (same text options).
+    ``init_checkpoint``: start from a trained lm_teacher model.safetensors (same text options).
     ``feature_cache`` (head mode): a teacher-cache folder holding ``cache_taps`` (must include
     ``pooled``); built there (resumably) if missing, then the head trains on its pooled
     features and the encoder never runs in training. The ``cache_*`` keys are also what
@@ -122,7 +123,7 @@ def lm_minilm_teacher(
     id_tokens: Optional[bool] = None,
     context: TeacherContext,
 ) -> LMTeacherAdapter:
-    """The live MiniLM teacher. With ``checkpoint`` (a trained lm_teacher model.pt) it has task
+    """The live MiniLM teacher. With ``checkpoint`` (a trained lm_teacher model.safetensors) it has task
     logits and the checkpoint's text options; without, the pretrained encoder gives features only.
     Its texts are rendered from the run's data (``context.data``)."""
     model = load_lm_teacher_model(

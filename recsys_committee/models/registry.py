@@ -12,16 +12,27 @@ import torch
 from torch import nn
 
 from recsys_committee.committee.export import count_params  # noqa: F401  (re-exported: models are counted here too)
+from recsys_committee.data.layout import LEGACY_LAYOUT, FeatureLayout
 from recsys_committee.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
 register_model = MODELS.register
 
 
-def build_model(name: str, cardinalities: dict[str, int], num_dense: int, *, data: Any = None, **params: Any) -> nn.Module:
+def build_model(name: str, cardinalities: dict[str, int], num_dense: int, *, data: Any = None, layout: Any = None, **params: Any) -> nn.Module:
     """Every builder takes ``data`` (the run's RecData, or None when a model file is rebuilt on
-    its own): the LM teacher renders its texts from it; the others size from the cardinalities."""
-    return MODELS.build(name, cardinalities, num_dense, data=data, **params)
+    its own) and ``layout`` (the feature layout a model file stored): models read their feature
+    lists from them; the LM teacher renders its texts from the data."""
+    return MODELS.build(name, cardinalities, num_dense, data=data, layout=layout, **params)
+
+
+def resolve_layout(data: Any, layout: Any) -> FeatureLayout:
+    """The stored layout of a model file, else the data's, else the MovieLens layout every
+    model file written before layouts were stored was trained with."""
+    if layout is not None:
+        return layout if isinstance(layout, FeatureLayout) else FeatureLayout.from_dict(layout)
+    table = getattr(data, "table", data)
+    return getattr(table, "layout", None) or LEGACY_LAYOUT
 
 
 def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:

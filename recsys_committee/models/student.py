@@ -18,29 +18,17 @@ from torchrec.modules.mlp import MLP
 from recsys_committee.committee.types import StudentOutput
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.models.embeddings import make_ebc
-from recsys_committee.models.registry import register_model
-
-STUDENT_FEATURES = [
-    "user_id",
-    "item_id",
-    "history",
-    "genres",
-    "age_bucket",
-    "gender",
-    "occupation",
-    "zip_prefix",
-    "year_bucket",
-]
-
+from recsys_committee.models.registry import register_model, resolve_layout
+from recsys_committee.data.layout import FeatureLayout
 
 class PooledEmbeddings(nn.Module):
     """EBC over a fixed feature list -> [B, F, D], features in the order given (never the
     order the EBC returns its keys in: a sharded EBC may reorder them)."""
 
-    def __init__(self, features: list[str], cardinalities: dict[str, int], dim: int):
+    def __init__(self, features: list[str], cardinalities: dict[str, int], dim: int, layout: FeatureLayout):
         super().__init__()
         self.features = list(features)
-        self.ebc = make_ebc(self.features, cardinalities, dim)
+        self.ebc = make_ebc(self.features, cardinalities, dim, layout)
 
     def forward(self, batch: RecBatch) -> torch.Tensor:
         pooled = self.ebc(batch.kjt(self.features)).to_dict()
@@ -52,6 +40,7 @@ class RecStudent(nn.Module):
         self,
         cardinalities: dict[str, int],
         features: list[str],
+        layout: FeatureLayout,
         embedding_dim: int,
         cross_layers: int,
         cross_rank: int,
@@ -59,7 +48,7 @@ class RecStudent(nn.Module):
         dropout: float,
     ):
         super().__init__()
-        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim)
+        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
         in_dim = len(features) * embedding_dim
         self.cross = LowRankCrossNet(in_dim, cross_layers, cross_rank) if cross_layers else nn.Identity()
         self.mlp = MLP(in_dim, list(hidden))
@@ -80,6 +69,7 @@ def student(
     num_dense: int,
     *,
     data: Any = None,
+    layout: dict[str, Any] | None = None,
     features: list[str] | None = None,
     embedding_dim: int = 32,
     cross_layers: int = 1,
@@ -87,5 +77,7 @@ def student(
     hidden: list[int] = (512, 256),
     dropout: float = 0.0,
 ) -> RecStudent:
-    """Sees the profile, the candidate and its genres, and the last 20 items (ids only)."""
-    return RecStudent(cardinalities, list(features or STUDENT_FEATURES), embedding_dim, cross_layers, cross_rank, list(hidden), dropout)
+    """Reads the data's student features (user, item, the short history, the categorical and
+    list columns of the spec; ``features`` overrides the list)."""
+    resolved = resolve_layout(data, layout)
+    return RecStudent(cardinalities, list(features or resolved.student), resolved, embedding_dim, cross_layers, cross_rank, list(hidden), dropout)

@@ -23,7 +23,7 @@ class RecModelTeacher(TeacherAdapter):
 
 @register_teacher("rec_model")
 def rec_model_teacher(*, name: str, checkpoint: str, tap: str = "top", always_on: bool = False, context: TeacherContext) -> RecModelTeacher:
-    """A model trained by ``recsys-committee train`` (its model.pt), frozen."""
+    """A model trained by ``recsys-committee train`` (its model.safetensors), frozen."""
     from recsys_committee.rec_domain import load_trained_model  # the domain reads model files; it imports this module
 
     return RecModelTeacher(load_trained_model(checkpoint), name=name, tap=tap, always_on=always_on)

@@ -28,6 +28,11 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class DataConfig:
+    """``spec``: a data-spec YAML (``--data FILE``; recommendation runs default to
+    configs/data/ml-100k.yaml). The other keys are the built-in readers' (vision) and, for a
+    spec, overrides of it: ``root`` (the folder of its source files), ``max_rows``, ``fractions``."""
+
+    spec: Optional[str] = None
     dataset: str = "movielens"
     root: str = "data/ml-100k"
     name: str = "ml-100k"

@@ -20,7 +20,7 @@ MODEL_FILE = "model.safetensors"
 STUDENT_FILE = "student.safetensors"
 # Everything a train/distill run writes into OUT (model files: + ".tmp" while written, the
 # "<stem>_dcp" shards of a sharded export); model.pt / student.pt are the files of older versions.
-RUN_FILES = ("config.yaml", "metrics.json", "curve.png", "checkpoints", "ray", "model.pt", "student.pt")
+RUN_FILES = ("config.yaml", "metrics.json", "curve.png", "checkpoints", "ray", "model.pt", "student.pt", "data_spec.json", "features.json")
 
 
 class OutputExistsError(UserError):

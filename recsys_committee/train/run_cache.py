@@ -23,7 +23,6 @@ DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16
 
 
 def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any]:
-    from recsys_committee.data.schema import read_movielens
     from recsys_committee.data.teacher_cache import build_cache
     from recsys_committee.models.lm_cache import LMCacheCompute, lm_cache_key
     from recsys_committee.models.lm_checkpoint import load_lm_weights
@@ -37,7 +36,7 @@ def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any
     if not taps:
         raise ConfigError("model.params.cache_taps must name at least one output (encoder.layer.i or pooled)")
     data = load_data(cfg.data)
-    raw = read_movielens(cfg.data.root, cfg.data.name)
+    raw = data.raw
     model = build_lm_model(data, raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
     checkpoint = params.get("init_checkpoint")
     if checkpoint:

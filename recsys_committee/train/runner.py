@@ -47,15 +47,16 @@ def begin_run(domain: Domain, cfg: RunConfig, out: Path, launch: Optional[Launch
     return launch
 
 
-def inputs_validated(domain: Domain, cfg: RunConfig, out: Path, launch: Launch, overwrite: bool = False) -> None:
+def inputs_validated(domain: Domain, cfg: RunConfig, out: Path, launch: Launch, overwrite: bool = False, data: Any = None) -> None:
     """The data loaded and the model or committee was built: rank 0 removes the previous run's
     files (``overwrite``; Ray Train's driver did it before launching), creates OUT and writes
-    the run's config."""
+    the run's config and what the domain keeps of the data (a model directory scores on its own)."""
     if launch.ctx.is_main:
         if overwrite and not launch.out_prepared and out.is_dir():
             clear_run(out, (domain.model_file, domain.student_file))
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
+        domain.write_data_files(out, data)
 
 
 def check_splits(data: Any, cfg: RunConfig) -> None:
@@ -122,7 +123,7 @@ def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launc
     data = data if data is not None else domain.load_data(cfg)
     check_splits(data, cfg)
     model = domain.build_model(cfg, data)
-    inputs_validated(domain, cfg, out, launch, overwrite)
+    inputs_validated(domain, cfg, out, launch, overwrite, data)
     n_params = count_params(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -155,7 +156,7 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     student = domain.build_model(cfg, data)
     committee = Committee.build(student, teachers, domain.probe_batch(data), ccfg)
     params = committee_params(committee)  # counted before sharding: a sharded table's parameters are local shards
-    inputs_validated(domain, cfg, out, launch, overwrite)
+    inputs_validated(domain, cfg, out, launch, overwrite, data)
 
     def loss_fn(forward: nn.Module) -> Callable:
         def loss(batch, step):

@@ -1,0 +1,263 @@
+"""Features from a data spec: ids, categorical and list columns, dense columns and the derived
+past-only features (histories, user/item statistics), in global time order.
+
+Why these rules: vocabularies and dense statistics come from the train split only (a value first
+seen in validation is out-of-vocabulary, as it would be in production); every history and
+statistic uses only rows with a time strictly smaller than the row's own, so nothing leaks from
+the future, including rows logged in the same second. Everything is columnar (polars, tensor
+index arithmetic): no Python loop over rows.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys_committee.data.features import FeatureTable, user_histories
+from recsys_committee.data.layout import ITEM_TABLE, FeatureLayout
+from recsys_committee.data.jagged import filter_jagged, gather_jagged, offsets_from_lengths
+from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.spec import DataSpec
+from recsys_committee.data.split import Split, temporal_split
+
+RATING_PRIOR_WEIGHT = 5.0  # smoothed past means: (sum + prior * w) / (count + w)
+
+
+def _encode(series: pl.Series, vocab: dict[Any, int]) -> pl.Series:
+    return series.replace_strict(vocab, default=0, return_dtype=pl.Int64)
+
+
+def _hash(series: pl.Series, buckets: int) -> pl.Series:
+    """Stable across processes and runs (crc32 of the value's text), 1..buckets; null -> 0."""
+    text = series.cast(pl.String)
+    return text.map_elements(lambda v: zlib.crc32(v.encode()) % buckets + 1, return_dtype=pl.Int64).fill_null(0)
+
+
+def split_rows(spec: DataSpec, n: int) -> Split:
+    if spec.split_kind == "temporal":
+        return temporal_split(n, tuple(spec.fractions))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.split_seed))
+    n_train, n_val = int(round(n * spec.fractions[0])), int(round(n * spec.fractions[1]))
+    return Split(train=order[:n_train].sort().values, val=order[n_train:n_train + n_val].sort().values, test=order[n_train + n_val:].sort().values)
+
+
+def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0) -> pl.DataFrame:
+    """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly earlier."""
+    aggs = [pl.len().alias("n"), like.sum().alias("likes")]
+    if rating:
+        aggs.append(pl.col(rating).sum().alias("s"))
+    per_second = frame.group_by([key, time]).agg(aggs).sort([key, time])
+    cols = ["n", "likes"] + (["s"] if rating else [])
+    cum = per_second.with_columns([(pl.col(c).cum_sum().over(key) - pl.col(c)).alias(f"prev_{c}") for c in cols])
+    out = [pl.col(key), pl.col(time), pl.col("prev_n").cast(pl.Float64).log1p().alias(f"{prefix}_prev_log_count")]
+    if rating:
+        out.append(((pl.col("prev_s") + prior * RATING_PRIOR_WEIGHT) / (pl.col("prev_n") + RATING_PRIOR_WEIGHT)).alias(f"{prefix}_prev_mean_rating"))
+    out.append(((pl.col("prev_likes") + 0.5 * RATING_PRIOR_WEIGHT) / (pl.col("prev_n") + RATING_PRIOR_WEIGHT)).alias(f"{prefix}_prev_like_rate"))
+    return cum.select(out)
+
+
+def _multi_tokens(series: pl.Series, separator: Optional[str], where: str) -> pl.Series:
+    if series.dtype == pl.List(pl.String) or isinstance(series.dtype, pl.List):
+        lists = series.cast(pl.List(pl.String))
+    elif separator is None:
+        raise DataValidationError(f"{where}: the column is not a list; give its separator (multi_valued: {{name: SEP}})")
+    else:
+        lists = series.cast(pl.String).fill_null("").str.split(separator)
+    return lists.list.eval(pl.element().str.strip_chars()).list.eval(pl.element().filter(pl.element() != ""))
+
+
+@dataclass
+class Vocabularies:
+    """What the features learnt from the train split: each vocabulary's values in id order (id =
+    position + 1; 0 is out-of-vocabulary / padding), the embedding rows of every feature and the
+    stats' rating prior. Why an object: it is saved as JSON next to a model and applied
+    unchanged when ``score`` featurises new rows, so a value means the same id there."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    cards: dict[str, int] = field(default_factory=dict)
+    rating_prior: dict[str, float] = field(default_factory=dict)
+
+    def ids(self, feature: str) -> dict[Any, int]:
+        return {v: i + 1 for i, v in enumerate(self.values[feature])}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"values": self.values, "cards": self.cards, "rating_prior": self.rating_prior}
+
+
+def fit_vocabularies(spec: DataSpec, rows: pl.DataFrame, train: pl.Series) -> Vocabularies:
+    """Vocabularies from the rows where ``train`` is True; raw ids and hashed / binned features
+    need none (their sizes are fixed)."""
+    vocab = Vocabularies()
+    train_rows = rows.filter(train)
+    for name, column in (("user_id", spec.user), ("item_id", spec.item)):
+        if spec.ids == "raw":
+            vocab.cards[name] = int(rows[column].max()) + 1
+        else:
+            vocab.values[name] = sorted(v for v in train_rows[column].unique().to_list() if v is not None)
+    for c in spec.categorical:
+        if c.bins is not None:
+            vocab.cards[c.name] = len(c.bins) + 2
+        elif c.buckets is not None:
+            vocab.cards[c.name] = int(c.buckets) + 1
+        else:
+            vocab.values[c.name] = sorted(v for v in _categorical_source(c, train_rows).unique().to_list() if v is not None)
+    for m in spec.multi_valued:
+        tokens = _multi_tokens(train_rows[m.column], m.separator, spec.where(f"features.multi_valued '{m.name}'"))
+        vocab.values[m.name] = sorted(v for v in tokens.explode().drop_nulls().unique().to_list())
+    for name, values in vocab.values.items():
+        vocab.cards[name] = len(values) + 1
+    if spec.rating and "rated_history" in spec.derived:  # past ratings as ids 0..max
+        vocab.cards["history_long_rating"] = int(round(float(train_rows[spec.rating].max()))) + 1
+    if spec.rating:
+        for want in ("user_stats", "item_stats"):
+            if want in spec.derived:  # the smoothing prior: the spec's, else the train split's mean rating
+                vocab.rating_prior[want] = float(spec.derived[want].get("prior", train_rows[spec.rating].mean()))
+    return vocab
+
+
+def _categorical_source(c: Any, rows: pl.DataFrame) -> pl.Series:
+    src = rows[c.column]
+    return src.cast(pl.String).fill_null("").str.slice(0, int(c.prefix)) if c.prefix is not None else src
+
+
+def build_spec_features(spec: DataSpec, rows: pl.DataFrame) -> tuple[FeatureTable, Split, Vocabularies]:
+    """``rows`` (from ``reader.read_rows``, in time order) -> the FeatureTable, the split and the
+    vocabularies fitted on its train split."""
+    n = rows.height
+    split = split_rows(spec, n)
+    for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
+        if part.numel() == 0:
+            raise DataValidationError(f"{spec.where('split')}: the {name} split is empty ({n} rows, fractions {spec.fractions})")
+    train_mask = torch.zeros(n, dtype=torch.bool)
+    train_mask[split.train] = True
+    vocab = fit_vocabularies(spec, rows, pl.Series(train_mask.numpy()))
+    return featurize(spec, rows, vocab), split, vocab
+
+
+def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies) -> FeatureTable:
+    """Features of ``rows`` (in time order) with fixed vocabularies; derived features see only
+    these rows' pasts."""
+    n = rows.height
+    cards = dict(vocab.cards)
+    cols: dict[str, pl.Series] = {}
+    # ---- user and item ids
+    for name, column in (("user_id", spec.user), ("item_id", spec.item)):
+        if spec.ids == "raw":
+            ids = rows[column].cast(pl.Int64)
+            cols[name] = pl.select(pl.when(ids < cards[name]).then(ids).otherwise(0)).to_series().alias(name)  # beyond the table: unknown
+        else:
+            cols[name] = _encode(rows[column], vocab.ids(name))
+    # ---- categorical
+    for c in spec.categorical:
+        src = rows[c.column]
+        if c.bins is not None:
+            values = _numeric_lenient(src)
+            edges = [float(e) for e in c.bins]
+            ids = pl.Series(np.searchsorted(np.asarray(edges), values.fill_null(np.nan).to_numpy(), side="right") + 1, dtype=pl.Int64)
+            cols[c.name] = pl.select(pl.when(values.is_null()).then(0).otherwise(ids)).to_series().alias(c.name)
+        elif c.buckets is not None:
+            cols[c.name] = _hash(_categorical_source(c, rows), int(c.buckets))
+        else:
+            cols[c.name] = _encode(_categorical_source(c, rows), vocab.ids(c.name))
+    # ---- list columns (per row)
+    jagged: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for m in spec.multi_valued:
+        tokens = _multi_tokens(rows[m.column], m.separator, spec.where(f"features.multi_valued '{m.name}'"))
+        ids = tokens.list.eval(pl.element().replace_strict(vocab.ids(m.name), default=0, return_dtype=pl.Int64))
+        lengths = torch.from_numpy(ids.list.len().to_numpy().astype(np.int64))
+        flat = torch.from_numpy(ids.explode().drop_nulls().to_numpy().astype(np.int64))
+        jagged[m.name] = (flat, offsets_from_lengths(lengths))
+    frame = pl.DataFrame({"example_id": pl.Series(np.arange(n), dtype=pl.UInt32), **cols,
+                          "timestamp": rows[spec.time] if spec.time else pl.Series(np.arange(n), dtype=pl.Int64),
+                          "label": rows["__label"]})
+    if spec.rating:
+        frame = frame.with_columns(rows[spec.rating].alias("rating"))
+    # ---- derived, past-only (computed over every row: a row's past includes earlier val/test rows, as in production)
+    dense_names: list[str] = []
+    like_min = spec.like_threshold if spec.like_threshold is not None else spec.label.min
+    if spec.time:
+        stats_src = frame.select("user_id", "item_id", "timestamp", "label", *(["rating"] if spec.rating else []))
+        like = (pl.col("rating") >= like_min) if (spec.rating and like_min is not None) else (pl.col("label") >= 0.5)
+        for key, prefix, want in (("user_id", "user", "user_stats"), ("item_id", "item", "item_stats")):
+            if want in spec.derived:
+                prior = vocab.rating_prior.get(want, 0.0)
+                stats = _past_stats(stats_src, key, "timestamp", prefix, "rating" if spec.rating else None, like, prior)
+                frame = frame.join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
+                dense_names += [c for c in stats.columns if c not in (key, "timestamp")]
+        jagged.update(_histories(spec, frame, like_min))
+    for d in spec.dense:
+        frame = frame.with_columns(rows[d].alias(d))
+        dense_names.append(d)
+    item_like = {"item_id", "history", "history_long", "history_liked", "history_disliked"}
+    for name in item_like - {"item_id"}:
+        if name in jagged:
+            cards[name] = cards["item_id"]
+    return FeatureTable(frame=frame, jagged=jagged, cardinalities=cards, dense_names=dense_names, layout=_layout(spec, jagged))
+
+
+def _numeric_lenient(series: pl.Series) -> pl.Series:
+    """Numbers for binning; text that is not a number (a stray 'unknown') becomes null -> bucket 0."""
+    if series.dtype.is_numeric():
+        return series.cast(pl.Float64)
+    return series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The user's last N items strictly before the row's time, in global row order."""
+    wanted = {"history": spec.history_length("history", 20), "history_long": spec.history_length("history_long", 50)}
+    rated = spec.rating is not None
+    for name in ("liked", "disliked", "rated_history"):
+        if name in spec.derived and wanted["history_long"] is None:
+            wanted["history_long"] = 50  # liked/disliked/rated histories are cut from the long history
+    if not any(v is not None for v in wanted.values()):
+        return {}
+    by_user = frame.select("user_id", "timestamp", "item_id", *(["rating"] if rated else ["label"])).with_row_index("_row").sort(
+        ["user_id", "timestamp", "item_id"], maintain_order=True)
+    u = torch.from_numpy(by_user["user_id"].to_numpy().astype(np.int64))
+    t = torch.from_numpy(by_user["timestamp"].to_numpy().astype(np.int64))
+    i = torch.from_numpy(by_user["item_id"].to_numpy().astype(np.int64))
+    r = torch.from_numpy(by_user["rating" if rated else "label"].to_numpy().astype(np.float64))
+    back = torch.from_numpy(by_user["_row"].to_numpy().astype(np.int64))
+    inverse = torch.empty_like(back)
+    inverse[back] = torch.arange(back.numel())  # global row -> position in user order
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def put(name: str, values: torch.Tensor, lengths: torch.Tensor) -> None:
+        v, l = gather_jagged(values, offsets_from_lengths(lengths), inverse)
+        out[name] = (v, offsets_from_lengths(l))
+
+    if wanted["history"] is not None:
+        items, _, lengths = user_histories(u, t, i, r, wanted["history"])
+        put("history", items, lengths)
+    if wanted["history_long"] is not None:
+        items, scores, lengths = user_histories(u, t, i, r, wanted["history_long"])
+        put("history_long", items, lengths)
+        threshold = like_min if (rated and like_min is not None) else 0.5
+        if "liked" in spec.derived:
+            put("history_liked", *filter_jagged(items, lengths, scores >= threshold))
+        if "disliked" in spec.derived:
+            put("history_disliked", *filter_jagged(items, lengths, scores < threshold))
+        if "rated_history" in spec.derived and rated:
+            put("history_long_rating", torch.round(scores).long(), lengths)
+    return out
+
+
+def _layout(spec: DataSpec, jagged: dict[str, Any]) -> FeatureLayout:
+    student = ["user_id", "item_id"] + (["history"] if "history" in jagged else []) + [m.name for m in spec.multi_valued] + [c.name for c in spec.categorical]
+    extra = [f for f in ("history_long", "history_liked", "history_disliked") if f in jagged]
+    sequence = ["item_id", "history_long"] + (["history_long_rating"] if "history_long_rating" in jagged else []) if "history_long" in jagged else []
+    dropped: dict[str, list[str]] = {}
+    wanted_extra = ["history_long", "history_liked", "history_disliked"]
+    missing = [f for f in wanted_extra if f not in jagged]
+    if missing:
+        dropped["expert_extra"] = missing
+    if "history_long" in jagged and "history_long_rating" not in jagged:
+        dropped["sequence"] = ["history_long_rating"]
+    tables = {f: ITEM_TABLE for f in ("item_id", "history", "history_long", "history_liked", "history_disliked")}
+    return FeatureLayout(student=student, expert_extra=extra, sequence=sequence, tables=tables,
+                         scalar=["user_id", "item_id"] + [c.name for c in spec.categorical], dropped=dropped)

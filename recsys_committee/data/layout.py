@@ -1,0 +1,48 @@
+"""Which features each model reads, and which share an embedding table.
+
+Why it travels with the data and with every model file: models never name a column; they take
+their feature lists from the layout the data spec produced, and a saved model rebuilds from the
+layout stored next to its weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ITEM_TABLE = "t_item"  # the candidate item and every item history look up one table
+
+
+@dataclass
+class FeatureLayout:
+    """Which features each model reads, and which share an embedding table. Why it travels with
+    the data and the model files: models never name a column; a saved model rebuilds from this."""
+
+    student: list[str]
+    expert_extra: list[str] = field(default_factory=list)  # longer / liked / disliked histories
+    sequence: list[str] = field(default_factory=list)  # [item_id, history_long(, history_long_rating)] for target attention
+    tables: dict[str, str] = field(default_factory=dict)  # feature -> table (the item table is shared)
+    scalar: list[str] = field(default_factory=list)  # one id per row
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # what a model wanted but the data lacks
+
+    def table_of(self, feature: str) -> str:
+        return self.tables.get(feature, f"t_{feature}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureLayout":
+        return cls(**d)
+
+
+# the features of every MovieLens model file written before layouts were stored (their defaults)
+LEGACY_LAYOUT = FeatureLayout(
+    student=["user_id", "item_id", "history", "genres", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"],
+    expert_extra=["history_long", "history_liked", "history_disliked"],
+    sequence=["item_id", "history_long", "history_long_rating"],
+    tables={f: ITEM_TABLE for f in ("item_id", "history", "history_long", "history_liked", "history_disliked")},
+    scalar=["user_id", "item_id", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"],
+)
+
+

@@ -1,0 +1,37 @@
+"""A data spec -> the run's data (three RecDatasets and the facts models are sized from).
+
+Why one entry point: every command (train, distill, cache, score, benchmarks) must see exactly
+the same rows, features, vocabularies and normalisation, so they all come through here.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+
+from recsys_committee.data.batching import RecDataset
+from recsys_committee.data.featurize import build_spec_features
+from recsys_committee.data.movielens import RecData
+from recsys_committee.data.reader import read_rows, side_table
+from recsys_committee.data.schema import RawTables
+from recsys_committee.data.spec import DataSpec
+
+
+def load_spec_data(spec: DataSpec) -> RecData:
+    """Read, join and check the spec's tables, build the features and split them; dense
+    features are standardised with the train split's mean and std."""
+    rows = read_rows(spec)
+    table, split, vocab = build_spec_features(spec, rows)
+    if table.dense_names:
+        dense_all = torch.from_numpy(table.frame.select(table.dense_names).to_numpy().copy()).float()
+        mean = dense_all[split.train].mean(0)
+        std = dense_all[split.train].std(0).clamp_min(1e-6)
+    else:
+        mean = std = torch.zeros(0)
+    datasets = {name: RecDataset(table, split[name], mean, std) for name in ("train", "val", "test")}
+    users, items = side_table(spec.users, spec), side_table(spec.items, spec)
+    if spec.ids == "raw":  # the side tables' keys as the features' ids (the LM teacher's texts join on them)
+        users = users.with_columns(pl.col(spec.user).cast(pl.Int64).alias("user_id")) if users is not None else None
+        items = items.with_columns(pl.col(spec.item).cast(pl.Int64).alias("item_id")) if items is not None else None
+    raw = RawTables(inter=rows, users=users, items=items)
+    return RecData(table=table, split=split, raw=raw, spec=spec, vocab=vocab, dense_stats=(mean, std), **datasets)
