@@ -40,7 +40,7 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     data = load_movielens(root, "ml-synth")
     load_seconds = time.perf_counter() - start
     cfg = RunConfig(optim=OptimConfig())
-    model = build_model("student", data.cardinalities, data.num_dense)
+    model = build_model("student", data.cardinalities, data.num_dense, data=data)
     params = count_params(model)
     ctx = DistContext.from_process_group()
     setup = setup_sharded(model, model, list(model.parameters()), REC.sparse_parameters(model), lambda key: False, cfg, Launch(ctx), Path(f"/tmp/cluster_scaling_{world}"))

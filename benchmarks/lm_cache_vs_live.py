@@ -66,7 +66,7 @@ def main() -> None:
             start = time.perf_counter()
             teachers = build_teachers([spec], context=TeacherContext(data))
             load_seconds = time.perf_counter() - start
-            student = build_model("student", data.cardinalities, data.num_dense, **student_cfg.model.params)
+            student = build_model("student", data.cardinalities, data.num_dense, data=data, **student_cfg.model.params)
             committee = Committee.build(student, teachers, data.train.batch(torch.arange(64)), ccfg)
             timings[kind] = (time_steps(committee, data, args.steps, args.batch_size), load_seconds)
     cached, live = timings["cached"][0], timings["live"][0]

@@ -182,7 +182,7 @@ def rec_setup(args) -> tuple:
 
     def factory(cfg):
         cfg = cfg or base
-        return build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+        return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
 
     return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, optimizer_maker(REC, base.optim)
 

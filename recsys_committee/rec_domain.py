@@ -20,7 +20,7 @@ from torch import nn
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.data.loading import load_spec_data
 from recsys_committee.data.model_data import save_data_facts
-from recsys_committee.data.movielens import RecData
+from recsys_committee.data.movielens import RecData, movielens_spec
 from recsys_committee.data.spec import DataSpec, load_spec
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
@@ -33,30 +33,24 @@ from recsys_committee.train.config import ConfigError, DataConfig, RunConfig
 from recsys_committee.train.distributed import DistContext, Launch
 from recsys_committee.train.rows import predict_logits
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "configs" / "data" / "ml-100k.yaml"
 DEFAULTS = DataConfig()
 
 
 def data_spec(cfg: DataConfig) -> DataSpec:
     """The run's data spec: ``data.spec`` (``--data FILE``), else MovieLens-100K's; the run
-    config's ``data.root`` / ``data.name`` (where the source files are), ``max_rows``,
+    config's ``data.root`` / ``data.name`` (where MovieLens-shaped files are), ``max_rows``,
     ``fractions`` and history lengths override it when set."""
     if cfg.dataset != DEFAULTS.dataset:
         raise ConfigError(f"data.dataset: recommendation runs read a data spec (data.spec / --data FILE), got dataset '{cfg.dataset}'")
-    spec = load_spec(cfg.spec or DEFAULT_SPEC)
-    if cfg.spec is None and (cfg.root != DEFAULTS.root or cfg.name != DEFAULTS.name):
-        # the default spec's files, in another folder / under another name (the test fixtures)
-        def move(path: Optional[str]) -> Optional[str]:
-            return None if path is None else str(Path(cfg.root) / Path(path).name.replace(DEFAULTS.name, cfg.name, 1))
-
-        spec.interactions, spec.users, spec.items = move(spec.interactions), move(spec.users), move(spec.items)
+    changed = lambda value, default: value if value != default else None  # noqa: E731
+    if cfg.spec is None:
+        return movielens_spec(cfg.root, cfg.name, changed(cfg.history_len, DEFAULTS.history_len), changed(cfg.long_history_len, DEFAULTS.long_history_len),
+                              changed(list(cfg.fractions), DEFAULTS.fractions), cfg.max_rows)
+    spec = load_spec(cfg.spec)
     if cfg.max_rows is not None:
         spec.max_rows = cfg.max_rows
     if list(cfg.fractions) != DEFAULTS.fractions:
         spec.fractions = list(cfg.fractions)
-    for name, value, default in (("history", cfg.history_len, DEFAULTS.history_len), ("history_long", cfg.long_history_len, DEFAULTS.long_history_len)):
-        if value != default and name in spec.derived:
-            spec.derived[name] = {**spec.derived[name], "length": value}
     return spec
 
 

@@ -2,9 +2,16 @@
 
 Trains the foundation model (ImageNet MobileNetV2, fine-tuned) and the two CNN experts on a
 slice of Fashion-MNIST, distils them into the 3.6x smaller student (no-KD, DiverseDistill
-dense and gated) and prints one table. Short by design (a few minutes on 2 CPU cores): the
-full comparison is ``benchmarks/reproduce_vision.py``. All teachers run live here (the
-foundation cache pays off only over many runs).
+dense and gated) and prints one table. Short by design (minutes on 2 CPU cores): the full
+comparison is ``benchmarks/reproduce_vision.py``. All teachers run live here (the foundation
+cache pays off only over many runs).
+
+Why two budgets: a demo must show what the method does, so its teachers must be worth
+distilling. Teachers trained on the students' 4,000 images for 2 epochs (the old budget) sat
+below the student (experts 0.74-0.78 top-1, no-KD 0.82), and distillation made it worse. Here
+the teachers see 8,000 images for 3 epochs (cosine; experts ~0.87, foundation ~0.89) and the
+students 2,000 images for 8 epochs (cosine): the teachers' extra knowledge is what the student
+lacks, as in deployment, where teachers are trained once on much more than a student run sees.
 """
 
 from __future__ import annotations
@@ -20,27 +27,31 @@ from vision_committee.models import imagenet_mobilenet_v2_params
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "vision"
 TEACHERS = ["foundation", "expert_wide", "expert_deep"]
 METHODS = ["no_kd", "diverse_distill_dense", "diverse_distill"]
-BUDGET = ["data.max_rows=4000", "train.epochs=2"]
-GATE_WARMUP = ["committee.gate_config.warmup_steps=20"]  # 64 steps in all: the gate must get past its warm-up
+SCHEDULE = ["optim.schedule=cosine", "optim.warmup_steps=20"]
+TEACHER_BUDGET = ["data.max_rows=8000", "train.epochs=3", *SCHEDULE]
+STUDENT_BUDGET = ["data.max_rows=2000", "train.epochs=8", *SCHEDULE]
+GATE_WARMUP = ["committee.gate_config.warmup_steps=20"]  # 128 steps in all: the gate must get past its warm-up
 
 
 def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list[dict[str, Any]]:
-    rows, data = [], None
+    rows, data, student_data = [], None, None
     for name in TEACHERS:
-        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", *BUDGET, *overrides])
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", *TEACHER_BUDGET, *overrides])
         data = data or load_vision_data(cfg)
         m = run_vision_train(cfg, out / name, data=data, overwrite=True)  # `make demo` again replaces its runs
         rows.append({"name": name, "params": m["params"], "top1": m["test"]["top1"], "forwards": "", "seconds": m["epoch_seconds"]})
     base = load_config(CONFIG_DIR / "distill_base.yaml")
     live = [{**t, "cached": False} for t in base.teachers]
     for name in METHODS:
-        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *BUDGET, *GATE_WARMUP, *overrides])
-        m = run_vision_distill(cfg, out / name, data=data, overwrite=True)
+        cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *STUDENT_BUDGET, *GATE_WARMUP, *overrides])
+        student_data = student_data or load_vision_data(cfg)
+        m = run_vision_distill(cfg, out / name, data=student_data, overwrite=True)
         f = m["teacher_forwards"]
         skipped = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
         rows.append({"name": f"student <- {name}", "params": m["student_params"], "top1": m["test"]["top1"], "forwards": skipped, "seconds": m["epoch_seconds"]})
     header = f"{'model':<34} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
-    print(f"\nFashion-MNIST demo: {len(data.train):,} training images, {BUDGET[1].split('=')[1]} epochs, best-validation epoch, test = official 10,000.")
+    print(f"\nFashion-MNIST demo: teachers {len(data.train):,} training images x 3 epochs, students {len(student_data.train):,} x 8 epochs "
+          "(cosine), best-validation epoch, test = official 10,000.")
     imagenet = imagenet_mobilenet_v2_params()
     print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({imagenet:,}) / {imagenet / rows[-1]['params']:.2f}.")
     print(header + "\n" + "-" * len(header))

@@ -34,15 +34,3 @@ class FeatureLayout:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureLayout":
         return cls(**d)
-
-
-# the features of every MovieLens model file written before layouts were stored (their defaults)
-LEGACY_LAYOUT = FeatureLayout(
-    student=["user_id", "item_id", "history", "genres", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"],
-    expert_extra=["history_long", "history_liked", "history_disliked"],
-    sequence=["item_id", "history_long", "history_long_rating"],
-    tables={f: ITEM_TABLE for f in ("item_id", "history", "history_long", "history_liked", "history_disliked")},
-    scalar=["user_id", "item_id", "age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"],
-)
-
-

@@ -1,21 +1,23 @@
-"""MovieLens as three RecDatasets (train/val/test), plus the facts models are sized from.
+"""The run's data (``RecData``: three RecDatasets and the facts models are sized from), and the
+fetched MovieLens-100K read through its data spec, ``configs/data/ml-100k.yaml``.
 
-Why one entry point: every command (train, distill, cache, benchmarks) must see exactly the
-same rows, features and normalisation, so they all come through ``load_movielens``.
+Why MovieLens is only a spec here: the reader and featuriser know no dataset; this module only
+says where the fetched files are (``root``/``name``, so test fixtures and synthetic data in the
+same shape reuse the spec).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from recsys_committee.data.batching import RecDataset
-from recsys_committee.data.features import FeatureTable, build_features
-from recsys_committee.data.schema import RawTables, read_movielens
-from recsys_committee.data.split import Split, temporal_split
+from recsys_committee.data.features import FeatureTable
+from recsys_committee.data.schema import RawTables
+from recsys_committee.data.split import Split
 
 
 @dataclass
@@ -46,22 +48,37 @@ class RecData:
         return torch.unique(self.train.users)
 
 
-def load_movielens(
-    root: str | Path = "data/ml-100k",
-    name: str = "ml-100k",
-    history_len: int = 20,
-    long_history_len: int = 50,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    max_rows: int | None = None,
-) -> RecData:
-    """``max_rows`` keeps the first rows in time (a real-data slice for tests)."""
-    raw = read_movielens(root, name)
+MOVIELENS_SPEC = Path(__file__).resolve().parents[2] / "configs" / "data" / "ml-100k.yaml"
+SPEC_ROOT, SPEC_NAME = "data/ml-100k", "ml-100k"
+
+
+def movielens_spec(root: str | Path = SPEC_ROOT, name: str = SPEC_NAME, history_len: Optional[int] = None,
+                   long_history_len: Optional[int] = None, fractions: Optional[tuple] = None, max_rows: Optional[int] = None) -> Any:
+    """The MovieLens spec, its files taken from ``root`` as ``<name>.{inter,user,item}`` (a
+    ``.parquet`` sibling is preferred when present), with optional history lengths, split and row cap."""
+    from recsys_committee.data.spec import load_spec
+
+    spec = load_spec(MOVIELENS_SPEC)
+    if Path(root) != Path(SPEC_ROOT) or name != SPEC_NAME:
+        def move(path: str) -> str:
+            target = Path(root) / Path(path).name.replace(SPEC_NAME, name, 1)
+            parquet = target.with_name(target.name + ".parquet")
+            return str(parquet if parquet.exists() else target)
+
+        spec.interactions, spec.users, spec.items = move(spec.interactions), move(spec.users), move(spec.items)
+    for key, value in (("history", history_len), ("history_long", long_history_len)):
+        if value is not None:
+            spec.derived[key] = {**spec.derived[key], "length": value}
+    if fractions is not None:
+        spec.fractions = list(fractions)
     if max_rows is not None:
-        raw.inter = raw.inter.sort("timestamp").head(max_rows)
-    table = build_features(raw, history_len=history_len, long_history_len=long_history_len)
-    split = temporal_split(table.num_rows, fractions)
-    dense_all = torch.from_numpy(table.frame.select(table.dense_names).to_numpy()).float()
-    mean = dense_all[split.train].mean(0)
-    std = dense_all[split.train].std(0).clamp_min(1e-6)
-    datasets = {name: RecDataset(table, split[name], mean, std) for name in ("train", "val", "test")}
-    return RecData(table=table, split=split, raw=raw, **datasets)
+        spec.max_rows = max_rows
+    return spec
+
+
+def load_movielens(root: str | Path = SPEC_ROOT, name: str = SPEC_NAME, history_len: Optional[int] = None, long_history_len: Optional[int] = None,
+                   fractions: Optional[tuple] = None, max_rows: Optional[int] = None) -> RecData:
+    """MovieLens (or a fixture in its shape) read through its data spec."""
+    from recsys_committee.data.loading import load_spec_data
+
+    return load_spec_data(movielens_spec(root, name, history_len, long_history_len, fractions, max_rows))

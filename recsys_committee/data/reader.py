@@ -94,6 +94,9 @@ def read_rows(spec: DataSpec, require_label: bool = True) -> pl.DataFrame:
                 table = table.with_columns(pl.col(key).cast(rows[key].dtype))
             except Exception as exc:
                 raise DataValidationError(f"{side}: key column '{key}' is {table[key].dtype}, the interactions' is {rows[key].dtype}") from exc
+        unknown = rows.filter(~pl.col(key).is_in(table[key].implode()))[key]
+        if unknown.len():  # an id the side table does not know: out of range, not silently featureless
+            raise DataValidationError(f"{src}: column '{key}' has {unknown.len()} id(s) not in {side}, e.g. {unknown.unique().sort().head(3).to_list()}")
         clash = [c for c in table.columns if c != key and c in rows.columns]
         rows = rows.join(table.drop(clash), on=key, how="left")
     has_label = spec.label.column in rows.columns

@@ -193,8 +193,9 @@ def parse_spec(data: dict[str, Any], path: str = "<data spec>", base: Optional[P
     if columns.get("time") is None and any(d in derived for d in DERIVED):
         raise DataSpecError(f"{path}: derived features are past-only and need columns.time")
     text = top.get("text") or {}
-    if not isinstance(text, dict) or any(k not in ("item", "user") for k in text):
-        raise DataSpecError(f"{path}: text must map 'item' (and optionally 'user') to a template over columns, got {text!r}")
+    if not isinstance(text, dict) or any(k not in ("item", "user", "preset") for k in text) or (text and "item" not in text and "preset" not in text):
+        raise DataSpecError(f"{path}: text must map 'item' (and optionally 'user') to a template over columns, or name a preset "
+                            f"(preset: movielens), got {text!r}")
     return DataSpec(
         interactions=_resolve(base, str(source["interactions"])), users=_resolve(base, source.get("users")), items=_resolve(base, source.get("items")),
         separator=str(csv.get("separator", ",")), user=str(columns["user"]), item=str(columns["item"]), time=columns.get("time"),

@@ -3,7 +3,7 @@
 Why: MovieLens-100K is too small to measure throughput, sharding or multi-worker scaling. This
 generator writes any number of rows (10M+) in fixed-size chunks, so memory stays bounded by
 the chunk, and the files read back through the same validated reader
-(``read_movielens(root, name)`` picks up ``<name>.{inter,user,item}.parquet``). It is for speed
+(``load_movielens(root, name)`` reads them through the MovieLens data spec, ``.parquet`` siblings first). It is for speed
 and scale only: the labels carry a planted user x item signal, not real preferences, so
 quality claims come from the real sets.
 """

@@ -100,13 +100,12 @@ def _table_and_raw(data: Any, raw: Optional[RawTables], who: str) -> tuple[Featu
     if spec is not None and not spec.text:
         raise LMDataError(f"{who}: the data spec {spec.path} has no text: block; an LM teacher reads one text per row "
                           "(text: {item: \"{title} {genres}\"})")
-    if spec is not None and spec.ids != "raw":
-        raise LMDataError(f"{who}: rendering texts from a data spec's text: templates over string ids is not built yet; "
-                          f"the LM teacher reads MovieLens-shaped data (ids: raw, items with titles, users with profiles)")
     table = data if isinstance(data, FeatureTable) else getattr(data, "table", None)
     if not isinstance(table, FeatureTable):
         raise LMDataError(f"{who}: data must be a RecData or FeatureTable, got {type(data).__name__}")
     raw = raw if raw is not None else getattr(data, "raw", None)
+    if spec is not None and spec.text.get("preset") == "movielens" and (raw is None or raw.users is None or raw.items is None):
+        raise LMDataError(f"{who}: text preset movielens needs the users and items tables (titles, genres, profiles)")
     if raw is None:
         raise LMDataError(f"{who} needs raw=<RawTables> (movie titles, genres, user profiles) next to data")
     ids = table.frame["example_id"].to_numpy()

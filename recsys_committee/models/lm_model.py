@@ -26,6 +26,7 @@ from recsys_committee.models.lm_encoder import (
     tokenize,
 )
 from recsys_committee.models.text import TextOptions, render_texts
+from recsys_committee.models.text_templates import render_template_texts, spec_texts
 
 FINETUNE_MODES = ("head", "top_k", "full")
 
@@ -203,5 +204,13 @@ def build_lm_model(
     )
     if texts:
         table, raw = _table_and_raw(data, raw, "lm_teacher")
-        model.set_tokens(*tokenize(load_tokenizer(model_dir), render_texts(table, raw.users, raw.items, options), max_length))
+        templates = spec_texts(data)
+        if templates is None:  # the built-in MovieLens texts
+            texts = render_texts(table, raw.users, raw.items, options)
+        else:
+            if options.include_ratings or options.include_stats or options.id_tokens:
+                raise LMDataError("include_ratings / include_stats / id_tokens belong to the MovieLens texts (text: {preset: movielens}); "
+                                  "with text: templates put what the LM should read in the templates")
+            texts = render_template_texts(table, raw.inter, templates, options.history_n, where=f"{data.spec.path}: text")
+        model.set_tokens(*tokenize(load_tokenizer(model_dir), texts, max_length))
     return model

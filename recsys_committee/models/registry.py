@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from recsys_committee.committee.export import count_params  # noqa: F401  (re-exported: models are counted here too)
-from recsys_committee.data.layout import LEGACY_LAYOUT, FeatureLayout
+from recsys_committee.data.layout import FeatureLayout
 from recsys_committee.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
@@ -27,12 +27,13 @@ def build_model(name: str, cardinalities: dict[str, int], num_dense: int, *, dat
 
 
 def resolve_layout(data: Any, layout: Any) -> FeatureLayout:
-    """The stored layout of a model file, else the data's, else the MovieLens layout every
-    model file written before layouts were stored was trained with."""
+    """The layout stored in a model file, else the data's (models never name a column)."""
     if layout is not None:
         return layout if isinstance(layout, FeatureLayout) else FeatureLayout.from_dict(layout)
     table = getattr(data, "table", data)
-    return getattr(table, "layout", None) or LEGACY_LAYOUT
+    if getattr(table, "layout", None) is None or not table.layout.student:
+        raise ValueError("a recommendation model needs the data's feature layout (build it with data=..., or load its model file)")
+    return table.layout
 
 
 def embedding_parameters(module: nn.Module) -> list[nn.Parameter]:

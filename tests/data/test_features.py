@@ -3,9 +3,10 @@ import random
 import polars as pl
 import torch
 
-from recsys_committee.data.features import build_features
 from recsys_committee.data.jagged import gather_jagged
-from recsys_committee.data.schema import read_movielens
+from recsys_committee.data.movielens import load_movielens
+
+# the tiny fixture through configs/data/ml-100k.yaml (its 10 rows split 8/1/1 in time)
 
 
 def _rows(table, name):
@@ -14,7 +15,7 @@ def _rows(table, name):
 
 
 def test_tiny_histories_exclude_same_second_and_future(tiny_dir):
-    table = build_features(read_movielens(tiny_dir, "ml-tiny"), history_len=3, long_history_len=10)
+    table = load_movielens(tiny_dir, "ml-tiny", history_len=3, long_history_len=10).table
     frame = table.frame
     history = dict(zip(zip(frame["user_id"], frame["timestamp"], frame["item_id"]), _rows(table, "history")))
     # user 1 rated items 1 and 2 in the same second: neither sees the other
@@ -28,7 +29,7 @@ def test_tiny_histories_exclude_same_second_and_future(tiny_dir):
 
 
 def test_tiny_buckets_and_unknowns(tiny_dir):
-    table = build_features(read_movielens(tiny_dir, "ml-tiny"))
+    table = load_movielens(tiny_dir, "ml-tiny").table
     years = dict(zip(table.frame["item_id"], table.frame["year_bucket"]))
     assert years[3] == 0  # "unkonwn" release year -> unknown bucket
     genres = dict(zip(table.frame["item_id"], _rows(table, "genres")))
@@ -38,7 +39,7 @@ def test_tiny_buckets_and_unknowns(tiny_dir):
 
 
 def test_global_time_order(tiny_dir):
-    table = build_features(read_movielens(tiny_dir, "ml-tiny"))
+    table = load_movielens(tiny_dir, "ml-tiny").table
     ts = table.frame["timestamp"].to_list()
     assert ts == sorted(ts)
     assert table.frame["example_id"].to_list() == list(range(table.num_rows))
@@ -46,9 +47,9 @@ def test_global_time_order(tiny_dir):
 
 def test_real_history_has_no_leakage(real_data_dir):
     """Brute force 300 random rows: the history is the last 20 items strictly before t."""
-    raw = read_movielens(real_data_dir)
-    table = build_features(raw, history_len=20)
-    inter = raw.inter.sort(["user_id", "timestamp", "item_id"])
+    data = load_movielens(real_data_dir, history_len=20)
+    table = data.table
+    inter = data.raw.inter.sort(["user_id", "timestamp", "item_id"])
     by_user = {u: g for (u,), g in inter.group_by(["user_id"])}
     values, offsets = table.jagged["history"]
     rng = random.Random(0)
@@ -60,8 +61,7 @@ def test_real_history_has_no_leakage(real_data_dir):
 
 
 def test_real_past_stats_use_only_the_past(real_data_dir):
-    raw = read_movielens(real_data_dir)
-    table = build_features(raw)
+    table = load_movielens(real_data_dir).table
     first = table.frame.group_by("user_id").agg(pl.col("timestamp").min().alias("t0"))
     at_first = table.frame.join(first, on="user_id").filter(pl.col("timestamp") == pl.col("t0"))
     assert (at_first["user_prev_log_count"] == 0).all()

@@ -5,7 +5,9 @@ input is one line naming the file, column or key (exit code 2)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -15,17 +17,19 @@ import torch
 from recsys_committee.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # movielens_reference
 QUICK = ["train.progress=false", "train.batch_size=128", "train.epochs=1", "train.max_steps_per_epoch=4"]
 
 
 def test_movielens_spec_reproduces_the_builtin_features(real_data_dir):
+    from movielens_reference import build_features, read_movielens  # the built-in reader the spec replaced
+
     from recsys_committee.data.loading import load_spec_data
-    from recsys_committee.data.movielens import load_movielens
     from recsys_committee.data.spec import load_spec
 
     new = load_spec_data(load_spec(ROOT / "configs/data/ml-100k.yaml"))
-    old = load_movielens(real_data_dir)
-    assert new.table.num_rows == old.table.num_rows and torch.equal(new.split.test, old.split.test)
+    old = SimpleNamespace(table=build_features(read_movielens(real_data_dir)))
+    assert new.table.num_rows == old.table.num_rows
     for name in ("example_id", "user_id", "item_id", "age_bucket", "gender", "occupation", "year_bucket", "label", *old.table.dense_names):
         assert np.array_equal(new.table.frame[name].to_numpy(), old.table.frame[name].to_numpy()), name
     for name, (values, offsets) in old.table.jagged.items():
@@ -171,3 +175,31 @@ def test_score_reproduces_the_test_auc_from_raw_rows(tmp_path, capsys):
     # without the earlier rows the histories are shorter: a different (valid) score, not an error
     assert cli_main(["score", "--model", str(out), "--input", str(test_rows), "--out", str(tmp_path / "alone.parquet")]) == 0
     assert not pl.read_parquet(tmp_path / "alone.parquet")["score"].equals(preds["score"])
+
+
+def test_lm_texts_render_from_the_spec_templates(tmp_path):
+    from recsys_committee.data.loading import load_spec_data
+    from recsys_committee.data.spec import load_spec
+    from recsys_committee.models.text_templates import TemplateError, render_template_texts
+
+    spec_path = click_log(tmp_path)
+    spec_path.write_text(spec_path.read_text() + 'text: {item: "{product} ({tags})", user: "a {device} visitor"}\n')
+    data = load_spec_data(load_spec(spec_path))
+    texts = render_template_texts(data.table, data.raw.inter, data.spec.text, history_n=2)
+    assert len(texts) == data.table.num_rows
+    rows = data.raw.inter
+    first = texts[0]
+    assert first == f"item: {rows['product'][0]} ({rows['tags'][0]}). user: a {rows['device'][0]} visitor. recent: none."
+    # a later row lists its user's most recent past items, most recent first
+    values, offsets = data.table.jagged["history"]
+    row = next(r for r in range(data.table.num_rows) if offsets[r + 1] - offsets[r] >= 2)
+    assert " recent: " in texts[row] and texts[row].count("; ") == 1
+    with pytest.raises(TemplateError, match="'price_eur'"):
+        render_template_texts(data.table, data.raw.inter, {"item": "{price_eur}"}, history_n=0)
+
+
+def test_an_lm_teacher_on_a_spec_without_text_is_one_clear_error(tmp_path, capsys):
+    spec = click_log(tmp_path)
+    code = cli_main(["train", "--config", str(ROOT / "configs/rec/lm_teacher.yaml"), "--data", str(spec), "--out", str(tmp_path / "lm"), *QUICK])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no text: block" in err and "Traceback" not in err, err

@@ -1,7 +1,7 @@
 import numpy as np
 import polars as pl
 
-from recsys_committee.data.schema import read_movielens
+from recsys_committee.data.movielens import load_movielens
 from recsys_committee.data.synthetic import SyntheticSpec, stream_batches, write_synthetic
 
 SMALL = SyntheticSpec(rows=20_000, users=2_000, items=500, chunk_rows=3_000, seed=3)
@@ -9,7 +9,7 @@ SMALL = SyntheticSpec(rows=20_000, users=2_000, items=500, chunk_rows=3_000, see
 
 def test_written_files_pass_the_real_reader(tmp_path):
     write_synthetic(tmp_path, SMALL)
-    raw = read_movielens(tmp_path, "ml-synth")  # same validation as MovieLens
+    raw = load_movielens(tmp_path, "ml-synth").raw  # through MovieLens' data spec, same checks
     assert 19_000 < raw.inter.height <= 20_000
     assert raw.users.height == 2_000 and raw.items.height == 500
     assert raw.inter["timestamp"].is_sorted()

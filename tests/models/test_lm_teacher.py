@@ -24,9 +24,9 @@ ROWS = 96
 @pytest.fixture(scope="module")
 def small(real_data_dir):
     from recsys_committee.data.movielens import load_movielens
-    from recsys_committee.data.schema import read_movielens
 
-    return load_movielens(real_data_dir, max_rows=ROWS), read_movielens(real_data_dir)
+    data = load_movielens(real_data_dir, max_rows=ROWS)
+    return data, data.raw
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_reenter_question_gets_gradient_teacher_does_not(small, checkpoint):
 def test_reenter_in_a_committee_step(small, checkpoint):
     data, raw = small
     torch.manual_seed(0)
-    student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
+    student = build_model("student", data.cardinalities, data.num_dense, data=data, embedding_dim=8, hidden=[16, 8])
     teacher = lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), context=TeacherContext(data))
     probe = batch_of(data, range(8))
     cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
@@ -211,7 +211,7 @@ def test_cached_teacher_and_reenter_is_a_config_error(model, small, checkpoint, 
     assert lm_cached_teacher(name="lm", cache=str(tmp_path), context=TeacherContext()).run(batch).logits is None
     with pytest.raises(StaleCacheError, match="taps"):
         lm_cached_teacher(name="lm", cache=str(tmp_path), tap="encoder.layer.1", context=TeacherContext())
-    student = build_model("student", data.cardinalities, data.num_dense, embedding_dim=8, hidden=[16, 8])
+    student = build_model("student", data.cardinalities, data.num_dense, data=data, embedding_dim=8, hidden=[16, 8])
     cfg = CommitteeConfig(method="diverse_distill", gate="dense", answer_mode="reenter", dq=8)
     with pytest.raises(ReenterNotSupportedError, match="'lm'"):
         Committee.build(student, [teacher], batch, cfg)

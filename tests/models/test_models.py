@@ -8,7 +8,7 @@ from recsys_committee.registry import UnknownNameError
 @pytest.mark.parametrize("name", ["student", "expert_dlrm", "expert_din_dcn"])
 def test_forward_backward(ml_slice, name):
     torch.manual_seed(0)
-    model = build_model(name, ml_slice.cardinalities, ml_slice.num_dense)
+    model = build_model(name, ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice)
     batch = ml_slice.train.batch(torch.arange(64))
     out = model(batch)
     assert out.logits.shape == (64,)
@@ -21,17 +21,17 @@ def test_forward_backward(ml_slice, name):
 
 
 def test_default_sizes(ml100k):
-    student = count_params(build_model("student", ml100k.cardinalities, ml100k.num_dense, hidden=[864, 256]))
+    student = count_params(build_model("student", ml100k.cardinalities, ml100k.num_dense, data=ml100k, hidden=[864, 256]))
     assert 550_000 < student < 650_000
     for expert in ("expert_dlrm", "expert_din_dcn"):
-        assert count_params(build_model(expert, ml100k.cardinalities, ml100k.num_dense)) > 2.5 * student
+        assert count_params(build_model(expert, ml100k.cardinalities, ml100k.num_dense, data=ml100k)) > 2.5 * student
 
 
 def test_unknown_model_and_param(ml_slice):
     with pytest.raises(UnknownNameError, match="Did you mean 'student'"):
-        build_model("studnet", ml_slice.cardinalities, ml_slice.num_dense)
+        build_model("studnet", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice)
     with pytest.raises(UnknownNameError, match="unknown parameter 'hiden'.*Did you mean 'hidden'"):
-        build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hiden=[8])
+        build_model("student", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, hiden=[8])
     assert {"student", "expert_dlrm", "expert_din_dcn"} <= set(MODELS.names())
 
 
@@ -42,5 +42,5 @@ def test_empty_history_is_finite(ml_slice):
     batch = ml_slice.train.batch(empty)
     assert len(empty) == 8 and int(batch.sparse["history_long"][1].sum()) == 0
     for name in ("student", "expert_din_dcn"):
-        out = build_model(name, ml_slice.cardinalities, ml_slice.num_dense)(batch)
+        out = build_model(name, ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice)(batch)
         assert torch.isfinite(out.logits).all()

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from recsys_committee.data.features import build_features
-from recsys_committee.data.schema import read_movielens
+from recsys_committee.data.movielens import load_movielens
 from recsys_committee.models.text import TextOptions, item_strings, render_texts
 
 TINY_DEFAULT = {
@@ -32,8 +31,8 @@ REAL_GOLDEN = {
 
 @pytest.fixture
 def tiny(tiny_dir):
-    raw = read_movielens(tiny_dir, "ml-tiny")
-    return build_features(raw, history_len=3, long_history_len=10), raw
+    data = load_movielens(tiny_dir, "ml-tiny", history_len=3, long_history_len=10)
+    return data.table, data.raw
 
 
 def test_tiny_golden_default(tiny):
@@ -93,7 +92,7 @@ def test_titles_articles_and_junk_years():
 
 @pytest.mark.realdata
 def test_real_golden(ml_slice, real_data_dir):
-    raw = read_movielens(real_data_dir)
+    raw = ml_slice.raw
     options = TextOptions(include_ratings=True, include_stats=True)
     rows = torch.tensor(sorted(REAL_GOLDEN))
     texts = render_texts(ml_slice.table, raw.users, raw.items, options, rows=rows)

@@ -22,7 +22,7 @@ def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -
 
     torch.manual_seed(0)
     data = load_movielens(data_dir, "ml-tiny")
-    plain = build_model("student", data.cardinalities, data.num_dense, hidden=[32, 16], cross_rank=8)
+    plain = build_model("student", data.cardinalities, data.num_dense, data=data, hidden=[32, 16], cross_rank=8)
     twin = copy.deepcopy(plain)
     per_rank = len(data.train) // world
     batch = data.train.batch(torch.arange(per_rank * world))
@@ -115,7 +115,7 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     data = load_movielens(data_root, max_rows=20000)
     torch.manual_seed(0)
     teachers = build_teachers(cfg.teachers, cfg.teacher_dir, TeacherContext(data))
-    student = build_model(cfg.model.name, data.cardinalities, data.num_dense, **cfg.model.params)
+    student = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
     committee = Committee.build(student, teachers, data.train.batch(torch.arange(256)), committee_config(cfg))
     plain_logits = {t.name: t.run(data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))).logits.clone() for t in committee.teachers}
     ctx = DistContext.from_process_group()

@@ -73,7 +73,7 @@ def test_real_models_round_trip_bit_for_bit(tmp_path, tiny_data):
     from vision_committee.models import build_vision_model
 
     for name in ("student", "expert_dlrm", "expert_din_dcn"):
-        model = build_model(name, tiny_data.cardinalities, tiny_data.num_dense)
+        model = build_model(name, tiny_data.cardinalities, tiny_data.num_dense, data=tiny_data)
         save_checkpoint(tmp_path / f"{name}.safetensors", {"state_dict": model.state_dict()})
         assert_bit_equal(model.state_dict(), load_checkpoint(tmp_path / f"{name}.safetensors")["state_dict"])
     cnn = build_vision_model("resnet_cnn", widths=[8, 16, 32])

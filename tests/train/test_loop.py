@@ -48,7 +48,7 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(ml_slice, tmp_pa
     gen = seed_everything(0)
     from recsys_committee.models import build_model
 
-    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
+    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, hidden=[16])
     saved = []
 
     def loss_fn(batch, step):
@@ -128,7 +128,7 @@ def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
 
     cfg = load_config(ROOT / "configs/rec/student.yaml", FAST + ["train.epochs=2", "train.max_steps_per_epoch=5", "optim.schedule=cosine", "optim.embedding_optimizer=dense"])
     gen = seed_everything(0)
-    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, hidden=[16])
+    model = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, hidden=[16])
     optimizers = build_optimizers(list(model.parameters()), REC.sparse_parameters(model), cfg.optim)
     seen = []
 
