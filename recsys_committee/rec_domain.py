@@ -25,7 +25,7 @@ from recsys_committee.data.spec import DataSpec, load_spec
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model
-from recsys_committee.models import teachers as _teachers  # noqa: F401  (registers the rec teachers)
+from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
 from recsys_committee.models.registry import embedding_parameters
 from recsys_committee.train import runner
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
@@ -133,6 +133,22 @@ class RecDomain(Domain):
 
 
 REC: Domain = DOMAINS.get("rec")
+
+
+class RecModelTeacher(TeacherAdapter):
+    """A model trained by ``recsys-committee train``, frozen. Why an adapter and not the model
+    itself: the committee core is domain-free; this is the whole of what it needs to know about
+    calling a recommendation model (``model(batch).logits``). Features are read by a forward hook
+    at ``tap`` (e.g. ``top``, the DLRM top MLP's output), never by editing the model."""
+
+    def forward_model(self, batch: Any) -> Optional[torch.Tensor]:
+        return self.model(batch).logits
+
+
+@register_teacher("rec_model")
+def rec_model_teacher(*, name: str, checkpoint: str, tap: str = "top", always_on: bool = False, context: TeacherContext) -> RecModelTeacher:
+    """A trained model file (``model.safetensors``) as a frozen teacher."""
+    return RecModelTeacher(load_trained_model(checkpoint), name=name, tap=tap, always_on=always_on)
 
 
 def run_train(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:

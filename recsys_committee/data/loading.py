@@ -1,4 +1,4 @@
-"""A data spec -> the run's data (three RecDatasets and the facts models are sized from).
+"""A data spec -> the run's data (``RecData``: three RecDatasets and the facts models are sized from).
 
 Why one entry point: every command (train, distill, cache, score, benchmarks) must see exactly
 the same rows, features, vocabularies and normalisation, so they all come through here.
@@ -6,15 +6,48 @@ the same rows, features, vocabularies and normalisation, so they all come throug
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import polars as pl
 import torch
 
 from recsys_committee.data.batching import RecDataset
+from recsys_committee.data.features import FeatureTable
 from recsys_committee.data.featurize import build_spec_features
-from recsys_committee.data.movielens import RecData
 from recsys_committee.data.reader import read_rows, side_table
 from recsys_committee.data.schema import RawTables
 from recsys_committee.data.spec import DataSpec
+from recsys_committee.data.split import Split
+
+
+@dataclass
+class RecData:
+    table: FeatureTable
+    split: Split
+    train: RecDataset
+    val: RecDataset
+    test: RecDataset
+    raw: RawTables | None = None  # the validated tables (the LM teacher's texts read titles and profiles)
+    spec: Any = None  # the DataSpec it was read with (None: the built-in MovieLens reader)
+    vocab: Any = None  # the spec's Vocabularies (train split), saved with every model for scoring
+    dense_stats: Any = None  # (mean, std) of the dense features on the train split
+
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        return self.table.cardinalities
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.table.dense_names)
+
+    def dataset(self, name: str) -> RecDataset:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def warm_users(self) -> torch.Tensor:
+        """Users with at least one training row (the rest of val/test users are cold)."""
+        return torch.unique(self.train.users)
+
 
 
 def load_spec_data(spec: DataSpec) -> RecData:
