@@ -72,6 +72,15 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from recsys_committee.data.prepare import PrepareOptions, prepare_command
+
+    options = PrepareOptions(bucket_rows=args.bucket_rows, chunk_rows=args.chunk_rows, row_group_rows=args.row_group_rows, num_workers=args.num_workers)
+    manifest = prepare_command(Path(args.data), Path(args.out), options, overwrite=args.overwrite)
+    print(json.dumps({k: manifest[k] for k in ("rows", "buckets", "content_hash", "prepare_seconds")}, indent=2))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from recsys_committee.demo import run_demo
 
@@ -96,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model (student, expert, LM teacher)")
     train.add_argument("--config", required=True)
-    train.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
+    train.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     train.add_argument("--out", required=True)
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _overwrite_flag(train)
@@ -104,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
     distill = sub.add_parser("distill", help="distil a committee of trained teachers into the student")
     distill.add_argument("--config", required=True)
-    distill.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
+    distill.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     distill.add_argument("--out", required=True)
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _overwrite_flag(distill)
@@ -112,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.set_defaults(func=_distill)
     cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")
     cache.add_argument("--config", required=True)
-    cache.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml); replaces the config's data block")
+    cache.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     cache.add_argument("--out", required=True, help="the cache folder (resumed if a build was interrupted)")
     cache.add_argument("--rebuild-cache", action="store_true", help="discard an existing (stale) cache and rebuild it")
     cache.add_argument("overrides", nargs="*", help="key.sub=value overrides")
@@ -124,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", choices=("train", "val", "test"), help="score this split of the model's own data spec instead of --input")
     score.add_argument("--out", required=True, help="predictions parquet: the input columns + score")
     score.set_defaults(func=_score)
+    prep = sub.add_parser("prepare", help="build a data spec's features out of core into a prepared dataset (parquet shards + manifest) that runs stream")
+    prep.add_argument("--data", required=True, help="the data spec YAML")
+    prep.add_argument("--out", required=True, help="DATASET_DIR (an unfinished prepare there is resumed)")
+    prep.add_argument("--num-workers", type=int, default=1, help="run the buckets as N Ray tasks (default: in this process)")
+    prep.add_argument("--bucket-rows", type=int, default=500_000, help="rows per user bucket: bounds the memory of one featurise step")
+    prep.add_argument("--chunk-rows", type=int, default=500_000, help="source rows read at a time")
+    prep.add_argument("--row-group-rows", type=int, default=4096, help="parquet row group size (the streaming reader's unit)")
+    _overwrite_flag(prep)
+    prep.set_defaults(func=_prepare)
     demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--seed", type=int, default=0)

@@ -55,6 +55,12 @@ def data_spec(cfg: DataConfig) -> DataSpec:
 
 
 def load_data(cfg: DataConfig) -> RecData:
+    """The run's data: a prepared dataset folder (``--data DATASET_DIR``, told apart by its
+    manifest) is streamed; a data spec is read and featurised in memory."""
+    if cfg.spec is not None and Path(cfg.spec).is_dir():
+        from recsys_committee.data.prepared import open_prepared
+
+        return open_prepared(cfg.spec)
     return load_spec_data(data_spec(cfg))
 
 

@@ -32,10 +32,28 @@ def _encode(series: pl.Series, vocab: dict[Any, int]) -> pl.Series:
     return series.replace_strict(vocab, default=0, return_dtype=pl.Int64)
 
 
+def crc32_of(series: pl.Series) -> pl.Series:
+    """crc32 of each value's text: stable across processes, runs and polars versions (polars'
+    own ``hash`` is not). Hashed once per distinct value, so a million rows of a thousand
+    values cost a thousand crc32 calls."""
+    text = series.cast(pl.String)
+    distinct = text.drop_nulls().unique()
+    codes = pl.Series([zlib.crc32(v.encode()) for v in distinct.to_list()], dtype=pl.Int64)
+    return text.replace_strict(distinct, codes, default=None, return_dtype=pl.Int64)
+
+
 def _hash(series: pl.Series, buckets: int) -> pl.Series:
     """Stable across processes and runs (crc32 of the value's text), 1..buckets; null -> 0."""
-    text = series.cast(pl.String)
-    return text.map_elements(lambda v: zlib.crc32(v.encode()) % buckets + 1, return_dtype=pl.Int64).fill_null(0)
+    return (crc32_of(series) % buckets + 1).fill_null(0)
+
+
+def entity_key(series: pl.Series) -> pl.Series:
+    """An integer per distinct raw user / item of these rows. Why raw and not the encoded id:
+    users and items unseen in training all share the out-of-vocabulary id 0, and their
+    histories and statistics must not be pooled into one pseudo-user."""
+    if series.dtype.is_integer():
+        return series.cast(pl.Int64)
+    return series.rank("dense").cast(pl.Int64)
 
 
 def split_rows(spec: DataSpec, n: int) -> Split:
@@ -59,6 +77,22 @@ def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: O
         out.append(((pl.col("prev_s") + prior * RATING_PRIOR_WEIGHT) / (pl.col("prev_n") + RATING_PRIOR_WEIGHT)).alias(f"{prefix}_prev_mean_rating"))
     out.append(((pl.col("prev_likes") + 0.5 * RATING_PRIOR_WEIGHT) / (pl.col("prev_n") + RATING_PRIOR_WEIGHT)).alias(f"{prefix}_prev_like_rate"))
     return cum.select(out)
+
+
+def like_expr(spec: DataSpec) -> pl.Expr:
+    """What counts as a like in the stats: the rating at the like threshold, else the label."""
+    like_min = spec.like_threshold if spec.like_threshold is not None else spec.label.min
+    return (pl.col("rating") >= like_min) if (spec.rating and like_min is not None) else (pl.col("label") >= 0.5)
+
+
+def past_stats_of_rows(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: str, vocab: "Vocabularies") -> pl.DataFrame:
+    """``_past_stats`` of ``key`` joined back to every row of ``frame`` (columns key, timestamp,
+    label(, rating)), in ``frame``'s row order: only the ``{prefix}_prev_*`` columns."""
+    prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
+    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []))
+    stats = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
+    joined = src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
+    return joined.drop(key, "timestamp")
 
 
 def _multi_tokens(series: pl.Series, separator: Optional[str], where: str) -> pl.Series:
@@ -89,35 +123,63 @@ class Vocabularies:
         return {"values": self.values, "cards": self.cards, "rating_prior": self.rating_prior}
 
 
-def fit_vocabularies(spec: DataSpec, rows: pl.DataFrame, train: pl.Series) -> Vocabularies:
-    """Vocabularies from the rows where ``train`` is True; raw ids and hashed / binned features
-    need none (their sizes are fixed)."""
-    vocab = Vocabularies()
+def vocab_parts(spec: DataSpec, rows: pl.DataFrame, train: pl.Series) -> dict[str, Any]:
+    """What the vocabularies need from one slice of the rows (``train`` marks its train rows):
+    distinct values, maxima and rating sums. Slices combine with ``vocab_from_parts``, so the
+    out-of-core path fits the same vocabularies file by file."""
     train_rows = rows.filter(train)
+    part: dict[str, Any] = {"sets": {}, "max": {}, "rating_sum": 0.0, "rating_n": 0, "rating_max": None}
     for name, column in (("user_id", spec.user), ("item_id", spec.item)):
         if spec.ids == "raw":
-            vocab.cards[name] = int(rows[column].max()) + 1
+            part["max"][name] = int(rows[column].max()) if rows.height else 0
         else:
-            vocab.values[name] = sorted(v for v in train_rows[column].unique().to_list() if v is not None)
+            part["sets"][name] = set(v for v in train_rows[column].unique().to_list() if v is not None)
+    for c in spec.categorical:
+        if c.bins is None and c.buckets is None:
+            part["sets"][c.name] = set(v for v in _categorical_source(c, train_rows).unique().to_list() if v is not None)
+    for m in spec.multi_valued:
+        tokens = _multi_tokens(train_rows[m.column], m.separator, spec.where(f"features.multi_valued '{m.name}'"))
+        part["sets"][m.name] = set(tokens.explode().drop_nulls().unique().to_list())
+    if spec.rating and train_rows.height:
+        part["rating_sum"] = float(train_rows[spec.rating].sum())
+        part["rating_n"] = train_rows.height
+        part["rating_max"] = float(train_rows[spec.rating].max())
+    return part
+
+
+def vocab_from_parts(spec: DataSpec, parts: list[dict[str, Any]]) -> Vocabularies:
+    """Vocabularies from the train split's slices; raw ids and hashed / binned features need
+    none (their sizes are fixed)."""
+    vocab = Vocabularies()
+    for name in ("user_id", "item_id"):
+        if spec.ids == "raw":
+            vocab.cards[name] = max(p["max"][name] for p in parts) + 1
+        else:
+            vocab.values[name] = sorted(set().union(*(p["sets"][name] for p in parts)))
     for c in spec.categorical:
         if c.bins is not None:
             vocab.cards[c.name] = len(c.bins) + 2
         elif c.buckets is not None:
             vocab.cards[c.name] = int(c.buckets) + 1
         else:
-            vocab.values[c.name] = sorted(v for v in _categorical_source(c, train_rows).unique().to_list() if v is not None)
+            vocab.values[c.name] = sorted(set().union(*(p["sets"][c.name] for p in parts)))
     for m in spec.multi_valued:
-        tokens = _multi_tokens(train_rows[m.column], m.separator, spec.where(f"features.multi_valued '{m.name}'"))
-        vocab.values[m.name] = sorted(v for v in tokens.explode().drop_nulls().unique().to_list())
+        vocab.values[m.name] = sorted(set().union(*(p["sets"][m.name] for p in parts)))
     for name, values in vocab.values.items():
         vocab.cards[name] = len(values) + 1
+    rating_n = sum(p["rating_n"] for p in parts)
     if spec.rating and "rated_history" in spec.derived:  # past ratings as ids 0..max
-        vocab.cards["history_long_rating"] = int(round(float(train_rows[spec.rating].max()))) + 1
+        vocab.cards["history_long_rating"] = int(round(max(p["rating_max"] for p in parts if p["rating_max"] is not None))) + 1
     if spec.rating:
         for want in ("user_stats", "item_stats"):
             if want in spec.derived:  # the smoothing prior: the spec's, else the train split's mean rating
-                vocab.rating_prior[want] = float(spec.derived[want].get("prior", train_rows[spec.rating].mean()))
+                vocab.rating_prior[want] = float(spec.derived[want].get("prior", sum(p["rating_sum"] for p in parts) / max(rating_n, 1)))
     return vocab
+
+
+def fit_vocabularies(spec: DataSpec, rows: pl.DataFrame, train: pl.Series) -> Vocabularies:
+    """Vocabularies from the rows where ``train`` is True."""
+    return vocab_from_parts(spec, [vocab_parts(spec, rows, train)])
 
 
 def _categorical_source(c: Any, rows: pl.DataFrame) -> pl.Series:
@@ -139,9 +201,12 @@ def build_spec_features(spec: DataSpec, rows: pl.DataFrame) -> tuple[FeatureTabl
     return featurize(spec, rows, vocab), split, vocab
 
 
-def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies) -> FeatureTable:
+def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_ids: Optional[pl.Series] = None,
+              item_stats: Optional[pl.DataFrame] = None) -> FeatureTable:
     """Features of ``rows`` (in time order) with fixed vocabularies; derived features see only
-    these rows' pasts."""
+    these rows' pasts. The out-of-core path (``data/prepare.py``) calls this per bucket of users,
+    with the rows' stable ids and the item statistics it computed per bucket of items
+    (``item_stats``: one row per row of ``rows``, the ``item_prev_*`` columns)."""
     n = rows.height
     cards = dict(vocab.cards)
     cols: dict[str, pl.Series] = {}
@@ -172,24 +237,29 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies) -> Featur
         lengths = torch.from_numpy(ids.list.len().to_numpy().astype(np.int64))
         flat = torch.from_numpy(ids.explode().drop_nulls().to_numpy().astype(np.int64))
         jagged[m.name] = (flat, offsets_from_lengths(lengths))
-    frame = pl.DataFrame({"example_id": pl.Series(np.arange(n), dtype=pl.UInt32), **cols,
+    ids = example_ids if example_ids is not None else pl.Series(np.arange(n), dtype=pl.UInt32)
+    frame = pl.DataFrame({"example_id": ids.alias("example_id"), **cols,
                           "timestamp": rows[spec.time] if spec.time else pl.Series(np.arange(n), dtype=pl.Int64),
                           "label": rows["__label"]})
     if spec.rating:
         frame = frame.with_columns(rows[spec.rating].alias("rating"))
+    frame = frame.with_columns(entity_key(rows[spec.user]).alias("__user_key"), entity_key(rows[spec.item]).alias("__item_key"))
     # ---- derived, past-only (computed over every row: a row's past includes earlier val/test rows, as in production)
     dense_names: list[str] = []
     like_min = spec.like_threshold if spec.like_threshold is not None else spec.label.min
     if spec.time:
-        stats_src = frame.select("user_id", "item_id", "timestamp", "label", *(["rating"] if spec.rating else []))
-        like = (pl.col("rating") >= like_min) if (spec.rating and like_min is not None) else (pl.col("label") >= 0.5)
-        for key, prefix, want in (("user_id", "user", "user_stats"), ("item_id", "item", "item_stats")):
-            if want in spec.derived:
-                prior = vocab.rating_prior.get(want, 0.0)
-                stats = _past_stats(stats_src, key, "timestamp", prefix, "rating" if spec.rating else None, like, prior)
-                frame = frame.join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
-                dense_names += [c for c in stats.columns if c not in (key, "timestamp")]
+        for key, prefix, want in (("__user_key", "user", "user_stats"), ("__item_key", "item", "item_stats")):
+            if want not in spec.derived:
+                continue
+            if want == "item_stats" and item_stats is not None:
+                frame = frame.hstack(item_stats)
+                dense_names += list(item_stats.columns)
+                continue
+            stats = past_stats_of_rows(spec, frame, key, prefix, vocab)
+            frame = frame.hstack(stats)
+            dense_names += list(stats.columns)
         jagged.update(_histories(spec, frame, like_min))
+    frame = frame.drop("__user_key", "__item_key")
     for d in spec.dense:
         frame = frame.with_columns(rows[d].alias(d))
         dense_names.append(d)
@@ -216,9 +286,9 @@ def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -
             wanted["history_long"] = 50  # liked/disliked/rated histories are cut from the long history
     if not any(v is not None for v in wanted.values()):
         return {}
-    by_user = frame.select("user_id", "timestamp", "item_id", *(["rating"] if rated else ["label"])).with_row_index("_row").sort(
-        ["user_id", "timestamp", "item_id"], maintain_order=True)
-    u = torch.from_numpy(by_user["user_id"].to_numpy().astype(np.int64))
+    by_user = frame.select("__user_key", "timestamp", "item_id", *(["rating"] if rated else ["label"])).with_row_index("_row").sort(
+        ["__user_key", "timestamp", "item_id"], maintain_order=True)
+    u = torch.from_numpy(by_user["__user_key"].to_numpy().astype(np.int64))
     t = torch.from_numpy(by_user["timestamp"].to_numpy().astype(np.int64))
     i = torch.from_numpy(by_user["item_id"].to_numpy().astype(np.int64))
     r = torch.from_numpy(by_user["rating" if rated else "label"].to_numpy().astype(np.float64))

@@ -72,23 +72,49 @@ def _side_table(path: str, key: str, spec: DataSpec, what: str) -> pl.DataFrame:
     return table
 
 
+ORDER_TIEBREAK = "__src"  # the row's position in the source files: a stable row id and the last sort key
+
+
 def read_rows(spec: DataSpec, require_label: bool = True) -> pl.DataFrame:
     """The interactions joined with the side tables, every spec column present and typed: the
     user/item keys as given, ``time`` as Int64, ``label`` as Float32 0/1, dense columns Float64,
-    sorted by time (then user, item), cut to ``max_rows``."""
+    sorted by time (then user, item, source row), cut to ``max_rows``. ``__src`` keeps each
+    row's position in the source files (the out-of-core path's row id)."""
     rows = read_frame(spec.interactions, spec.separator)
     if rows.height == 0:
         raise DataValidationError(f"{spec.interactions}: no rows")
+    rows = rows.with_row_index(ORDER_TIEBREAK).with_columns(pl.col(ORDER_TIEBREAK).cast(pl.Int64))
+    rows = check_rows(rows, spec, side_tables(spec), require_label)
+    rows = rows.sort(sort_order(spec), maintain_order=True)
+    if spec.max_rows is not None:
+        rows = rows.head(int(spec.max_rows))
+    return rows
+
+
+def sort_order(spec: DataSpec) -> list[str]:
+    """The global row order every path uses: time, user, item, then the source row."""
+    return [c for c in (spec.time, spec.user, spec.item) if c] + [ORDER_TIEBREAK]
+
+
+def side_tables(spec: DataSpec) -> dict[str, tuple[str, str, pl.DataFrame]]:
+    """The spec's side tables, read and checked once: what -> (path, key column, table)."""
+    out = {}
+    for side, key, what in ((spec.users, spec.user, "users"), (spec.items, spec.item, "items")):
+        if side is not None:
+            out[what] = (side, key, _side_table(side, key, spec, what))
+    return out
+
+
+def check_rows(rows: pl.DataFrame, spec: DataSpec, sides: dict[str, tuple[str, str, pl.DataFrame]], require_label: bool = True) -> pl.DataFrame:
+    """Join the side tables onto ``rows`` (any slice of the interactions) and check and type every
+    spec column; the out-of-core path calls this chunk by chunk."""
     src = spec.interactions
     for key, column in (("columns.user", spec.user), ("columns.item", spec.item)):
         if column not in rows.columns:
             raise DataValidationError(f"{src}: no column '{column}' ({spec.where(key)}); found {rows.columns}")
     rows = rows.with_columns(pl.col(spec.user).cast(pl.String).str.strip_chars().alias(spec.user) if rows[spec.user].dtype == pl.String else pl.col(spec.user),
                              pl.col(spec.item).cast(pl.String).str.strip_chars().alias(spec.item) if rows[spec.item].dtype == pl.String else pl.col(spec.item))
-    for side, key, what in ((spec.users, spec.user, "users"), (spec.items, spec.item, "items")):
-        if side is None:
-            continue
-        table = _side_table(side, key, spec, what)
+    for side, key, table in sides.values():
         if table[key].dtype != rows[key].dtype:
             try:
                 table = table.with_columns(pl.col(key).cast(rows[key].dtype))
@@ -156,10 +182,6 @@ def read_rows(spec: DataSpec, require_label: bool = True) -> pl.DataFrame:
             raise DataValidationError(f"{src}: rating column '{spec.rating}' has empty or NaN values")
     for d in spec.dense:
         rows = rows.with_columns(_numeric(rows[d], f"{sources}: dense column '{d}' ({spec.where('features.dense')})").alias(d))
-    order = [c for c in (spec.time, spec.user, spec.item) if c]
-    rows = rows.sort(order, maintain_order=True)
-    if spec.max_rows is not None:
-        rows = rows.head(int(spec.max_rows))
     return rows
 
 

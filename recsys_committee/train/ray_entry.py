@@ -98,22 +98,7 @@ def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = 
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(cfg.dist.storage_path or out / "ray").resolve()
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-            ray.init()  # inside `ray job submit`: the job's runtime env (working dir, env vars) applies
-        else:
-            # The dashboard stays on (on loopback): Ray serves its State API from the dashboard
-            # process, and with include_dashboard=False it loads only UsageStatsHead there
-            # (ray/_private/services.py, start_api_server). Ray Train 2.60's detached
-            # PlacementGroupCleaner asks that State API every second whether the controller is
-            # alive (train/v2/.../placement_group_cleaner.py); without it every check failed with a
-            # "Failed to query Ray Train Controller actor state" warning (dozens per run) and the
-            # cleaner could never free a dead controller's placement group.
-            ray.init(
-                runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}},
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-            )
+    ensure_ray()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"command": command, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},
@@ -132,6 +117,29 @@ def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = 
     if result.error is not None:
         raise result.error
     return json.loads((out / "metrics.json").read_text())
+
+
+def ensure_ray() -> None:
+    """Join the cluster of ``ray job submit`` / RAY_ADDRESS, else start a local Ray on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
+        ray.init()  # inside `ray job submit`: the job's runtime env (working dir, env vars) applies
+        return
+    # The dashboard stays on (on loopback): Ray serves its State API from the dashboard
+    # process, and with include_dashboard=False it loads only UsageStatsHead there
+    # (ray/_private/services.py, start_api_server). Ray Train 2.60's detached
+    # PlacementGroupCleaner asks that State API every second whether the controller is
+    # alive (train/v2/.../placement_group_cleaner.py); without it every check failed with a
+    # "Failed to query Ray Train Controller actor state" warning (dozens per run) and the
+    # cleaner could never free a dead controller's placement group.
+    ray.init(
+        runtime_env={"env_vars": {**WORKER_ENV, **_passthrough_env()}},
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+    )
 
 
 def _passthrough_env() -> dict[str, str]:

@@ -8,6 +8,7 @@ once and the domains' splits inherit them (``RowSplit``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -52,6 +53,13 @@ def predict_logits(model: nn.Module, split: RowSplit, batch_size: int, ctx: Opti
     ctx = ctx or DistContext.single()
     was_training = model.training
     model.eval()
+    if hasattr(split, "eval_batches"):  # a streamed split: each rank reads a contiguous share
+        logits = [model(b.to(ctx.device)).logits.float().cpu() for b in split.eval_batches(batch_size, ctx)]
+        model.train(was_training)
+        local = torch.cat(logits)
+        per = local.shape[0]
+        everyone = ctx.all_gather_cat(local).view(ctx.world_size, per, *local.shape[1:])
+        return torch.cat([everyone[r, : split.eval_share(dataclasses.replace(ctx, rank=r))[1]] for r in range(ctx.world_size)])
     rows, _ = ctx.eval_rows(len(split))
     logits = [model(split.batch(rows[i : i + batch_size]).to(ctx.device)).logits.float().cpu() for i in range(0, rows.numel(), batch_size)]
     model.train(was_training)

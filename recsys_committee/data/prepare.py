@@ -1,0 +1,404 @@
+"""``recsys-committee prepare``: a data spec -> a prepared dataset, built out of core.
+
+Why out of core and why buckets: a window query over all rows (a user's history, an item's past
+statistics) buffers its whole input, so memory grows with the log. Every past-only feature only
+needs the rows of ONE user (histories, user stats) or ONE item (item stats), so the rows are
+first written bucketed by user (``crc32(user) % B``) and, narrow, by item; each bucket is then
+featurised on its own by the same ``featurize`` the in-memory path runs, so both paths give the
+same features. Memory is bounded by a source chunk and a bucket, never by the whole log.
+
+Steps (each resumable; a rerun skips what finished, and a file is only ever renamed into place
+once complete, so a partial file is never taken for a finished one):
+
+1. ingest   source chunks -> checked and typed (``reader.check_rows``) -> ``stage/ub=*/c-*.parquet``
+            (and the narrow item rows -> ``istage/ib=*/c-*.parquet``)
+2. split    exact split boundaries: the row at position k of the global (time, user, item, source
+            row) order, found by counting (a few passes over the time column, no global sort)
+3. vocab    vocabularies and the rating prior from the train split, file by file
+4. items    per item bucket: past-only item statistics -> ``istats/ub=*/ib-*.parquet``
+5. users    per user bucket: ``featurize`` -> ``{train,val,test}/part-*.parquet`` (row groups of
+            ``row_group_rows``) + the bucket's dense sums
+6. manifest row counts, schema, vocabularies, dense statistics, boundaries, content hash
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_committee.data.featurize import Vocabularies, crc32_of, entity_key, featurize, past_stats_of_rows, vocab_from_parts, vocab_parts
+from recsys_committee.data.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
+from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.spec import DataSpec
+
+MANIFEST = "manifest.json"
+FORMAT = "recsys-committee-prepared/1"
+SPLITS = ("train", "val", "test")
+SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
+    chunk_rows: int = 500_000  # source rows read at a time
+    row_group_rows: int = 4096  # the streaming reader's unit
+    num_workers: int = 1  # > 1: buckets run as Ray tasks
+
+
+def is_prepared(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+# --------------------------------------------------------------------------- small helpers
+def _write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Optional[int] = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+    pq.write_table(table, tmp, row_group_size=row_group_rows)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    tmp.replace(path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bucket_of(series: pl.Series, buckets: int) -> pl.Series:
+    """The bucket of each user / item: its integer id modulo B, else crc32 of its text modulo B
+    (stable across runs and polars versions, unlike polars' ``hash``)."""
+    if series.dtype.is_integer():
+        return (series.cast(pl.Int64) % buckets).cast(pl.Int32)
+    return (crc32_of(series) % buckets).cast(pl.Int32)
+
+
+def _scan(path: Path, spec: DataSpec) -> pl.LazyFrame:
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    if path.suffix in (".inter", ".user", ".item"):  # RecBole atomic files: tab, `name:type` headers
+        lf = pl.scan_csv(path, separator="\t", infer_schema=False, quote_char=None)
+        return lf.rename({c: c.split(":", 1)[0] for c in lf.collect_schema().names()})
+    return pl.scan_csv(path, separator=spec.separator, infer_schema_length=10_000)
+
+
+def source_chunks(spec: DataSpec, chunk_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
+    """(chunk number, rows with ``__src``) over the interaction files in glob order; ``__src``
+    numbers rows across files exactly as ``reader.read_rows`` does."""
+    offset, number = 0, 0
+    for path in _files(spec.interactions):
+        try:
+            for chunk in _scan(path, spec).collect_batches(chunk_size=chunk_rows):
+                if chunk.height == 0:
+                    continue
+                yield number, chunk.with_row_index(ORDER_TIEBREAK, offset=offset).with_columns(pl.col(ORDER_TIEBREAK).cast(pl.Int64))
+                offset += chunk.height
+                number += 1
+        except DataValidationError:
+            raise
+        except Exception as exc:
+            raise DataValidationError(f"{path}: not a readable table ({type(exc).__name__}: {exc})") from exc
+
+
+def count_source_rows(spec: DataSpec) -> int:
+    return sum(int(_scan(p, spec).select(pl.len()).collect().item()) for p in _files(spec.interactions))
+
+
+def _needed_columns(spec: DataSpec) -> list[str]:
+    cols = [spec.user, spec.item, spec.time, "__label", ORDER_TIEBREAK]
+    cols += [spec.rating] if spec.rating else []
+    cols += [c.column for c in spec.categorical] + [m.column for m in spec.multi_valued] + list(spec.dense)
+    return list(dict.fromkeys(cols))
+
+
+# --------------------------------------------------------------------------- 1. ingest
+def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callable[[str], None]) -> int:
+    sides = side_tables(spec)
+    done_dir = out / "stage" / "_done"
+    total = 0
+    for number, chunk in source_chunks(spec, chunk_rows):
+        marker = done_dir / f"c-{number:05d}.json"
+        if marker.is_file():
+            total += json.loads(marker.read_text())["rows"]
+            continue
+        rows = check_rows(chunk, spec, sides).select(_needed_columns(spec))
+        rows = rows.with_columns(bucket_of(rows[spec.user], buckets).alias("__ub"), bucket_of(rows[spec.item], buckets).alias("__ib"))
+        for (ub,), part in rows.partition_by("__ub", as_dict=True).items():
+            _write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"c-{number:05d}.parquet")
+        narrow = rows.select(spec.user, spec.item, spec.time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK, "__ub", "__ib")
+        for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
+            _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"c-{number:05d}.parquet")
+        _write_json(marker, {"rows": rows.height})
+        total += rows.height
+        log(f"prepare: ingested chunk {number} ({total:,} rows)")
+    return total
+
+
+# --------------------------------------------------------------------------- 2. split
+def _kth_time(lf: pl.LazyFrame, t: str, k: int) -> int:
+    """The time of the row at position k (0-based) in time order, by narrowing a histogram of
+    the time column (each pass is a streaming count; no sort of the whole column)."""
+    lo, hi = (int(v) for v in lf.select(pl.col(t).min().alias("lo"), pl.col(t).max().alias("hi")).collect().row(0))
+    below = 0
+    while True:
+        window = lf.filter(pl.col(t).is_between(lo, hi))
+        if hi - lo < 4096:
+            counts = window.group_by(t).len().sort(t).collect()
+            cum = np.cumsum(counts["len"].to_numpy()) + below
+            return int(counts[t][int(np.searchsorted(cum, k + 1))])
+        width = (hi - lo) // 1024 + 1
+        counts = window.group_by(((pl.col(t) - lo) // width).alias("bin")).len().sort("bin").collect()
+        cum = np.cumsum(counts["len"].to_numpy()) + below
+        at = int(np.searchsorted(cum, k + 1))
+        bin_ = int(counts["bin"][at])
+        below = int(cum[at - 1]) if at > 0 else below
+        lo, hi = lo + bin_ * width, min(hi, lo + (bin_ + 1) * width - 1)
+
+
+def kth_key(lf: pl.LazyFrame, spec: DataSpec, k: int) -> dict[str, Any]:
+    """The (time, user, item, source row) key of the row at position k of the global order."""
+    t = spec.time
+    when = _kth_time(lf, t, k)
+    before = int(lf.filter(pl.col(t) < when).select(pl.len()).collect().item())
+    ties = lf.filter(pl.col(t) == when).select(spec.user, spec.item, ORDER_TIEBREAK).collect().sort(sort_order(spec)[1:])
+    row = ties.row(k - before, named=True)
+    return {"time": when, "user": row[spec.user], "item": row[spec.item], "src": int(row[ORDER_TIEBREAK])}
+
+
+def _before(spec: DataSpec, key: dict[str, Any]) -> pl.Expr:
+    """Rows strictly before ``key`` in the global order (lexicographic on the four columns)."""
+    t, u, i, s = pl.col(spec.time), pl.col(spec.user), pl.col(spec.item), pl.col(ORDER_TIEBREAK)
+    return (t < key["time"]) | ((t == key["time"]) & ((u < key["user"]) | ((u == key["user"]) & ((i < key["item"]) | ((i == key["item"]) & (s < key["src"]))))))
+
+
+def split_boundaries(spec: DataSpec, stage: pl.LazyFrame, total: int) -> dict[str, Any]:
+    """Exact positions of the in-memory split (``temporal_split`` over the first ``max_rows``
+    rows in time order) as keys; a random split hashes the source row (seeded)."""
+    n = min(total, int(spec.max_rows)) if spec.max_rows is not None else total
+    out: dict[str, Any] = {"rows": n, "kind": spec.split_kind}
+    if n < total:
+        out["cut"] = kth_key(stage, spec, n)
+    if spec.split_kind == "temporal":
+        n_train = int(round(n * spec.fractions[0]))
+        n_val = int(round(n * spec.fractions[1]))
+        out["val_from"] = kth_key(stage, spec, n_train)
+        out["test_from"] = kth_key(stage, spec, n_train + n_val)
+    return out
+
+
+def split_expr(spec: DataSpec, bounds: dict[str, Any]) -> pl.Expr:
+    """0 train, 1 val, 2 test, -1 beyond ``max_rows``."""
+    if bounds["kind"] == "temporal":
+        code = pl.when(_before(spec, bounds["val_from"])).then(0).when(_before(spec, bounds["test_from"])).then(1).otherwise(2)
+    else:  # random: a seeded hash of the source row (not the in-memory path's randperm draw)
+        u = ((pl.col(ORDER_TIEBREAK) * 2654435761 + (spec.split_seed + 1) * 40503) % 4294967296).cast(pl.Float64) / 4294967296.0
+        code = pl.when(u < spec.fractions[0]).then(0).when(u < spec.fractions[0] + spec.fractions[1]).then(1).otherwise(2)
+    if "cut" in bounds:
+        code = pl.when(_before(spec, bounds["cut"])).then(code).otherwise(-1)
+    return code.cast(pl.Int8).alias("__split")
+
+
+# --------------------------------------------------------------------------- 3. vocabularies
+def fit_vocab_out_of_core(spec: DataSpec, out: Path, bounds: dict[str, Any]) -> Vocabularies:
+    parts = []
+    for path in sorted((out / "stage").glob("ub=*/c-*.parquet")):
+        rows = pl.read_parquet(path).with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
+        parts.append(vocab_parts(spec, rows, rows["__split"] == 0))
+    return vocab_from_parts(spec, parts)
+
+
+# --------------------------------------------------------------------------- 4. item statistics
+def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], vocab: Vocabularies) -> None:
+    marker = out / "istats" / "_done" / f"ib-{ib:05d}"
+    if marker.is_file():
+        return
+    files = sorted((out / "istage" / f"ib={ib:05d}").glob("c-*.parquet"))
+    if files:
+        rows = pl.concat([pl.read_parquet(f) for f in files]).with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
+        frame = rows.select(entity_key(rows[spec.item]).alias("__item_key"), pl.col(spec.time).alias("timestamp"), pl.col("__label").alias("label"),
+                            *([pl.col(spec.rating).alias("rating")] if spec.rating else []))
+        stats = past_stats_of_rows(spec, frame, "__item_key", "item", vocab).with_columns(rows[ORDER_TIEBREAK], rows["__ub"])
+        for (ub,), part in stats.partition_by("__ub", as_dict=True).items():
+            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}.parquet")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+# --------------------------------------------------------------------------- 5. user buckets
+def _arrow_table(table: Any, index: np.ndarray) -> pa.Table:
+    """The rows ``index`` of a FeatureTable as an Arrow table: scalar, label, dense columns and
+    the jagged ones as ``list<int64>``."""
+    import torch
+
+    from recsys_committee.data.jagged import gather_jagged
+
+    frame = table.frame[index]
+    keep = ["example_id", "label", "timestamp", *table.layout.scalar, *table.dense_names]
+    arrays = {c: frame[c].to_arrow() for c in dict.fromkeys(keep)}
+    arrays["example_id"] = frame["example_id"].cast(pl.Int64).to_arrow()
+    rows = torch.from_numpy(index.astype(np.int64))
+    for name, (values, offsets) in table.jagged.items():
+        v, lengths = gather_jagged(values, offsets, rows)
+        offs = np.zeros(lengths.numel() + 1, dtype=np.int32)
+        np.cumsum(lengths.numpy(), out=offs[1:])
+        arrays[name] = pa.ListArray.from_arrays(pa.array(offs), pa.array(v.numpy().astype(np.int64)))
+    return pa.table(arrays)
+
+
+def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int) -> dict[str, Any]:
+    """Featurise one bucket of users; write its shard of each split; return (and record) its
+    row counts, dense sums over train rows and the feature facts."""
+    marker = out / "buckets" / f"ub-{ub:05d}.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
+    record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in SPLITS}}
+    if files:
+        rows = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").with_columns(split_expr(spec, bounds))
+        rows = rows.filter(pl.col("__split") >= 0).sort(sort_order(spec), maintain_order=True)
+    if files and rows.height:
+        stats = None
+        if "item_stats" in spec.derived:
+            stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet"))
+            joined = rows.select(ORDER_TIEBREAK).join(pl.concat([pl.read_parquet(f) for f in stat_files]), on=ORDER_TIEBREAK, how="left", maintain_order="left")
+            stats = joined.drop(ORDER_TIEBREAK)
+        table = featurize(spec, rows, vocab, example_ids=rows[ORDER_TIEBREAK], item_stats=stats)
+        codes = rows["__split"].to_numpy()
+        for name in SPLITS:
+            index = np.nonzero(codes == SPLIT_CODE[name])[0]
+            record["rows"][name] = int(index.size)
+            if index.size == 0:
+                continue
+            path = out / name / f"part-{ub:05d}.parquet"
+            _write_atomic(_arrow_table(table, index), path, row_group_rows)
+            groups = pq.ParquetFile(path).metadata
+            record["shards"][name] = {"file": f"{name}/{path.name}", "rows": int(index.size), "sha256": _sha256(path),
+                                      "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]}
+        train = np.nonzero(codes == 0)[0]
+        dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
+        record["dense"] = {"n": int(train.size), "sum": dense.sum(0).tolist(), "sumsq": (dense ** 2).sum(0).tolist()}
+        record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
+                              "jagged": sorted(table.jagged)}
+    _write_json(marker, record)
+    return record
+
+
+# --------------------------------------------------------------------------- driver
+def _run_many(fn: Callable[..., Any], args: list[tuple], workers: int) -> list[Any]:
+    """Run ``fn(*a)`` for every ``a``: in-process, or as Ray tasks with ``workers > 1``."""
+    if workers <= 1:
+        return [fn(*a) for a in args]
+    import ray
+
+    from recsys_committee.train.ray_entry import ensure_ray
+
+    ensure_ray()
+    remote = ray.remote(num_cpus=1)(fn)
+    return ray.get([remote.remote(*a) for a in args])
+
+
+def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(), log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build (or finish building) the prepared dataset of ``spec`` in ``out``; returns the manifest."""
+    if not spec.time:
+        raise DataValidationError(f"{spec.where('columns.time')}: prepare needs a time column (the split and the past-only features are by time)")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    plan_file = out / "plan.json"
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+        if plan["spec"] != dataclasses.asdict(spec):
+            raise DataValidationError(f"{out}: holds an unfinished prepare of a different data spec; remove it or pass --overwrite")
+    else:
+        source = count_source_rows(spec)
+        wanted = min(source, int(spec.max_rows)) if spec.max_rows is not None else source
+        plan = {"spec": dataclasses.asdict(spec), "source_rows": source, "buckets": max(1, math.ceil(wanted / options.bucket_rows)),
+                "options": dataclasses.asdict(options)}
+        _write_json(plan_file, plan)
+    buckets = int(plan["buckets"])
+    total = ingest(spec, out, buckets, options.chunk_rows, log)
+    if total == 0:
+        raise DataValidationError(f"{spec.interactions}: no rows")
+    stage = pl.scan_parquet(out / "stage" / "ub=*" / "c-*.parquet")
+    bounds_file = out / "boundaries.json"
+    if not bounds_file.is_file():
+        _write_json(bounds_file, split_boundaries(spec, stage, total))
+    bounds = json.loads(bounds_file.read_text())
+    vocab_file = out / "vocabularies.json"
+    if not vocab_file.is_file():
+        _write_json(vocab_file, fit_vocab_out_of_core(spec, out, bounds).as_dict())
+    vocab = Vocabularies(**json.loads(vocab_file.read_text()))
+    log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
+    if "item_stats" in spec.derived:
+        _run_many(item_bucket, [(spec, out, ib, bounds, vocab) for ib in range(buckets)], options.num_workers)
+    records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows) for ub in range(buckets)], options.num_workers)
+    manifest = _manifest(spec, plan, bounds, vocab, records)
+    for split, n in manifest["rows"].items():
+        if n == 0:
+            raise DataValidationError(f"{spec.where('split')}: the {split} split is empty ({bounds['rows']} rows, fractions {spec.fractions})")
+    manifest["prepare_seconds"] = time.perf_counter() - started
+    for scratch in ("stage", "istage", "istats"):
+        shutil.rmtree(out / scratch, ignore_errors=True)
+    _write_json(out / MANIFEST, manifest)
+    log(f"prepare: wrote {out / MANIFEST} ({', '.join(f'{k} {v:,}' for k, v in manifest['rows'].items())} rows)")
+    return manifest
+
+
+def _manifest(spec: DataSpec, plan: dict[str, Any], bounds: dict[str, Any], vocab: Vocabularies, records: list[dict[str, Any]]) -> dict[str, Any]:
+    facts = next((r["features"] for r in records if "features" in r), None)
+    if facts is None:
+        raise DataValidationError(f"{spec.interactions}: no rows left to prepare")
+    rows = {s: sum(r["rows"][s] for r in records) for s in SPLITS}
+    n = sum(r["dense"]["n"] for r in records if "dense" in r)
+    k = len(facts["dense_names"])
+    s = np.sum([r["dense"]["sum"] for r in records if "dense" in r], axis=0) if k else np.zeros(0)
+    ss = np.sum([r["dense"]["sumsq"] for r in records if "dense" in r], axis=0) if k else np.zeros(0)
+    mean = s / max(n, 1)
+    std = np.sqrt(np.maximum(ss - n * mean ** 2, 0) / max(n - 1, 1)).clip(min=1e-6)  # unbiased, as torch.std
+    shards = {name: [r["shards"][name] for r in records if name in r["shards"]] for name in SPLITS}
+    content = hashlib.sha256("".join(sh["sha256"] for name in SPLITS for sh in shards[name]).encode()).hexdigest()
+    return {
+        "format": FORMAT, "spec": plan["spec"], "source_rows": plan["source_rows"], "buckets": plan["buckets"], "options": plan["options"],
+        "rows": rows, "shards": shards, "boundaries": bounds, "vocabularies": vocab.as_dict(),
+        "schema": {"scalar": facts["layout"]["scalar"], "jagged": facts["jagged"], "dense": facts["dense_names"],
+                   "label": "label", "example_id": "example_id (the row's position in the source files)"},
+        "cardinalities": facts["cardinalities"], "layout": facts["layout"],
+        "dense_stats": {"mean": mean.tolist(), "std": std.tolist()}, "content_hash": content,
+    }
+
+
+def prepare_command(spec_path: Path, out: Path, options: PrepareOptions, overwrite: bool = False) -> dict[str, Any]:
+    """The CLI's prepare: a finished dataset in ``out`` is refused unless ``overwrite``; an
+    unfinished one of the same spec is resumed; anything else in ``out`` is refused."""
+    from recsys_committee.data.spec import load_spec
+    from recsys_committee.train.out_dir import OutputExistsError
+
+    spec = load_spec(spec_path)
+    if out.is_dir() and any(out.iterdir()):
+        finished, ours = (out / MANIFEST).is_file(), (out / "plan.json").is_file()
+        if overwrite and (finished or ours):
+            shutil.rmtree(out)
+        elif finished:
+            raise OutputExistsError(f"{out}: already holds a prepared dataset; pass --overwrite to rebuild it")
+        elif not ours:
+            raise OutputExistsError(f"{out}: not empty and not a prepared dataset; choose an empty folder")
+    return prepare(spec, out, options)
