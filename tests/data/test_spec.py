@@ -84,6 +84,18 @@ def test_a_click_log_of_another_shape_trains_and_distils_through_a_spec(tmp_path
     assert expert["dropped_features"] == {"expert_extra": ["history_liked", "history_disliked"], "sequence": ["history_long_rating"]}  # no rating
     dd = json.loads((tmp_path / "dd/metrics.json").read_text())
     assert dd["teacher_forwards"]["run"] > 0 and 0.0 <= dd["test"]["auc"] <= 1.0
+    # the distilled student scores RAW rows on its own: the test rows (their last 10% in time) with
+    # the earlier rows as their history reproduce the run's test AUC
+    rows = pl.read_parquet(tmp_path / "clicks.parquet").with_row_index("src").sort(["ts", "visitor", "product", "src"])
+    n_test = rows.height - int(round(rows.height * 0.8)) - int(round(rows.height * 0.1))
+    rows.head(rows.height - n_test).drop("src").write_parquet(tmp_path / "earlier.parquet")
+    rows.tail(n_test).drop("src").write_parquet(tmp_path / "test_rows.parquet")
+    capsys.readouterr()
+    assert cli_main(["score", "--model", str(tmp_path / "dd"), "--input", str(tmp_path / "test_rows.parquet"), "--history", str(tmp_path / "earlier.parquet"),
+                     "--out", str(tmp_path / "preds.parquet")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == n_test and report["metrics"]["auc"] == pytest.approx(dd["test"]["auc"], abs=1e-6)
+    assert pl.read_parquet(tmp_path / "preds.parquet").columns[-1] == "score"
 
 
 def _bad(tmp_path: Path, capsys, spec_text: str, *needles: str) -> None:
