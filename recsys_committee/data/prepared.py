@@ -93,6 +93,17 @@ class PreparedSplit:
         return RecBatch(labels=torch.from_numpy(col("label").astype(np.float32)), example_ids=torch.from_numpy(col("example_id").astype(np.int64)),
                         users=torch.from_numpy(col("user_id").astype(np.int64)), dense=dense, sparse=sparse)
 
+    def batch(self, rows: torch.Tensor) -> RecBatch:
+        """The rows ``rows`` (positions in manifest order), reading only the row groups that hold
+        them: for small look-ups (the committee's probe batch, tests), not for epochs."""
+        starts = np.cumsum([0] + [u.rows for u in self.units])
+        where = np.searchsorted(starts, rows.numpy(), side="right") - 1
+        needed = sorted(set(where.tolist()))
+        table = self._read([self.units[i] for i in needed])
+        base = {u: int(sum(self.units[j].rows for j in needed[:k])) for k, u in enumerate(needed)}
+        local = np.array([base[w] + int(r) - int(starts[w]) for r, w in zip(rows.tolist(), where.tolist())], dtype=np.int64)
+        return self.to_batch(table.take(pa.array(local)))
+
     def column(self, name: str) -> torch.Tensor:
         """One column over the whole split in manifest order (labels, users for metrics)."""
         files = list(dict.fromkeys(u.file for u in self.units))

@@ -64,6 +64,27 @@ def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_d
     assert list((tmp_path / "run" / "ray").rglob("checkpoint_*")), "Ray kept no reported checkpoint"
 
 
+def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray, teacher_dir, real_data_dir, tmp_path):
+    """The same drill on a prepared (streamed) dataset, against the unbroken run: the same steps,
+    the same teacher-forward counters and the same test AUC."""
+    from recsys_committee.data.prepare import PrepareOptions, prepare
+    from recsys_committee.data.spec import load_spec
+    from recsys_committee.train.ray_entry import run_with_ray
+
+    spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
+    spec.max_rows = 20_000  # the rows the teachers were trained on
+    prepare(spec, tmp_path / "ds", PrepareOptions(bucket_rows=8_000, row_group_rows=512), log=lambda _: None)
+    base = SMALL[:4] + [f"data.spec={tmp_path / 'ds'}", f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", "train.checkpoint_every=4", "dist.num_workers=2",
+            "committee.gate_config.warmup_steps=2"]
+    unbroken = run_with_ray("distill", load_config(ROOT / "configs/rec/diverse_distill.yaml", base), tmp_path / "unbroken")
+    drill = ["dist.kill_rank=1", "dist.kill_at_step=6", "dist.max_failures=1"]
+    killed = run_with_ray("distill", load_config(ROOT / "configs/rec/diverse_distill.yaml", base + drill), tmp_path / "killed")
+    assert killed["resumed_from_step"] == 4 and killed["steps"] == unbroken["steps"] == 16
+    assert killed["teacher_forwards"] == unbroken["teacher_forwards"] and killed["teacher_forwards"]["run"] < killed["teacher_forwards"]["dense"]
+    assert killed["test"]["auc"] == pytest.approx(unbroken["test"]["auc"], abs=1e-9)
+    assert killed["val"]["auc"] == pytest.approx(unbroken["val"]["auc"], abs=1e-9)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
