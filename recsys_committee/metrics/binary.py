@@ -37,21 +37,37 @@ def normalized_entropy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(ne[0])
 
 
-def gauc(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
-    """Mean per-user AUC over users with both labels and non-constant predictions."""
+def gauc(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, max_cells: int = 4_000_000) -> float:
+    """Mean per-user AUC over users with both labels and non-constant predictions. Users are
+    padded into [users, longest] blocks for TorchRec's ``compute_gauc_3d``; why blocks of
+    users of similar length, at most ``max_cells`` cells each: one block padded to the most
+    active user's length costs users x longest (GiBs on a Zipf log with 100k users)."""
     order = torch.argsort(groups, stable=True)
     groups, probs, labels = groups[order], probs[order].double(), labels[order].double()
     _, counts = torch.unique_consecutive(groups, return_counts=True)
-    n_group, width = counts.numel(), int(counts.max())
     starts = torch.cumsum(counts, 0) - counts
-    col = torch.arange(groups.numel()) - torch.repeat_interleave(starts, counts)
-    row = torch.repeat_interleave(torch.arange(n_group), counts)
-    shape = (1, n_group, width)
-    p3, l3, w3 = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
-    p3[0, row, col], l3[0, row, col], w3[0, row, col] = probs, labels, 1.0
-    out = compute_gauc_3d(p3, l3, w3)
-    n = float(out["num_samples"][0])
-    return float(out["auc_sum"][0]) / n if n > 0 else float("nan")
+    by_length = torch.argsort(counts, stable=True)
+    auc_sum, samples, first = 0.0, 0.0, 0
+    while first < by_length.numel():
+        width = int(counts[by_length[first]])
+        last = first + 1
+        while last < by_length.numel() and (last - first + 1) * int(counts[by_length[last]]) <= max(max_cells, int(counts[by_length[last]])):
+            last += 1
+        block = by_length[first:last]
+        width = int(counts[block].max())
+        c = counts[block]
+        rows = starts[block]
+        row = torch.repeat_interleave(torch.arange(block.numel()), c)
+        col = torch.arange(int(c.sum())) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        src = torch.repeat_interleave(rows, c) + col
+        shape = (1, block.numel(), width)
+        p3, l3, w3 = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+        p3[0, row, col], l3[0, row, col], w3[0, row, col] = probs[src], labels[src], 1.0
+        out = compute_gauc_3d(p3, l3, w3)
+        auc_sum += float(out["auc_sum"][0])
+        samples += float(out["num_samples"][0])
+        first = last
+    return auc_sum / samples if samples > 0 else float("nan")
 
 
 def binary_metrics(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, float]:
