@@ -57,6 +57,20 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.teacher is not None:  # a frozen model over a prepared dataset: distributed batch inference
+        from recsys_committee.data.prepare import is_prepared
+        from recsys_committee.data.streamed_cache import build_streamed_cache
+        from recsys_committee.errors import UserError
+
+        if args.data is None or not is_prepared(args.data):
+            raise UserError(f"cache --teacher needs --data DATASET_DIR (a prepared dataset), got {args.data!r}")
+        index = build_streamed_cache(args.data, args.out, args.teacher, args.tap, actors=args.num_workers, batch_size=args.batch_size)
+        print(json.dumps({k: index[k] for k in ("rows", "seconds", "examples_per_s", "actors")}, indent=2))
+        return 0
+    if args.config is None:
+        from recsys_committee.errors import UserError
+
+        raise UserError("cache needs --config (the LM teacher's) or --teacher MODEL with --data DATASET_DIR")
     from recsys_committee.train.run_cache import run_cache
 
     cfg = _load(args)
@@ -119,8 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_flag(distill)
     _cluster_flags(distill)
     distill.set_defaults(func=_distill)
-    cache = sub.add_parser("cache", help="compute the LM teacher's tapped features (and logits) once, to disk")
-    cache.add_argument("--config", required=True)
+    cache = sub.add_parser("cache", help="compute a teacher's tapped features (and logits) once, to disk: the LM teacher (--config), "
+                           "or a trained model over a prepared dataset (--teacher, distributed over --num-workers Ray actors)")
+    cache.add_argument("--config")
+    cache.add_argument("--teacher", help="a trained model file (model.safetensors) to run over every shard of --data DATASET_DIR")
+    cache.add_argument("--tap", default="top", help="the module whose output is cached as the teacher's features (with --teacher)")
+    cache.add_argument("--num-workers", type=int, default=1, help="Ray Data actors running the teacher (with --teacher)")
+    cache.add_argument("--batch-size", type=int, default=4096)
     cache.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     cache.add_argument("--out", required=True, help="the cache folder (resumed if a build was interrupted)")
     cache.add_argument("--rebuild-cache", action="store_true", help="discard an existing (stale) cache and rebuild it")

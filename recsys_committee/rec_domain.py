@@ -22,6 +22,7 @@ from recsys_committee.data.loading import load_spec_data
 from recsys_committee.data.model_data import save_data_facts
 from recsys_committee.data.movielens import RecData, movielens_spec
 from recsys_committee.data.spec import DataSpec, load_spec
+from recsys_committee.data import streamed_cache  # noqa: F401  (registers the streamed_cache teacher)
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model

@@ -28,6 +28,7 @@ class RecBatch:
     users: torch.Tensor  # [B] user ids, for GAUC and warm/cold reports
     dense: torch.Tensor  # [B, n_dense] float
     sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (values, lengths)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row tensors riding along (streamed teacher caches)
     _kjt_cache: dict[tuple[str, ...], KeyedJaggedTensor] = field(default_factory=dict, repr=False)
     _layout: dict[str, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets
 
@@ -73,6 +74,7 @@ class RecBatch:
             users=self.users[index],
             dense=self.dense[index],
             sparse=sparse,
+            extras={k: v[index] for k, v in self.extras.items()},
         )
 
     def to(self, device: torch.device | str) -> "RecBatch":
@@ -84,6 +86,7 @@ class RecBatch:
             users=self.users.to(device),
             dense=self.dense.to(device),
             sparse={k: (v.to(device), l.to(device)) for k, (v, l) in self.sparse.items()},
+            extras={k: v.to(device) for k, v in self.extras.items()},
         )
 
 

@@ -59,17 +59,28 @@ class PreparedSplit:
         self.jagged: list[str] = list(manifest["schema"]["jagged"])
         self.units = [Unit(sh["file"], g, n) for sh in manifest["shards"][name] for g, n in enumerate(sh["row_groups"])]
         self._files: dict[str, pq.ParquetFile] = {}
+        self.caches: dict[str, Path] = {}  # teacher name -> streamed cache folder (files aligned with the shards)
 
     def __len__(self) -> int:
         return sum(u.rows for u in self.units)
 
     # ------------------------------------------------------------------ reading
-    def _read(self, units: list[Unit]) -> pa.Table:
+    def _open(self, path: Path) -> pq.ParquetFile:
+        if path not in self._files:
+            self._files[path] = pq.ParquetFile(path)
+        return self._files[path]
+
+    def _read(self, units: list[Unit], with_caches: bool = True) -> pa.Table:
+        """The row groups ``units``; each attached teacher cache's matching row group is appended
+        as ``teacher:<name>:features`` / ``:logits`` columns (same rows, same order)."""
         tables = []
         for u in units:
-            if u.file not in self._files:
-                self._files[u.file] = pq.ParquetFile(self.root / u.file)
-            tables.append(self._files[u.file].read_row_group(u.group))
+            table = self._open(self.root / u.file).read_row_group(u.group)
+            for name, root in (self.caches.items() if with_caches else ()):
+                cached = self._open(root / u.file).read_row_group(u.group)
+                for column in ("features", "logits"):
+                    table = table.append_column(f"teacher:{name}:{column}", cached.column(column))
+            tables.append(table)
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def to_batch(self, table: pa.Table) -> RecBatch:
@@ -90,8 +101,14 @@ class PreparedSplit:
             dense = (dense - self.mean) / self.std
         else:
             dense = torch.zeros(n, 0)
+        extras = {}
+        for name in self.caches:
+            feats = table.column(f"teacher:{name}:features").combine_chunks()
+            width = feats.type.list_size
+            extras[f"teacher:{name}:features"] = torch.from_numpy(feats.flatten().to_numpy(zero_copy_only=False).reshape(n, width).copy())
+            extras[f"teacher:{name}:logits"] = torch.from_numpy(col(f"teacher:{name}:logits").astype(np.float32))
         return RecBatch(labels=torch.from_numpy(col("label").astype(np.float32)), example_ids=torch.from_numpy(col("example_id").astype(np.int64)),
-                        users=torch.from_numpy(col("user_id").astype(np.int64)), dense=dense, sparse=sparse)
+                        users=torch.from_numpy(col("user_id").astype(np.int64)), dense=dense, sparse=sparse, extras=extras)
 
     def batch(self, rows: torch.Tensor) -> RecBatch:
         """The rows ``rows`` (positions in manifest order), reading only the row groups that hold
@@ -254,6 +271,11 @@ class PreparedData:
 
     def dataset(self, name: str) -> PreparedSplit:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def attach_cache(self, name: str, root: Path) -> None:
+        """Stream a teacher's cached outputs with every split's rows (``RecBatch.extras``)."""
+        for split in (self.train, self.val, self.test):
+            split.caches[name] = Path(root)
 
     def warm_users(self) -> torch.Tensor:
         if self._warm is None:

@@ -118,6 +118,35 @@ def write_synthetic(root: str | Path, spec: SyntheticSpec, name: str = "ml-synth
     return root
 
 
+SPEC_TEMPLATE = """# Synthetic Zipf interactions (recsys_committee.data.synthetic): for speed and scale only.
+source:
+  interactions: {root}/{name}.inter.parquet
+  items: {root}/{name}.item.parquet
+ids: raw
+columns: {{user: user_id, item: item_id, time: timestamp, label: {{from: rating, min: 4}}, rating: rating}}
+features:
+  multi_valued:
+    genres: {{column: class, separator: " "}}
+  categorical:
+    - year_bucket: {{column: release_year, bins: [1940, 1950, 1960, 1970, 1980, 1990]}}
+  derived:
+    history: {{length: 20}}
+    user_stats: {{prior: 3.5}}
+    item_stats: {{prior: 3.5}}
+split: {{kind: temporal, fractions: [0.8, 0.1, 0.1]}}
+"""
+
+
+def write_spec(root: str | Path, name: str = "ml-synth") -> Path:
+    """A data spec over the written files: the student's features (ids, a 20-item history, genres,
+    a release-period bucket, past-only user / item stats), so the scale runs go through the same
+    spec -> prepare -> stream path as a user's data."""
+    root = Path(root).resolve()
+    path = root / f"{name}.yaml"
+    path.write_text(SPEC_TEMPLATE.format(root=root, name=name))
+    return path
+
+
 def stream_batches(path: str | Path, batch_rows: int) -> Iterator[pl.DataFrame]:
     """Read a parquet file back in ``batch_rows`` slices without loading it whole."""
     import pyarrow.parquet as pq
@@ -133,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default.default), default=default.default)
     args = parser.parse_args(argv)
     spec = SyntheticSpec(**{f: getattr(args, f) for f in SyntheticSpec.__dataclass_fields__})
-    print(f"wrote {write_synthetic(args.out, spec)}")
+    print(f"wrote {write_synthetic(args.out, spec)}; data spec {write_spec(args.out)}")
     return 0
 
 

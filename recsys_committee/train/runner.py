@@ -67,11 +67,19 @@ def check_splits(data: Any, cfg: RunConfig) -> None:
             raise EmptySplitError(f"data: the {split} split is empty (check data.fractions and data.max_rows)")
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (Linux reports KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def finish_run(metrics: dict[str, Any], result: FitResult, sharded_model: Optional[nn.Module], out: Path, ctx: DistContext, title: str) -> dict[str, Any]:
     """Add the sharding facts, then rank 0 writes metrics.json and the learning curve."""
     if sharded_model is not None:
         metrics["sharding_plan"] = describe_plan(sharded_model)
         metrics["resumed_from_step"] = result.resumed_from_step
+    metrics["peak_rss_gib_per_rank"] = [v / 2**20 for v in ctx.all_gather_cat(torch.tensor([peak_rss_kib()], dtype=torch.long)).tolist()]
     if ctx.is_main:
         write_json(out / "metrics.json", metrics)
         plot_learning_curve(result.history, out / "curve.png", title)

@@ -1,0 +1,227 @@
+"""The out-of-core data plane at scale: ``prepare`` and streaming student training on synthetic
+Zipf logs of 1M and 10M rows, with 1 and 2 Ray workers, side by side in one run.
+
+Measures (each written as one entry of ``benchmarks/results/scale.json``, a list of runs with
+rows, workers, samples_per_s, peak_rss_gib_per_worker):
+- ``prepare``: wall time and peak RSS of ``recsys-committee prepare`` (one process), per size;
+- ``train_student``: samples/s of the streaming student (Ray Train, DMP, one thread per worker)
+  and every worker's peak RSS, 1 and 2 workers, per size;
+- ``reader``: how fast the streamed reader alone delivers the same batches (vs the student);
+- ``our_loop`` / ``plain_torchrec``: our training loop (``train.loop.fit``, RecBatch, loss
+  checks, optimisers, schedule) against a minimal plain-TorchRec loop (the same EBC + cross +
+  MLP, fused row-wise Adagrad, the same batches in memory), interleaved in one process.
+
+Reproduce: ``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000``
+(the synthetic logs are written to data/scale/ once; about 15 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PY = sys.executable
+# a million users and 100k items, Zipf 0.8 / 1.0: the most active user has ~1.3% of the rows, the
+# most popular item ~8% (a bucket holds at least its largest user / item: see prepare.py)
+SYNTHETIC = ["--users", "1000000", "--items", "100000", "--user-zipf", "0.8", "--item-zipf", "1.0"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+
+def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(seconds, peak RSS GiB of the process, output) of a command, peak RSS = the kernel high-water mark VmHWM, read every 0.1 s."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    peak = [0]
+
+    def poll() -> None:
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                rss = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+                peak[0] = max(peak[0], int(rss.split()[1]) * 1024)
+            except (OSError, StopIteration, ValueError):
+                pass
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
+    return time.perf_counter() - start, peak[0] / 2**30, out
+
+
+def synthetic(rows: int, root: Path) -> Path:
+    spec = root / "ml-synth.yaml"
+    if not spec.is_file():
+        subprocess.run([PY, "-m", "recsys_committee.data.synthetic", "--out", str(root), "--rows", str(rows), *SYNTHETIC],
+                       check=True, cwd=ROOT)
+    return spec
+
+
+def prepare_run(rows: int, spec: Path, out: Path) -> dict[str, Any]:
+    seconds, peak, _ = measured([PY, "-m", "recsys_committee", "prepare", "--data", str(spec), "--out", str(out), "--overwrite"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    n = sum(manifest["rows"].values())
+    print(f"prepare {rows:,}: {seconds:.1f}s, peak RSS {peak:.2f} GiB ({n:,} rows, {manifest['buckets']} buckets)", flush=True)
+    return {"kind": "prepare", "rows": n, "workers": 1, "samples_per_s": n / seconds, "peak_rss_gib_per_worker": [peak],
+            "prepare_s": seconds, "prepare_peak_rss_gib": peak, "buckets": manifest["buckets"]}
+
+
+def train_run(rows: int, dataset: Path, out: Path, workers: int, steps: int, batch: int) -> dict[str, Any]:
+    cmd = [PY, "-m", "recsys_committee", "train", "--config", "configs/rec/student.yaml", "--data", str(dataset), "--out", str(out), "--overwrite",
+           "--num-workers", str(workers), "train.epochs=1", f"train.max_steps_per_epoch={steps}", f"train.batch_size={batch}", "train.progress=false"]
+    seconds, _, _ = measured(cmd, ONE_THREAD)
+    m = json.loads((out / "metrics.json").read_text())
+    train_s = m["history"][0]["seconds"]
+    rate = steps * batch * workers / train_s
+    print(f"train student {rows:,} rows, {workers} worker(s): {rate:,.0f} samples/s, peak RSS/worker {max(m['peak_rss_gib_per_rank']):.2f} GiB, "
+          f"test AUC {m['test']['auc']:.4f} ({seconds:.0f}s)", flush=True)
+    return {"kind": "train_student", "rows": rows, "workers": workers, "samples_per_s": rate, "peak_rss_gib_per_worker": m["peak_rss_gib_per_rank"],
+            "steps": steps, "batch_size": batch, "train_seconds": train_s, "test_auc": m["test"]["auc"]}
+
+
+def loop_comparison(dataset: Path, rows: int, steps: int, batch: int) -> list[dict[str, Any]]:
+    """Reader alone, our loop and a plain TorchRec loop on the same batches, in this process."""
+    import resource
+
+    import torch
+    import torch.nn.functional as F
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+    from torchrec.modules.crossnet import LowRankCrossNet
+    from torchrec.modules.mlp import MLP
+    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.models import build_model
+    from recsys_committee.train.config import OptimConfig, TrainConfig, load_config
+    from recsys_committee.train.loop import fit, seed_everything
+    from recsys_committee.train.optimizers import build_optimizers
+
+    torch.set_num_threads(1)
+    data = open_prepared(dataset)
+    cfg = load_config(ROOT / "configs/rec/student.yaml", [])
+
+    start = time.perf_counter()
+    cached = []
+    for b in data.train.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        cached.append(b)
+        if len(cached) == steps:
+            break
+    reader_s = time.perf_counter() - start
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # noqa: E731
+
+    class Cached:
+        def num_batches(self, batch_size: int, rows: Any = None) -> int:
+            return len(cached)
+
+        def batches(self, *args: Any, **kwargs: Any):
+            return iter(cached)
+
+    def ours() -> float:
+        model = build_model("student", data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+        from recsys_committee.models.registry import embedding_parameters
+
+        opt = build_optimizers(list(model.parameters()), embedding_parameters(model), OptimConfig(**vars(cfg.optim)))
+        loss_fn = lambda b, step: (F.binary_cross_entropy_with_logits(model(b).logits, b.labels), {})  # noqa: E731
+        result = fit(model, model, loss_fn, type("D", (), {"train": Cached()})(), TrainConfig(epochs=1, batch_size=batch, progress=False),
+                     cfg.optim, seed_everything(0), opt, evaluate=lambda m, s: {"auc": 0.5})
+        return len(cached) * batch / result.epoch_seconds
+
+    def plain() -> float:
+        student = build_model("student", data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+        feats = student.embeddings.features
+        tables = [EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim, num_embeddings=t.num_embeddings, feature_names=t.feature_names, pooling=t.pooling)
+                  for t in student.embeddings.ebc.embedding_bag_configs()]
+        ebc = EmbeddingBagCollection(tables=tables)
+        dim = len(feats) * cfg.model.params["embedding_dim"]
+        dense = torch.nn.Sequential(LowRankCrossNet(dim, cfg.model.params["cross_layers"], cfg.model.params["cross_rank"]), MLP(dim, cfg.model.params["hidden"]),
+                                    torch.nn.Linear(cfg.model.params["hidden"][-1], 1))
+        apply_optimizer_in_backward(RowWiseAdagrad, ebc.parameters(), {"lr": cfg.optim.embedding_lr})
+        adam = torch.optim.AdamW(dense.parameters(), lr=cfg.optim.lr)
+        kjts = [(b.kjt(feats), b.labels) for b in cached]
+        start = time.perf_counter()
+        for kjt, labels in kjts:
+            pooled = ebc(kjt)
+            h0 = torch.cat([pooled[f] for f in feats], 1)
+            loss = F.binary_cross_entropy_with_logits(dense(h0).squeeze(-1), labels)
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+        return len(kjts) * batch / (time.perf_counter() - start)
+
+    rounds = [(ours(), plain()) for _ in range(2)]
+    our_rate = max(r[0] for r in rounds)
+    plain_rate = max(r[1] for r in rounds)
+    reader_rate = len(cached) * batch / reader_s
+    print(f"reader {reader_rate:,.0f} samples/s; our loop {our_rate:,.0f}; plain TorchRec {plain_rate:,.0f} (ours/plain {our_rate / plain_rate:.2f})", flush=True)
+    base = {"rows": rows, "workers": 1, "batch_size": batch, "steps": len(cached), "peak_rss_gib_per_worker": [rss()]}
+    return [{"kind": "reader", "samples_per_s": reader_rate, **base}, {"kind": "our_loop", "samples_per_s": our_rate, **base},
+            {"kind": "plain_torchrec", "samples_per_s": plain_rate, **base}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--data-root", default="data/scale")
+    parser.add_argument("--out", default="runs/scale")
+    parser.add_argument("--results", default="benchmarks/results/scale.json")
+    parser.add_argument("--steps", type=int, default=200, help="training steps per worker in each timed run")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+    runs: list[dict[str, Any]] = []
+    out = Path(args.out)
+    for rows in args.rows:
+        tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+        spec = synthetic(rows, Path(args.data_root) / tag)
+        dataset = out / tag / "dataset"
+        runs.append(prepare_run(rows, spec, dataset))
+        rows_prepared = runs[-1]["rows"]
+        for workers in args.workers:
+            runs.append(train_run(rows_prepared, dataset, out / tag / f"student-w{workers}", workers, args.steps, args.batch_size))
+        runs += loop_comparison(dataset, rows_prepared, args.steps, args.batch_size)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(runs, indent=2))
+    print(f"wrote {args.results}")
+    summarise(runs)
+    return 0
+
+
+def summarise(runs: list[dict[str, Any]]) -> None:
+    """The issue's targets as ratios of what this run measured."""
+    by = lambda kind, **kw: [r for r in runs if r["kind"] == kind and all(r[k] == v for k, v in kw.items())]  # noqa: E731
+    sizes = sorted({r["rows"] for r in by("prepare")})
+    if len(sizes) >= 2:
+        small, big = by("prepare", rows=sizes[0])[0], by("prepare", rows=sizes[-1])[0]
+        print(f"prepare peak RSS {big['prepare_peak_rss_gib']:.2f} / {small['prepare_peak_rss_gib']:.2f} GiB = {big['prepare_peak_rss_gib'] / small['prepare_peak_rss_gib']:.2f}x (target <= 1.3x)")
+        for w in sorted({r["workers"] for r in by("train_student")}):
+            a, b = by("train_student", rows=sizes[0], workers=w), by("train_student", rows=sizes[-1], workers=w)
+            if a and b:
+                ra, rb = max(a[0]["peak_rss_gib_per_worker"]), max(b[0]["peak_rss_gib_per_worker"])
+                print(f"student peak RSS/worker, {w} worker(s): {rb:.2f} / {ra:.2f} GiB = {rb / ra:.2f}x (target <= 1.2x, <= 3 GiB)")
+    for rows in sizes:
+        one, two = by("train_student", rows=rows, workers=1), by("train_student", rows=rows, workers=2)
+        if one and two:
+            print(f"{rows:,} rows: 2 workers / 1 = {two[0]['samples_per_s'] / one[0]['samples_per_s']:.2f}x samples/s (target >= 1.6x)")
+        reader, ours, plain = by("reader", rows=rows), by("our_loop", rows=rows), by("plain_torchrec", rows=rows)
+        if reader and one:
+            print(f"{rows:,} rows: reader / streaming student (1 worker) = {reader[0]['samples_per_s'] / one[0]['samples_per_s']:.1f}x (target >= 5x)")
+        if ours and plain:
+            print(f"{rows:,} rows: our loop / plain TorchRec = {ours[0]['samples_per_s'] / plain[0]['samples_per_s']:.2f}x (target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

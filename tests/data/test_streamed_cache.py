@@ -1,0 +1,74 @@
+"""A teacher cached over a prepared dataset by Ray Data actors: outputs equal the live teacher's,
+a rerun computes nothing, a distillation reads them from the streamed batches, and a cache of
+another dataset is refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_committee.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_spec import QUICK, click_log  # noqa: E402
+
+LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    ray = pytest.importorskip("ray")
+    for k, v in LOOPBACK_ENV.items():
+        monkeypatch.setenv(k, v)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
+    yield ray
+    ray.shutdown()
+
+
+def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_ray, tmp_path, capsys):
+    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.rec_domain import RecModelTeacher, load_trained_model
+
+    spec = click_log(tmp_path, rows=3000)
+    ds = tmp_path / "ds"
+    assert cli_main(["prepare", "--data", str(spec), "--out", str(ds), "--bucket-rows", "700", "--row-group-rows", "128"]) == 0
+    expert = tmp_path / "teachers" / "expert_dlrm"
+    assert cli_main(["train", "--config", str(ROOT / "configs/rec/expert_dlrm.yaml"), "--data", str(ds), "--out", str(expert), *QUICK, "model.params.top=[32,16]"]) == 0
+    cache = tmp_path / "cache"
+    argv = ["cache", "--data", str(ds), "--teacher", str(expert / "model.safetensors"), "--tap", "top", "--out", str(cache), "--num-workers", "2"]
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["rows"] == 3000 and first["examples_per_s"] > 0
+
+    # the cached outputs ride with the rows and equal the live teacher's (features stored in fp16)
+    data = open_prepared(ds)
+    data.attach_cache("dlrm", cache)
+    batch = data.val.batch(torch.arange(len(data.val)))
+    live = RecModelTeacher(load_trained_model(expert / "model.safetensors").eval(), name="live", tap="top").run(batch)
+    assert torch.allclose(batch.extras["teacher:dlrm:features"].float(), live.features, atol=2e-3, rtol=2e-3)
+    assert torch.allclose(batch.extras["teacher:dlrm:logits"], live.logits, atol=1e-5)
+    sub = batch.subset(torch.tensor([5, 1, 3]))
+    assert torch.equal(sub.extras["teacher:dlrm:logits"], batch.extras["teacher:dlrm:logits"][[5, 1, 3]])
+
+    assert cli_main(argv) == 0  # a rerun finds every shard done
+    assert json.loads(capsys.readouterr().out)["examples_per_s"] is None
+
+    teachers = json.dumps([{"name": "dlrm", "kind": "streamed_cache", "cache": str(cache)}])
+    assert cli_main(["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--data", str(ds), "--out", str(tmp_path / "dd"),
+                     *QUICK, "model.params.hidden=[32,16]", f"teachers={teachers}", "committee.gate_config.warmup_steps=1"]) == 0
+    dd = json.loads((tmp_path / "dd" / "metrics.json").read_text())
+    assert dd["teacher_forwards"]["run"] > 0
+
+    other = click_log(tmp_path / "other", rows=1500) if (tmp_path / "other").mkdir() is None else None
+    assert cli_main(["prepare", "--data", str(other), "--out", str(tmp_path / "ds2")]) == 0
+    capsys.readouterr()
+    code = cli_main(["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--data", str(tmp_path / "ds2"), "--out", str(tmp_path / "dd2"),
+                     *QUICK, "model.params.hidden=[32,16]", f"teachers={teachers}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another prepared dataset" in err and "Traceback" not in err
