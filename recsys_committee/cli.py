@@ -74,7 +74,7 @@ def _cache(args: argparse.Namespace) -> int:
     from recsys_committee.train.run_cache import run_cache
 
     cfg = _load(args)
-    print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache), indent=2))
+    print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache, workers=args.num_workers), indent=2))
     return 0
 
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--config")
     cache.add_argument("--teacher", help="a trained model file (model.safetensors) to run over every shard of --data DATASET_DIR")
     cache.add_argument("--tap", default="top", help="the module whose output is cached as the teacher's features (with --teacher)")
-    cache.add_argument("--num-workers", type=int, default=1, help="Ray Data actors running the teacher (with --teacher)")
+    cache.add_argument("--num-workers", type=int, default=1, help="Ray Data actors computing the cache (the LM teacher's shards, or --teacher over a prepared dataset)")
     cache.add_argument("--batch-size", type=int, default=4096)
     cache.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     cache.add_argument("--out", required=True, help="the cache folder (resumed if a build was interrupted)")

@@ -75,9 +75,9 @@ class PreparedSplit:
         as ``teacher:<name>:features`` / ``:logits`` columns (same rows, same order)."""
         tables = []
         for u in units:
-            table = self._open(self.root / u.file).read_row_group(u.group)
+            table = self._open(self.root / u.file).read_row_group(u.group, use_threads=False)  # parallelism is the workers'
             for name, root in (self.caches.items() if with_caches else ()):
-                cached = self._open(root / u.file).read_row_group(u.group)
+                cached = self._open(root / u.file).read_row_group(u.group, use_threads=False)
                 for column in ("features", "logits"):
                     table = table.append_column(f"teacher:{name}:{column}", cached.column(column))
             tables.append(table)

@@ -249,8 +249,14 @@ def build_cache(
     progress: bool = True,
     description: str = "teacher cache",
     meta: Optional[Mapping[str, Any]] = None,
+    shard_runner: Optional[Callable[[list[tuple[int, int, int]]], Iterable[tuple[int, dict[str, torch.Tensor]]]]] = None,
 ) -> TeacherCache:
     """Compute ``compute(rows)`` for rows 0..n_rows-1 and store it, shard by shard.
+
+    ``shard_runner`` computes shards elsewhere (e.g. Ray Data actors, ``lm_cache_actors``):
+    given the missing (shard, start, stop) ranges it yields (shard, outputs) as each finishes, in
+    any order; every finished shard is stored and indexed at once, so an interrupted parallel
+    build resumes like a serial one.
 
     An existing cache with the same key is resumed (complete, intact shards are kept; a
     corrupt one is recomputed); with another key it is a StaleCacheError. ``rebuild`` discards
@@ -315,20 +321,14 @@ def build_cache(
     bar = tqdm(total=n_rows, initial=rows_done, desc=description, unit="row", disable=not (progress and on_terminal()))
     log_lines = progress and not on_terminal()  # a line per shard in logs, not bar frames
     start_time = time.perf_counter()
+    ranges = [(i, i * shard_rows, min((i + 1) * shard_rows, n_rows)) for i in todo]
+    results = shard_runner(ranges) if shard_runner is not None else ((i, compute_shard(compute, a, b, batch_size, bar.update)) for i, a, b in ranges)
     try:
-        for i in todo:
+        for i, values in results:
             start, stop = i * shard_rows, min((i + 1) * shard_rows, n_rows)
-            parts: dict[str, list[torch.Tensor]] = {}
-            for b in range(start, stop, batch_size):
-                rows = torch.arange(b, min(b + batch_size, stop))
-                result = compute(rows)
-                for name, value in result.items():
-                    value = value.detach().to("cpu", torch.float32)
-                    if value.shape[0] != rows.numel():
-                        raise ValueError(f"compute returned {value.shape[0]} rows of '{name}' for {rows.numel()}")
-                    parts.setdefault(name, []).append(value)
-                bar.update(rows.numel())
-            shard = _store_shard(root, index, i, start, stop, {n: torch.cat(v) for n, v in parts.items()}, DTYPES[dtype_name])
+            if shard_runner is not None:
+                bar.update(stop - start)
+            shard = _store_shard(root, index, i, start, stop, values, DTYPES[dtype_name])
             index["shards"].append(shard)
             index["shards"].sort(key=lambda s: s["start"])
             index["seconds"] = float(index.get("seconds", 0.0)) + (time.perf_counter() - start_time)
@@ -343,6 +343,20 @@ def build_cache(
     index["rows_per_second"] = n_rows / index["seconds"] if index["seconds"] else None
     _write_index(root, index)
     return cache
+
+
+def compute_shard(compute: Compute, start: int, stop: int, batch_size: int, advance: Callable[[int], Any] = lambda n: None) -> dict[str, torch.Tensor]:
+    """``compute`` over rows start..stop-1 in batches -> {output: fp32 [stop - start, ...]}."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for b in range(start, stop, batch_size):
+        rows = torch.arange(b, min(b + batch_size, stop))
+        for name, value in compute(rows).items():
+            value = value.detach().to("cpu", torch.float32)
+            if value.shape[0] != rows.numel():
+                raise ValueError(f"compute returned {value.shape[0]} rows of '{name}' for {rows.numel()}")
+            parts.setdefault(name, []).append(value)
+        advance(rows.numel())
+    return {n: torch.cat(v) for n, v in parts.items()}
 
 
 def open_or_build(root: str | Path, key: Mapping[str, Any], n_rows: int, compute: Compute, **build_kwargs: Any) -> TeacherCache:

@@ -22,8 +22,9 @@ TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "inclu
 DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16", "cache_shard_rows": 4096, "cache_batch_size": 64}
 
 
-def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any]:
-    from recsys_committee.data.teacher_cache import build_cache
+def lm_cache_parts(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """(model, compute, key, params) of the LM cache a config asks for: built the same way by
+    the command and by every batch-inference actor."""
     from recsys_committee.models.lm_cache import LMCacheCompute, lm_cache_key
     from recsys_committee.models.lm_checkpoint import load_lm_weights
     from recsys_committee.models.lm_model import build_lm_model
@@ -36,18 +37,31 @@ def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any
     if not taps:
         raise ConfigError("model.params.cache_taps must name at least one output (encoder.layer.i or pooled)")
     data = load_data(cfg.data)
-    raw = data.raw
-    model = build_lm_model(data, raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
+    model = build_lm_model(data, data.raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
     checkpoint = params.get("init_checkpoint")
     if checkpoint:
         load_lm_weights(model, checkpoint.replace("{teacher_dir}", cfg.teacher_dir))
     with_logits = bool(checkpoint)
     key = lm_cache_key(model, data.table, taps, params["cache_dtype"], with_logits=with_logits)
+    return model, LMCacheCompute(model, taps, with_logits=with_logits), key, params
+
+
+def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Build (or resume) the LM teacher's cache; ``workers > 1``: the shards are computed by that
+    many Ray Data actors (``models/lm_cache_actors.py``), stored here as each finishes."""
+    from recsys_committee.data.teacher_cache import build_cache
+
+    model, compute, key, params = lm_cache_parts(cfg)
+    runner = None
+    if workers > 1:
+        from recsys_committee.models.lm_cache_actors import ray_shard_runner
+
+        runner = ray_shard_runner(cfg, workers, params["cache_batch_size"])
     cache = build_cache(
-        out, key, model.num_rows, LMCacheCompute(model, taps, with_logits=with_logits),
+        out, key, model.num_rows, compute,
         shard_rows=params["cache_shard_rows"], batch_size=params["cache_batch_size"], rebuild=rebuild,
         progress=cfg.train.progress, description="LM teacher cache",
-        meta={"teacher_params": sum(p.numel() for p in model.lm.parameters())},
+        meta={"teacher_params": sum(p.numel() for p in model.lm.parameters())}, shard_runner=runner,
     )
     return {
         "cache": str(out),
@@ -57,5 +71,7 @@ def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False) -> dict[str, Any
         "dtype": cache.index["dtype"],
         "max_abs_error": cache.max_abs_error,
         "seconds": round(float(cache.index.get("seconds", 0.0)), 1),
+        "rows_per_second": cache.index.get("rows_per_second"),
+        "workers": workers,
         "key_hash": cache.index["key_hash"][:16],
     }
