@@ -278,8 +278,14 @@ class PreparedData:
             split.caches[name] = Path(root)
 
     def warm_users(self) -> torch.Tensor:
+        """Users with a training row: a streaming distinct over the train shards' user column
+        (memory in users, not rows)."""
         if self._warm is None:
-            self._warm = torch.unique(self.train.users)
+            import polars as pl
+
+            files = [str(self.root / f) for f in dict.fromkeys(u.file for u in self.train.units)]
+            users = pl.scan_parquet(files).select(pl.col("user_id").unique().sort()).collect()["user_id"]
+            self._warm = torch.from_numpy(users.to_numpy().astype(np.int64))
         return self._warm
 
 

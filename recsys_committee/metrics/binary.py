@@ -37,10 +37,10 @@ def normalized_entropy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(ne[0])
 
 
-def gauc(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, max_cells: int = 4_000_000) -> float:
+def gauc(probs: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, max_cells: int = 1_000_000) -> float:
     """Mean per-user AUC over users with both labels and non-constant predictions. Users are
     padded into [users, longest] blocks for TorchRec's ``compute_gauc_3d``; why blocks of
-    users of similar length, at most ``max_cells`` cells each: one block padded to the most
+    users of similar length, at most ``max_cells`` cells each (8 MiB per float64 block): one block padded to the most
     active user's length costs users x longest (GiBs on a Zipf log with 100k users)."""
     order = torch.argsort(groups, stable=True)
     groups, probs, labels = groups[order], probs[order].double(), labels[order].double()

@@ -29,6 +29,7 @@ from recsys_committee.train.config import OptimConfig, TrainConfig
 from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.optimizers import Optimizers, make_scheduler
 
+WARMUP_BATCHES = 10  # batches of an epoch left out of its steady throughput (lazy inits, first reads)
 LossFn = Callable[[Any, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Evaluate = Callable[[nn.Module, str], dict[str, Any]]
 
@@ -145,6 +146,7 @@ def fit(
             generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order
         bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not (show and on_terminal()), leave=False, mininterval=1.0)
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
+        steady_from, steady_start = seen + WARMUP_BATCHES, None  # throughput after the first batches' one-off costs
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
         for batch in batches:
             if st.batch_in_epoch >= n_batches:
@@ -162,6 +164,8 @@ def fit(
             st.epoch_loss_sum = loss_sum
             st.step += 1
             st.batch_in_epoch += 1
+            if seen == steady_from:
+                steady_start = time.perf_counter()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
             if on_step is not None:
@@ -169,9 +173,12 @@ def fit(
             if checkpointer is not None and checkpointer.every and st.step % checkpointer.every == 0 and st.batch_in_epoch < n_batches:
                 checkpointer.save(st, best_state)
         bar.close()
-        st.seconds.append(time.perf_counter() - start)
+        train_end = time.perf_counter()
+        st.seconds.append(train_end - start)
         val = evaluate(predictor, "val")
         st.history.append({"epoch": st.epoch, "step": st.step, "train_loss": loss_sum / max(seen, 1), f"val_{metric}": val[metric], "seconds": st.seconds[-1]})
+        if steady_start is not None and seen > steady_from:
+            st.history[-1].update(steady_batches=seen - steady_from, steady_seconds=train_end - steady_start)
         if show:
             print(f"{description} epoch {st.epoch}: train loss {st.history[-1]['train_loss']:.4f}  val {metric} {val[metric]:.4f}  ({st.seconds[-1]:.1f}s)")
         stop = False

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from recsys_committee.heap import release_free_heap
 from recsys_committee.train.distributed import DistContext
 
 RowMap = Callable[[torch.Tensor], torch.Tensor]
@@ -54,7 +55,10 @@ def predict_logits(model: nn.Module, split: RowSplit, batch_size: int, ctx: Opti
     was_training = model.training
     model.eval()
     if hasattr(split, "eval_batches"):  # a streamed split: each rank reads a contiguous share
-        logits = [model(b.to(ctx.device)).logits.float().cpu() for b in split.eval_batches(batch_size, ctx)]
+        logits = []
+        for b in split.eval_batches(batch_size, ctx):
+            logits.append(model(b.to(ctx.device)).logits.float().cpu())
+            release_free_heap()  # else the freed batches' pages stay with the process: RSS grows with the split
         model.train(was_training)
         local = torch.cat(logits)
         per = local.shape[0]

@@ -1,5 +1,7 @@
 import itertools
 
+import pytest
+
 import torch
 
 from recsys_committee.metrics import auc, gauc, logloss
@@ -34,3 +36,15 @@ def test_logloss_natural_log():
     y = torch.tensor([1.0, 0.0])
     expected = -(torch.log(torch.tensor(0.9)) + torch.log(torch.tensor(0.8))) / 2
     assert abs(logloss(p, y) - float(expected)) < 1e-6
+
+
+def test_gauc_in_blocks_equals_one_block():
+    """Users padded in blocks of similar length give the same GAUC as one block padded to the
+    most active user (the blocks only bound memory)."""
+    g = torch.Generator().manual_seed(0)
+    users = (torch.rand(5000, generator=g) ** -1.3).long()  # Zipf-like: a few very active users
+    probs = torch.rand(5000, generator=g)
+    labels = (torch.rand(5000, generator=g) < probs).float()
+    whole = gauc(probs, labels, users, max_cells=10**12)
+    assert gauc(probs, labels, users, max_cells=50) == pytest.approx(whole, abs=1e-12)
+    assert gauc(probs, labels, users) == pytest.approx(whole, abs=1e-12)
