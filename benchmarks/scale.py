@@ -83,15 +83,21 @@ def train_run(rows: int, dataset: Path, out: Path, workers: int, steps: int, bat
     cmd = [PY, "-m", "recsys_committee", "train", "--config", "configs/rec/student.yaml", "--data", str(dataset), "--out", str(out), "--overwrite",
            "--num-workers", str(workers), "train.epochs=1", f"train.max_steps_per_epoch={steps}", f"train.batch_size={batch}", "train.progress=false"]
     seconds, _, _ = measured(cmd, ONE_THREAD)
+    entry = train_entry(rows, out, workers, batch)
+    print(f"train student {rows:,} rows, {workers} worker(s): {entry['samples_per_s']:,.0f} samples/s, peak RSS/worker {max(entry['peak_rss_gib_per_worker']):.2f} GiB, "
+          f"test AUC {entry['test_auc']:.4f} ({seconds:.0f}s)", flush=True)
+    return entry
+
+
+def train_entry(rows: int, out: Path, workers: int, batch: int) -> dict[str, Any]:
+    """What a streaming student run measured (its metrics.json): steps actually run (every rank
+    runs the same number of full batches of its share, capped at ``max_steps_per_epoch``)."""
     m = json.loads((out / "metrics.json").read_text())
     h = m["history"][0]
-    train_s = h["seconds"]
-    rate = h["steady_batches"] * batch * workers / h["steady_seconds"]  # after the first 10 batches' one-off costs
-    print(f"train student {rows:,} rows, {workers} worker(s): {rate:,.0f} samples/s, peak RSS/worker {max(m['peak_rss_gib_per_rank']):.2f} GiB, "
-          f"test AUC {m['test']['auc']:.4f} ({seconds:.0f}s)", flush=True)
-    return {"kind": "train_student", "rows": rows, "workers": workers, "samples_per_s": rate, "peak_rss_gib_per_worker": m["peak_rss_gib_per_rank"],
-            "samples_per_s_whole_epoch": steps * batch * workers / train_s, "steps": steps, "batch_size": batch, "train_seconds": train_s,
-            "test_auc": m["test"]["auc"]}
+    return {"kind": "train_student", "rows": rows, "workers": workers,
+            "samples_per_s": h["steady_batches"] * batch * workers / h["steady_seconds"],  # after the first 10 batches' one-off costs
+            "peak_rss_gib_per_worker": m["peak_rss_gib_per_rank"], "samples_per_s_whole_epoch": h["step"] * batch * workers / h["seconds"],
+            "steps": h["step"], "batch_size": batch, "train_seconds": h["seconds"], "test_auc": m["test"]["auc"]}
 
 
 def loop_comparison(dataset: Path, rows: int, steps: int, batch: int, out: Path) -> list[dict[str, Any]]:
@@ -204,7 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="training steps per worker in each timed run")
     parser.add_argument("--batch-size", type=int, default=2048, help="rows per worker per step")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--reread-train-runs", action="store_true",
+                        help="rebuild the train_student entries of --results from the run folders' metrics.json (no new runs)")
     args = parser.parse_args(argv)
+    if args.reread_train_runs:
+        runs = json.loads(Path(args.results).read_text())
+        for i, r in enumerate(runs):
+            if r["kind"] == "train_student":
+                tag = f"{round(r['rows'] / 1_000_000)}m"  # the folder of the requested size (1m, 10m)
+                runs[i] = train_entry(r["rows"], Path(args.out) / tag / f"student-w{r['workers']}", r["workers"], r["batch_size"])
+        Path(args.results).write_text(json.dumps(runs, indent=2))
+        summarise(runs)
+        return 0
     runs: list[dict[str, Any]] = []
     out = Path(args.out)
     for rows in args.rows:
