@@ -40,18 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
     rows = sum(manifest["rows"].values())
     teachers = out / "teachers"
-    for name in ("expert_dlrm", "expert_din_dcn"):
+    # two DLRM experts (seeds 0 and 1): the gate needs a choice to route (expert_din_dcn attends
+    # over history_long, which the scale spec does not derive)
+    for name, seed in (("expert_dlrm", 0), ("expert_dlrm_b", 1)):
         if not (teachers / name / "metrics.json").is_file():
-            seconds, _, _ = measured([PY, "-m", "recsys_committee", "train", "--config", f"configs/rec/{name}.yaml", "--data", args.dataset,
+            seconds, _, _ = measured([PY, "-m", "recsys_committee", "train", "--config", "configs/rec/expert_dlrm.yaml", "--data", args.dataset,
                                       "--out", str(teachers / name), "--overwrite", "train.epochs=1", f"train.max_steps_per_epoch={args.teacher_steps}",
-                                      f"train.batch_size={args.batch_size}", "train.progress=false"], ONE_THREAD)
+                                      f"train.batch_size={args.batch_size}", "train.progress=false", f"seed={seed}"], ONE_THREAD)
             print(f"{name}: test AUC {json.loads((teachers / name / 'metrics.json').read_text())['test']['auc']:.4f} ({seconds:.0f}s)", flush=True)
-    common = ["distill", "--config", "configs/rec/diverse_distill.yaml", "--data", args.dataset, "--overwrite", "--num-workers", "2",
-              f"teacher_dir={teachers}", f"train.epochs={args.epochs}", f"train.max_steps_per_epoch={args.steps}", f"train.batch_size={args.batch_size}",
-              "train.checkpoint_every=20", "train.patience=10", "train.progress=false", "committee.gate_config.warmup_steps=20"]
+    common = [f"teacher_dir={teachers}", f"train.epochs={args.epochs}", f"train.max_steps_per_epoch={args.steps}", f"train.batch_size={args.batch_size}",
+              "train.checkpoint_every=20", "train.patience=10", "train.progress=false", "committee.gate_config.warmup_steps=20",
+              'teachers=[{name: dlrm, kind: rec_model, checkpoint: "{teacher_dir}/expert_dlrm/model.safetensors", tap: top}, '
+              '{name: dlrm_b, kind: rec_model, checkpoint: "{teacher_dir}/expert_dlrm_b/model.safetensors", tap: top}]']
     results: dict[str, dict[str, Any]] = {}
     for name, extra in (("unbroken", []), ("killed", ["dist.kill_rank=1", f"dist.kill_at_step={args.kill_at_step}", "dist.max_failures=1"])):
-        seconds, _, _ = measured([PY, "-m", "recsys_committee", *common, "--out", str(out / name), *extra], ONE_THREAD)
+        cmd = [PY, "-m", "recsys_committee", "distill", "--config", "configs/rec/diverse_distill.yaml", "--data", args.dataset, "--overwrite",
+               "--num-workers", "2", "--out", str(out / name), *common, *extra]
+        seconds, _, _ = measured(cmd, ONE_THREAD)
         m = json.loads((out / name / "metrics.json").read_text())
         results[name] = m
         print(f"{name}: steps {m['steps']}, resumed from {m.get('resumed_from_step')}, forwards {m['teacher_forwards']}, test AUC {m['test']['auc']:.6f}, "

@@ -140,10 +140,10 @@ def fit(
     while st.epoch < train_cfg.epochs:
         trainable.train()
         start = time.perf_counter()
-        if st.batch_in_epoch == 0 or st.epoch_generator_state is None:
+        if st.epoch_generator_state is None:
             st.epoch_generator_state = generator.get_state()
         else:
-            generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order
+            generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order (a resumed run: mid-epoch or at its start)
         bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not (show and on_terminal()), leave=False, mininterval=1.0)
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
         steady_from, steady_start = seen + WARMUP_BATCHES, None  # throughput after the first batches' one-off costs
@@ -190,7 +190,9 @@ def fit(
         else:
             st.stale += 1
             stop = st.stale >= train_cfg.patience
-        st.epoch, st.batch_in_epoch, st.epoch_generator_state, st.epoch_loss_sum = st.epoch + 1, 0, None, 0.0
+        # the next epoch's shuffling state goes into the epoch-end checkpoint: a run resumed there
+        # draws the order the unbroken run draws (with None it drew from a freshly seeded generator)
+        st.epoch, st.batch_in_epoch, st.epoch_generator_state, st.epoch_loss_sum = st.epoch + 1, 0, generator.get_state(), 0.0
         if checkpointer is not None:
             checkpointer.save(st, best_state)
         if stop:
