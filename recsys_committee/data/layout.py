@@ -34,3 +34,20 @@ class FeatureLayout:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureLayout":
         return cls(**d)
+
+
+class RunDataFacts:
+    """What models and the runner read of a run's data, whichever path it came by (in memory:
+    ``RecData``; streamed: ``PreparedData``): needs ``table`` (layout, dense names,
+    cardinalities) and ``train`` / ``val`` / ``test``."""
+
+    @property
+    def cardinalities(self) -> dict[str, int]:
+        return self.table.cardinalities  # type: ignore[attr-defined]
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.table.dense_names)  # type: ignore[attr-defined]
+
+    def dataset(self, name: str) -> Any:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import torch
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.data.features import FeatureTable
 from recsys_committee.data.featurize import build_spec_features
+from recsys_committee.data.layout import RunDataFacts
 from recsys_committee.data.reader import read_rows, side_table
 from recsys_committee.data.schema import RawTables
 from recsys_committee.data.spec import DataSpec
@@ -22,7 +23,7 @@ from recsys_committee.data.split import Split
 
 
 @dataclass
-class RecData:
+class RecData(RunDataFacts):
     table: FeatureTable
     split: Split
     train: RecDataset
@@ -32,17 +33,6 @@ class RecData:
     spec: Any = None  # the DataSpec it was read with (None: the built-in MovieLens reader)
     vocab: Any = None  # the spec's Vocabularies (train split), saved with every model for scoring
     dense_stats: Any = None  # (mean, std) of the dense features on the train split
-
-    @property
-    def cardinalities(self) -> dict[str, int]:
-        return self.table.cardinalities
-
-    @property
-    def num_dense(self) -> int:
-        return len(self.table.dense_names)
-
-    def dataset(self, name: str) -> RecDataset:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def warm_users(self) -> torch.Tensor:
         """Users with at least one training row (the rest of val/test users are cold)."""

@@ -29,7 +29,7 @@ import torch
 
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.data.featurize import Vocabularies
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.layout import FeatureLayout, RunDataFacts
 from recsys_committee.data.model_data import spec_from_dict
 from recsys_committee.data.prepare import FORMAT, MANIFEST
 from recsys_committee.data.schema import DataValidationError
@@ -245,7 +245,7 @@ class TableFacts:
 
 
 @dataclass
-class PreparedData:
+class PreparedData(RunDataFacts):
     """A prepared dataset opened for a run: the same facts ``RecData`` gives models (layout,
     cardinalities, vocabularies, dense statistics) with streamed splits."""
 
@@ -260,17 +260,6 @@ class PreparedData:
     test: PreparedSplit
     raw: Any = None  # no raw tables in memory (an LM teacher's texts need the in-memory path)
     _warm: Optional[torch.Tensor] = field(default=None, repr=False)
-
-    @property
-    def cardinalities(self) -> dict[str, int]:
-        return self.table.cardinalities
-
-    @property
-    def num_dense(self) -> int:
-        return len(self.table.dense_names)
-
-    def dataset(self, name: str) -> PreparedSplit:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def attach_cache(self, name: str, root: Path) -> None:
         """Stream a teacher's cached outputs with every split's rows (``RecBatch.extras``)."""

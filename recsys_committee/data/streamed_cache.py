@@ -13,7 +13,6 @@ checksums every shard.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -25,19 +24,12 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, TeacherOutput, register_teacher
+from recsys_committee.data.prepare import _sha256
 from recsys_committee.data.schema import DataValidationError
 
 INDEX = "cache.json"
 FORMAT = "streamed-teacher-cache/1"
 SPLITS = ("train", "val", "test")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_key(dataset: Path, checkpoint: Path, tap: str) -> dict[str, Any]:
