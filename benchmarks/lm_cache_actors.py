@@ -1,6 +1,7 @@
 """LM teacher cache build rate: the bare encoder forward (one process, one thread) against
-``recsys-committee cache --num-workers 1`` and ``--num-workers 2`` (Ray Data actors, one thread
-each), on the same rows, in one run. Appends ``lm_cache`` entries to
+``recsys-committee cache --num-workers 1`` (built in the command's process) and
+``--num-workers 2`` (two Ray Data actors, one thread each; the rate includes each actor loading
+the data and the LM), on the same rows, in one run. Appends ``lm_cache`` entries to
 ``benchmarks/results/scale.json``.
 
 Reproduce: ``.venv/bin/python benchmarks/lm_cache_actors.py --rows 2048``
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                                        "train.progress=false"], ONE_THREAD)
         index = json.loads((out / "index.json").read_text())
         rate = index["rows_per_second"]
-        print(f"cache, {workers} actor(s): {rate:.1f} ex/s over {index['n_rows']} rows ({seconds:.0f}s with start-up)", flush=True)
-        entries.append({"kind": "lm_cache", "run": f"actors_{workers}", "rows": index["n_rows"], "workers": workers, "samples_per_s": rate,
+        print(f"cache, {'in process' if workers == 1 else f'{workers} Ray Data actors'}: {rate:.1f} ex/s over {index['n_rows']} rows ({seconds:.0f}s with start-up)", flush=True)
+        entries.append({"kind": "lm_cache", "run": "in_process" if workers == 1 else f"ray_data_actors_{workers}", "rows": index["n_rows"], "workers": workers, "samples_per_s": rate,
                         "peak_rss_gib_per_worker": None, "driver_peak_rss_gib": peak, "seconds_with_startup": seconds})
     one, two = entries[1]["samples_per_s"], entries[2]["samples_per_s"]
-    print(f"2 actors / 1 = {two / one:.2f}x; 1 actor / bare forward = {one / bare:.2f}x")
+    print(f"2 actors / in process = {two / one:.2f}x; in process / bare forward = {one / bare:.2f}x")
     path = Path(args.results)
     runs = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps([r for r in runs if r.get("kind") != "lm_cache"] + entries, indent=2))
