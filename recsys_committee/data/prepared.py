@@ -117,7 +117,8 @@ class PreparedSplit:
         where = np.searchsorted(starts, rows.numpy(), side="right") - 1
         needed = sorted(set(where.tolist()))
         table = self._read([self.units[i] for i in needed])
-        base = {u: int(sum(self.units[j].rows for j in needed[:k])) for k, u in enumerate(needed)}
+        read_offsets = np.cumsum([0] + [self.units[i].rows for i in needed])  # where each needed group starts in ``table``
+        base = {u: int(read_offsets[k]) for k, u in enumerate(needed)}
         local = np.array([base[w] + int(r) - int(starts[w]) for r, w in zip(rows.tolist(), where.tolist())], dtype=np.int64)
         return self.to_batch(table.take(pa.array(local)))
 
@@ -201,17 +202,10 @@ class PreparedSplit:
                 ahead.cancel()
 
     # ------------------------------------------------------------------ evaluation
-    def eval_share(self, ctx: DistContext) -> tuple[int, int, int]:
-        """(first row, real rows, padded rows) of this rank's contiguous share."""
-        n = len(self)
-        per = (n + ctx.world_size - 1) // ctx.world_size
-        first = min(ctx.rank * per, n)
-        return first, max(0, min(per, n - first)), per
-
     def eval_batches(self, batch_size: int, ctx: DistContext) -> Iterator[RecBatch]:
         """This rank's contiguous share in order, padded with the split's first row to the same
         length on every rank (same number of equal batches everywhere)."""
-        first, real, per = self.eval_share(ctx)
+        first, real, per = ctx.contiguous_share(len(self))
         pieces, at = [], 0
         for u in self.units:
             lo, hi = max(first, at), min(first + real, at + u.rows)

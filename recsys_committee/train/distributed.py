@@ -96,6 +96,21 @@ class DistContext:
             rows = torch.cat([rows, rows.new_zeros(per_rank - real)])
         return rows, real
 
+    def contiguous_share(self, n: int, rank: Optional[int] = None) -> tuple[int, int, int]:
+        """(first row, real rows, padded length) of a rank's contiguous share of n rows: what a
+        streamed split evaluates (each rank reads one range of its files)."""
+        rank = self.rank if rank is None else rank
+        per = (n + self.world_size - 1) // self.world_size
+        first = min(rank * per, n)
+        return first, max(0, min(per, n - first)), per
+
+    def gather_contiguous(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """Inverse of ``contiguous_share``: every rank's padded share -> the n rows in order."""
+        if not self.distributed:
+            return local[:n]
+        everyone = self.all_gather_cat(local).view(self.world_size, local.shape[0], *local.shape[1:])
+        return torch.cat([everyone[r, : self.contiguous_share(n, r)[1]] for r in range(self.world_size)])
+
     def gather_predictions(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """Inverse of ``eval_rows``: every rank's predictions -> the full split in row order."""
         if not self.distributed:

@@ -8,7 +8,6 @@ once and the domains' splits inherit them (``RowSplit``).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -60,10 +59,7 @@ def predict_logits(model: nn.Module, split: RowSplit, batch_size: int, ctx: Opti
             logits.append(model(b.to(ctx.device)).logits.float().cpu())
             release_free_heap()  # else the freed batches' pages stay with the process: RSS grows with the split
         model.train(was_training)
-        local = torch.cat(logits)
-        per = local.shape[0]
-        everyone = ctx.all_gather_cat(local).view(ctx.world_size, per, *local.shape[1:])
-        return torch.cat([everyone[r, : split.eval_share(dataclasses.replace(ctx, rank=r))[1]] for r in range(ctx.world_size)])
+        return ctx.gather_contiguous(torch.cat(logits), len(split))
     rows, _ = ctx.eval_rows(len(split))
     logits = [model(split.batch(rows[i : i + batch_size]).to(ctx.device)).logits.float().cpu() for i in range(0, rows.numel(), batch_size)]
     model.train(was_training)
