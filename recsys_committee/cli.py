@@ -86,6 +86,14 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from recsys_committee.serve.artifact import describe, export_artifact
+
+    manifest = export_artifact(Path(args.model), Path(args.out), quantize=args.quantize, overwrite=args.overwrite)
+    print(json.dumps(describe(manifest, Path(args.out)), indent=2))
+    return 0
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from recsys_committee.data.prepare import PrepareOptions, prepare_command
 
@@ -146,12 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     cache.set_defaults(func=_cache)
     score = sub.add_parser("score", help="score raw rows with a trained model directory (train or distill output)")
-    score.add_argument("--model", required=True, help="a train/distill output directory")
+    score.add_argument("--model", required=True, help="a train/distill output directory, or an artifact folder written by export")
     score.add_argument("--input", help="rows with the training data's columns (parquet, csv, RecBole)")
     score.add_argument("--history", help="earlier rows whose items and outcomes form the scored rows' histories and past stats (not scored)")
     score.add_argument("--split", choices=("train", "val", "test"), help="score this split of the model's own data spec instead of --input")
     score.add_argument("--out", required=True, help="predictions parquet: the input columns + score")
     score.set_defaults(func=_score)
+    export = sub.add_parser("export", help="write the trained student as a serving artifact: a TorchScript program (KJT + dense in, probability out) "
+                            "that loads with torch + torchrec alone, with its feature order and vocabularies")
+    export.add_argument("--model", required=True, help="a train/distill output directory whose model is the student")
+    export.add_argument("--out", required=True, help="ARTIFACT_DIR")
+    export.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: embedding tables quantised with TorchRec's inference quantisation")
+    _overwrite_flag(export)
+    export.set_defaults(func=_export)
     prep = sub.add_parser("prepare", help="build a data spec's features out of core into a prepared dataset (parquet shards + manifest) that runs stream")
     prep.add_argument("--data", required=True, help="the data spec YAML")
     prep.add_argument("--out", required=True, help="DATASET_DIR (an unfinished prepare there is resumed)")

@@ -7,39 +7,30 @@ unseen id is the out-of-vocabulary id, counted per feature in the report), dense
 the train split's statistics, histories and past statistics from the rows given (``--history``
 adds earlier rows whose items and outcomes form those pasts; they are not scored). ``--split
 test`` scores that split of the spec's own data instead, which reproduces metrics.json.
+``--model`` may also be an artifact folder written by ``export``: its program scores the rows
+(featurised with the data facts the artifact carries), as a server running it would.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import polars as pl
 import torch
 
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.data.featurize import featurize, split_rows
-from recsys_committee.data.model_data import load_data_facts
+from recsys_committee.data.model_data import load_data_facts, model_file
 from recsys_committee.data.reader import read_rows
 from recsys_committee.data.schema import DataValidationError
 from recsys_committee.metrics import binary_metrics
 
-MODEL_FILES = ("student.safetensors", "model.safetensors", "student.pt", "model.pt")
-
-
-def model_file(model_dir: Path) -> Path:
-    for name in MODEL_FILES:
-        if (model_dir / name).is_file():
-            return model_dir / name
-    raise DataValidationError(f"{model_dir}: no model file ({', '.join(MODEL_FILES)}): not a train/distill output directory")
-
 
 def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, history_path: Optional[str] = None, split: Optional[str] = None,
               batch_size: int = 8192) -> dict[str, Any]:
-    from recsys_committee.rec_domain import load_trained_model, predict
-
     spec, vocab, mean, std = load_data_facts(model_dir)
-    model = load_trained_model(model_file(model_dir)).eval()
+    scorer = _scorer(model_dir)
     if split is not None:
         rows = read_rows(spec)
         table = featurize(spec, rows, vocab)  # the saved vocabularies, not refitted ones
@@ -57,9 +48,8 @@ def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, hist
         mask = given["__scored"].to_numpy()
         index = torch.from_numpy(mask.nonzero()[0])
         scored = given.filter(pl.col("__scored")).drop("__scored")
-        rows = given
     dataset = RecDataset(table, index, mean, std)
-    probs = predict(model, dataset, batch_size)
+    probs = scorer(dataset, batch_size)
     unseen = {name: int((dataset.scalars[name] == 0).sum()) for name in table.layout.scalar if name in dataset.scalars}
     keep = [c for c in scored.columns if not c.startswith("__")]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +59,18 @@ def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, hist
     if has_label and dataset.labels.unique().numel() == 2:
         report["metrics"] = binary_metrics(probs, dataset.labels, dataset.users)
     return report
+
+
+def _scorer(model_dir: Path) -> Callable[[RecDataset, int], torch.Tensor]:
+    """Probabilities for a dataset: an export artifact's program, or the model directory's model."""
+    from recsys_committee.serve.artifact import is_artifact, load_artifact
+
+    if is_artifact(model_dir):
+        return load_artifact(model_dir).predict
+    from recsys_committee.rec_domain import load_trained_model, predict
+
+    model = load_trained_model(model_file(model_dir)).eval()
+    return lambda dataset, batch_size: predict(model, dataset, batch_size)
 
 
 def _with_source(spec: Any, path: str) -> Any:

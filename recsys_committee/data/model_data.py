@@ -21,6 +21,15 @@ from recsys_committee.data.spec import CategoricalSpec, DataSpec, LabelSpec, Mul
 
 SPEC_FILE = "data_spec.json"
 FEATURES_FILE = "features.json"
+MODEL_FILES = ("student.safetensors", "model.safetensors", "student.pt", "model.pt")  # distill's first: its student is the model served
+
+
+def model_file(model_dir: Path) -> Path:
+    """The model file of a train/distill output directory."""
+    for name in MODEL_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    raise DataValidationError(f"{model_dir}: no model file ({', '.join(MODEL_FILES)}): not a train/distill output directory")
 
 
 def save_data_facts(out: Path, data: Any) -> None:

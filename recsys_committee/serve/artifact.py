@@ -1,0 +1,223 @@
+"""``recsys-committee export``: a model directory -> a serving artifact folder; and its loader.
+
+The folder (``ARTIFACT_DIR``):
+  * ``student.ts`` or ``student_int8.ts``: the TorchScript program (``serve/program.py``); it
+    also carries, as TorchScript extra files, ``artifact.json``, ``features.json`` and
+    ``data_spec.json``, so the one file is self-contained (feature order, vocabularies, dense
+    statistics, the spec that featurises raw rows);
+  * ``artifact.json``: format, the program's file name and sha256, the KJT feature order, the
+    tables, the quantisation, the source model's sha256;
+  * ``probe.safetensors``: a probe batch (KJT values/lengths) and the outputs the exported
+    model gave for it at export time. Loading re-runs it: a program that was replaced, or that
+    belongs to another export, fails with one line instead of serving wrong scores.
+  * ``data_spec.json`` / ``features.json``: the model directory's, so ``score --model
+    ARTIFACT_DIR`` featurises raw rows as training did.
+
+Why a probe and a sha256 both: the sha256 catches a corrupt file, the probe a program that is
+intact but not the one this ``artifact.json`` describes (a copied-in program of another model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_committee.data.model_data import FEATURES_FILE, SPEC_FILE, model_file
+from recsys_committee.errors import UserError
+from recsys_committee.serve.program import ServingStudent, quantize_int8, script
+from recsys_committee.train.out_dir import check_out
+
+FORMAT = "recsys-committee-artifact/1"
+MANIFEST = "artifact.json"
+PROBE = "probe.safetensors"
+PROGRAMS = {"none": "student.ts", "int8": "student_int8.ts"}
+ARTIFACT_FILES = (MANIFEST, PROBE, SPEC_FILE, FEATURES_FILE, *PROGRAMS.values())
+# An int8 table row is dequantised from one fp16 scale and bias: outputs move by ~1e-3 of a
+# logit; a program that is not this artifact's moves them by far more.
+PROBE_TOLERANCE = {"none": 1e-6, "int8": 5e-3}
+PROBE_ROWS = 64
+
+
+class ArtifactError(UserError):
+    """A missing, corrupt or mismatched artifact."""
+
+
+def is_artifact(path: Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def table_facts(program: ServingStudent) -> dict[str, dict[str, Any]]:
+    """Rows, dimension and features of each embedding table (from the EBC's own configs)."""
+    return {c.name: {"rows": c.num_embeddings, "dim": c.embedding_dim, "features": list(c.feature_names)} for c in program.ebc.embedding_bag_configs()}
+
+
+def probe_batch(program: ServingStudent, rows: int = PROBE_ROWS, seed: int = 0) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+    """A deterministic batch with ids inside every table and bags of 0-3 ids (empty bags too)."""
+    g = torch.Generator().manual_seed(seed)
+    rows_of = {f: t["rows"] for t in table_facts(program).values() for f in t["features"]}
+    lengths = torch.randint(0, 4, (len(program.features), rows), generator=g)
+    lengths[0] = 1  # the first feature (the user) is single-valued, as in every request
+    values = [torch.randint(0, rows_of[f], (int(lengths[i].sum()),), generator=g) for i, f in enumerate(program.features)]
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(program.features), values=torch.cat(values), lengths=lengths.flatten())
+    return kjt, torch.zeros(rows, 0)
+
+
+def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False) -> dict[str, Any]:
+    """Build the program from the model directory's student, script it, check the scripted
+    program against the eager student on the probe, and write the folder (files written to a
+    temporary folder first: a failed export leaves OUT as it was)."""
+    from safetensors.torch import save_file
+
+    from recsys_committee.rec_domain import load_trained_model
+
+    if quantize not in PROGRAMS:
+        raise ArtifactError(f"--quantize {quantize!r}: expected one of {sorted(PROGRAMS)}")
+    model_dir, out = Path(model_dir), Path(out)
+    check_out(out, overwrite)
+    source = model_file(model_dir)
+    eager = ServingStudent(load_trained_model(source).eval())
+    program = quantize_int8(eager) if quantize == "int8" else eager
+    kjt, dense = probe_batch(eager)
+    with torch.no_grad():
+        expected_fp32 = eager(kjt, dense)
+        scripted = script(program)
+        got = scripted(kjt, dense)
+    gap = float((got - expected_fp32).abs().max())
+    if gap > PROBE_TOLERANCE[quantize]:
+        raise ArtifactError(f"the exported program's outputs differ from the student's by {gap:.2e} (> {PROBE_TOLERANCE[quantize]:g}) on the probe batch")
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "program": PROGRAMS[quantize],
+        "quantize": quantize,
+        "inputs": {"features": "KeyedJaggedTensor with keys in 'features' order, one bag per row each", "dense": "float [B, num_dense] (unused by the student)"},
+        "output": "click probability [B]",
+        "features": eager.features,
+        "tables": table_facts(eager),
+        "params": sum(p.numel() for p in eager.parameters()),
+        "source": {"model_file": str(source.resolve()), "sha256": _sha256(source)},
+        "probe_max_abs_diff_vs_fp32_student": gap,
+    }
+    extra = {MANIFEST: json.dumps({k: manifest[k] for k in ("format", "quantize", "features", "tables")})}
+    for name in (SPEC_FILE, FEATURES_FILE):
+        if (model_dir / name).is_file():
+            extra[name] = (model_dir / name).read_text()
+    staging = out.with_name(out.name + ".export-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    program_path = staging / PROGRAMS[quantize]
+    torch.jit.save(scripted, str(program_path), _extra_files=extra)
+    save_file({"values": kjt.values(), "lengths": kjt.lengths(), "dense": dense, "expected": got.contiguous()}, str(staging / PROBE))
+    for name in (SPEC_FILE, FEATURES_FILE):
+        if name in extra:
+            (staging / name).write_text(extra[name])
+    manifest["program_sha256"] = _sha256(program_path)
+    manifest["program_bytes"] = program_path.stat().st_size
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ARTIFACT_FILES:  # --overwrite: the previous artifact's files go, nothing else in OUT
+        if (out / name).exists():
+            (out / name).unlink()
+    for path in staging.iterdir():
+        path.replace(out / path.name)
+    staging.rmdir()
+    return manifest
+
+
+@dataclass
+class Artifact:
+    """A loaded, checked artifact: the program, its manifest and folder."""
+
+    program: torch.jit.ScriptModule
+    manifest: dict[str, Any]
+    folder: Path
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.manifest["features"])
+
+    def __call__(self, kjt: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.program(kjt, dense)
+
+    def predict(self, dataset: Any, batch_size: int = 8192) -> torch.Tensor:
+        """Probabilities for every row of a ``RecDataset`` (the batches' KJT in the program's
+        feature order), in row order."""
+        rows = torch.arange(len(dataset))
+        outs = []
+        for i in range(0, rows.numel(), batch_size):
+            batch = dataset.batch(rows[i : i + batch_size])
+            missing = [f for f in self.features if f not in batch.sparse]
+            if missing:
+                raise ArtifactError(f"{self.folder}: the data has no feature(s) {missing} that the artifact reads")
+            outs.append(self(batch.kjt(self.features), batch.dense))
+        return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def load_artifact(folder: Path, check: bool = True) -> Artifact:
+    """Load ``folder``'s program after checking its sha256, and (``check``) re-run the probe."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{folder}: no {MANIFEST}: not an artifact folder written by 'recsys-committee export'") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{folder / MANIFEST} is corrupt (not JSON: {exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{folder / MANIFEST}: not a {FORMAT} manifest")
+    program_path = folder / str(manifest.get("program"))
+    if not program_path.is_file():
+        raise ArtifactError(f"{folder}: the program {manifest.get('program')!r} named in {MANIFEST} is missing")
+    if _sha256(program_path) != manifest.get("program_sha256"):
+        raise ArtifactError(f"{program_path}: sha256 does not match {MANIFEST} (the program is corrupt or was replaced)")
+    extra = {MANIFEST: ""}
+    try:
+        program = torch.jit.load(str(program_path), _extra_files=extra)
+    except Exception as exc:
+        raise ArtifactError(f"{program_path}: not a loadable TorchScript program ({type(exc).__name__})") from exc
+    embedded = json.loads(extra[MANIFEST] or "{}")
+    if embedded.get("features") != manifest.get("features") or embedded.get("quantize") != manifest.get("quantize"):
+        raise ArtifactError(f"{program_path}: the program was exported with features {embedded.get('features')} / quantize "
+                            f"{embedded.get('quantize')!r}, but {MANIFEST} says {manifest.get('features')} / {manifest.get('quantize')!r}: mismatched artifact")
+    artifact = Artifact(program.eval(), manifest, folder)
+    if check:
+        _check_probe(artifact)
+    return artifact
+
+
+def _check_probe(artifact: Artifact) -> None:
+    from safetensors.torch import load_file
+
+    path = artifact.folder / PROBE
+    try:
+        probe = load_file(str(path))
+    except Exception as exc:
+        raise ArtifactError(f"{path}: missing or corrupt ({type(exc).__name__})") from exc
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=artifact.features, values=probe["values"], lengths=probe["lengths"])
+    try:
+        got = artifact(kjt, probe["dense"])
+    except Exception as exc:
+        raise ArtifactError(f"{artifact.folder}: the program fails on its own probe batch ({type(exc).__name__}): mismatched artifact") from exc
+    gap = float((got - probe["expected"]).abs().max()) if got.shape == probe["expected"].shape else float("inf")
+    if gap > PROBE_TOLERANCE["none"]:
+        raise ArtifactError(f"{artifact.folder}: the program's outputs on the probe batch differ from those recorded at export by {gap:.2e}: mismatched artifact")
+
+
+def describe(manifest: dict[str, Any], folder: Optional[Path] = None) -> dict[str, Any]:
+    """What ``export`` prints."""
+    keys = ("program", "quantize", "params", "program_bytes", "probe_max_abs_diff_vs_fp32_student")
+    return {k: manifest[k] for k in keys} | ({"out": str(folder)} if folder else {})
