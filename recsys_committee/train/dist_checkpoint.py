@@ -7,7 +7,10 @@ loads into 1 (or 4): the loader asks for the shards of ITS plan and DCP reads th
 pieces. What goes in: the trainable model state (student, QA, gate; never the frozen
 teachers, which come from their own files), the optimizer (dense AdamW + fused embedding
 optimizer), the best-validation student, and the loop state (step counter, epoch, batch
-position, the epoch's shuffling seed state, model-selection bookkeeping).
+position, the epoch's shuffling seed state, model-selection bookkeeping). What differs between
+ranks is saved by each rank in its own ``rank-R.pt``: its RNG, its teacher-forward counters and
+its part of the loop state (``LoopState.RANK_LOCAL``: a streamed split leaves each rank's
+shuffling generator in its own state after an epoch).
 
 A checkpoint directory is complete only when ``COMPLETE`` exists (written last, by rank 0, after
 every rank finished): a crash mid-save leaves a directory that is refused by name, never one
@@ -110,9 +113,11 @@ class DistCheckpointer(Checkpointer):
         if best_state is not None:
             payload["best"] = best_state
         dcp.save(payload, checkpoint_id=str(path))
-        # each rank's RNG (gate exploration, dropout): a resumed run draws what the unbroken one would
-        # and its counters (teacher forwards run on this rank), summed over ranks at the end
-        torch.save({"rng": torch.get_rng_state(), "counts": self.get_counts() if self.get_counts else None}, path / f"rank-{self.ctx.rank}.pt")
+        # each rank's RNG (gate exploration, dropout): a resumed run draws what the unbroken one would;
+        # its counters (teacher forwards run on this rank), summed over ranks at the end; and its own
+        # loop fields (its shuffling generator: LOOP_FILE below holds only the main rank's)
+        per_rank = {"rng": torch.get_rng_state(), "counts": self.get_counts() if self.get_counts else None, "loop": state.rank_local()}
+        torch.save(per_rank, path / f"rank-{self.ctx.rank}.pt")
         self.ctx.barrier()
         if self.ctx.is_main:
             loop = dataclasses.asdict(state)
@@ -142,8 +147,9 @@ class DistCheckpointer(Checkpointer):
                 per_rank = load_plain(path / f"rank-{old}.pt")
             except Exception as exc:  # noqa: BLE001 - missing, truncated, or more than plain data
                 raise CheckpointError(f"checkpoint {path}: rank-{old}.pt is missing, corrupt or not plain data: {exc}") from exc
-            if old == self.ctx.rank:  # a new rank beyond the old world keeps its seeded RNG
+            if old == self.ctx.rank:  # a new rank beyond the old world keeps its seeded RNG and rank 0's loop fields
                 torch.set_rng_state(per_rank["rng"])
+                restored[0].restore_rank_local(per_rank.get("loop") or {})
             if self.add_counts and per_rank["counts"] is not None:
                 self.add_counts(per_rank["counts"])
         return restored

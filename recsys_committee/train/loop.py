@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -71,7 +71,16 @@ class FitResult:
 class LoopState:
     """Everything needed to continue a run exactly where it stopped: the step counter, the data
     position (epoch, batches done in it, and the shuffling generator's state at the epoch's
-    start, so the epoch's order is rebuilt identically) and the model-selection bookkeeping."""
+    start, so the epoch's order is rebuilt identically) and the model-selection bookkeeping.
+
+    Most of it is the same on every rank; ``RANK_LOCAL`` names what is not, and a distributed
+    checkpoint keeps those fields once per rank (see ``rank_local``)."""
+
+    # Why these differ between ranks: a streamed split (data/prepared.py) draws the permutations
+    # of THIS rank's row groups and windows from the shuffling generator, so from the end of
+    # epoch 0 on every rank's generator state is its own; the train-loss sum is over this
+    # rank's batches. Restoring rank 0's values on every rank reorders the other ranks' epochs.
+    RANK_LOCAL: ClassVar[tuple[str, ...]] = ("epoch_generator_state", "epoch_loss_sum")
 
     step: int = 0
     epoch: int = 0
@@ -85,6 +94,17 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     resumed_from_step: Optional[int] = None
+
+    def rank_local(self) -> dict[str, Any]:
+        """This rank's own part of the state, to be saved by every rank (not only the main one)."""
+        return {name: getattr(self, name) for name in self.RANK_LOCAL}
+
+    def restore_rank_local(self, saved: dict[str, Any]) -> None:
+        """Take back this rank's part saved by ``rank_local``; a field the checkpoint lacks (a
+        checkpoint from before it was saved per rank) keeps the main rank's value."""
+        for name in self.RANK_LOCAL:
+            if name in saved:
+                setattr(self, name, saved[name])
 
 
 class Checkpointer:

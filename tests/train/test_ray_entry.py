@@ -66,7 +66,9 @@ def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_d
 
 def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray, teacher_dir, real_data_dir, tmp_path):
     """The same drill on a prepared (streamed) dataset, against the unbroken run: the same steps,
-    the same teacher-forward counters and the same test AUC."""
+    the same teacher-forward counters and the same test AUC. The kill comes after the epoch-end
+    checkpoint (step 8 of 8 per epoch): the resumed epoch 1 must rebuild each rank's own order,
+    and a streamed split leaves each rank's shuffling generator in a different state."""
     from recsys_committee.data.prepare import PrepareOptions, prepare
     from recsys_committee.data.spec import load_spec
     from recsys_committee.train.ray_entry import run_with_ray
@@ -77,9 +79,10 @@ def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray,
     base = SMALL[:4] + [f"data.spec={tmp_path / 'ds'}", f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", "train.checkpoint_every=4", "dist.num_workers=2",
             "committee.gate_config.warmup_steps=2"]
     unbroken = run_with_ray("distill", load_config(ROOT / "configs/rec/diverse_distill.yaml", base), tmp_path / "unbroken")
-    drill = ["dist.kill_rank=1", "dist.kill_at_step=6", "dist.max_failures=1"]
+    drill = ["dist.kill_rank=1", "dist.kill_at_step=10", "dist.max_failures=1"]
     killed = run_with_ray("distill", load_config(ROOT / "configs/rec/diverse_distill.yaml", base + drill), tmp_path / "killed")
-    assert killed["resumed_from_step"] == 4 and killed["steps"] == unbroken["steps"] == 16
+    assert [h["step"] for h in unbroken["history"]] == [8, 16]  # so step 8 is epoch 0's end
+    assert killed["resumed_from_step"] == 8 and killed["steps"] == unbroken["steps"] == 16
     assert killed["teacher_forwards"] == unbroken["teacher_forwards"] and killed["teacher_forwards"]["run"] < killed["teacher_forwards"]["dense"]
     assert killed["test"]["auc"] == pytest.approx(unbroken["test"]["auc"], abs=1e-9)
     assert killed["val"]["auc"] == pytest.approx(unbroken["val"]["auc"], abs=1e-9)
