@@ -31,7 +31,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.model_data import FEATURES_FILE, SPEC_FILE, model_file
 from recsys_committee.errors import UserError
-from recsys_committee.serve.program import ServingStudent, quantize_int8, script
+from recsys_committee.serve.program import ServingStudent, inference_tables, script
 from recsys_committee.train.out_dir import check_out
 
 FORMAT = "recsys-committee-artifact/1"
@@ -39,8 +39,8 @@ MANIFEST = "artifact.json"
 PROBE = "probe.safetensors"
 PROGRAMS = {"none": "student.ts", "int8": "student_int8.ts"}
 ARTIFACT_FILES = (MANIFEST, PROBE, SPEC_FILE, FEATURES_FILE, *PROGRAMS.values())
-# An int8 table row is dequantised from one fp16 scale and bias: outputs move by ~1e-3 of a
-# logit; a program that is not this artifact's moves them by far more.
+# fp32 rows in the fused lookup: the same sums in another order (~1e-7). An int8 row is
+# dequantised from one fp16 scale and bias: probabilities move by ~1e-3 at most.
 PROBE_TOLERANCE = {"none": 1e-6, "int8": 5e-3}
 PROBE_ROWS = 64
 
@@ -64,6 +64,26 @@ def _sha256(path: Path) -> str:
 def table_facts(program: ServingStudent) -> dict[str, dict[str, Any]]:
     """Rows, dimension and features of each embedding table (from the EBC's own configs)."""
     return {c.name: {"rows": c.num_embeddings, "dim": c.embedding_dim, "features": list(c.feature_names)} for c in program.ebc.embedding_bag_configs()}
+
+
+def dense_cost(program: ServingStudent) -> tuple[int, list[int]]:
+    """Multiply-adds x 2 per row of the dense part (cross layers, MLP, head: every matrix outside
+    the tables) and the widest matrix's [in, out]: what a compute bound is measured against."""
+    flops, widest = 0, [0, 0]
+    for name, p in program.named_parameters():
+        if p.dim() == 2 and not name.startswith("ebc."):
+            flops += 2 * p.numel()
+            if p.numel() > widest[0] * widest[1]:
+                widest = [int(p.shape[1]), int(p.shape[0])]
+    return flops, widest
+
+
+def weight_bytes(program: torch.nn.Module) -> dict[str, int]:
+    """Bytes of the tables (with int8: rows + their scale/bias) and of the dense layers."""
+    sizes = {"tables": 0, "dense": 0}
+    for name, t in [*program.named_parameters(), *program.named_buffers()]:
+        sizes["tables" if name.startswith("ebc.") else "dense"] += t.numel() * t.element_size()
+    return sizes
 
 
 def probe_batch(program: ServingStudent, rows: int = PROBE_ROWS, seed: int = 0) -> tuple[KeyedJaggedTensor, torch.Tensor]:
@@ -91,7 +111,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
     check_out(out, overwrite)
     source = model_file(model_dir)
     eager = ServingStudent(load_trained_model(source).eval())
-    program = quantize_int8(eager) if quantize == "int8" else eager
+    program = inference_tables(eager, quantize)
     kjt, dense = probe_batch(eager)
     with torch.no_grad():
         expected_fp32 = eager(kjt, dense)
@@ -109,6 +129,8 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "features": eager.features,
         "tables": table_facts(eager),
         "params": sum(p.numel() for p in eager.parameters()),
+        "dense_flops_per_row": dense_cost(eager)[0],
+        "widest_matrix": dense_cost(eager)[1],
         "source": {"model_file": str(source.resolve()), "sha256": _sha256(source)},
         "probe_max_abs_diff_vs_fp32_student": gap,
     }
@@ -125,6 +147,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
     for name in (SPEC_FILE, FEATURES_FILE):
         if name in extra:
             (staging / name).write_text(extra[name])
+    manifest["weight_bytes"] = weight_bytes(scripted)
     manifest["program_sha256"] = _sha256(program_path)
     manifest["program_bytes"] = program_path.stat().st_size
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -10,9 +10,10 @@ each is declared dynamic, and TorchRec routes ``KJT.to_dict`` through a non-stri
 is "extremely slow" there. The loaded program needs ``torch`` and ``torchrec`` (its KJT class
 and fbgemm's operators), nothing of this package.
 
-The program returns probabilities, not logits: that is what a server hands out, and it equals
-``sigmoid`` of the in-training student's logits bit for bit (the same modules, in eval mode; the
-training-only dropout is left out, it is the identity in eval mode).
+The program returns probabilities, not logits: that is what a server hands out. They equal
+``sigmoid`` of the in-training student's logits within ~1e-7 with fp32 tables (the same weights;
+the fused lookup sums a bag in another order; the training-only dropout is left out, it is the
+identity in eval mode), and within ~1e-3 with int8 tables.
 """
 
 import copy  # no ``from __future__ import annotations``: TorchScript reads forward's annotations as types
@@ -42,24 +43,41 @@ class ServingStudent(nn.Module):
                               f"(it lacks {', '.join(missing) or 'embeddings.ebc'})")
         self.features: list[str] = list(student.embeddings.features)
         self.ebc = copy.deepcopy(student.embeddings.ebc)
+        # The EBC returns its pooled features table by table; the student stacks them in its own
+        # order. When the two agree (the usual case) the EBC's concatenated output IS h0 and the
+        # per-feature dict (two dict builds per call, most of the cost at batch 1) is skipped.
+        ebc_order = [f for config in self.ebc.embedding_bag_configs() for f in config.feature_names]
+        self.ebc_order_is_student_order: bool = ebc_order == self.features
         self.cross = copy.deepcopy(student.cross)
         self.mlp = copy.deepcopy(student.mlp)
         self.head = copy.deepcopy(student.head)
         self.eval()
 
     def forward(self, features: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        pooled = self.ebc(features).to_dict()
-        h0 = torch.cat([pooled[name] for name in self.features], dim=1)  # the student's feature order
+        if self.ebc_order_is_student_order:
+            h0 = self.ebc(features).values()
+        else:
+            pooled = self.ebc(features).to_dict()
+            h0 = torch.cat([pooled[name] for name in self.features], dim=1)  # the student's feature order
         return torch.sigmoid(self.head(self.mlp(self.cross(h0))).squeeze(-1))
 
 
-def quantize_int8(program: ServingStudent) -> nn.Module:
-    """Embedding tables to int8 rows (fbgemm's row-wise scale/bias) with TorchRec's own
-    ``quantize_inference_model``; the dense layers stay fp32 (a few hundred KiB: int8 there would
-    save little memory and cost accuracy and per-call requantisation at batch 1)."""
+TABLE_DTYPES = {"none": torch.float32, "int8": torch.int8}
+
+
+def inference_tables(program: ServingStudent, quantize: str = "none") -> nn.Module:
+    """The embedding tables swapped for TorchRec's inference EBC (``quantize_inference_model``):
+    all tables in ONE fused fbgemm table-batched lookup instead of one ``EmbeddingBag`` call per
+    table after a per-key split of the KJT. ``none`` keeps fp32 rows (outputs within ~1e-7 of
+    the training EBC: the same sums in another order); ``int8`` stores each row as int8 with an
+    fp16 scale and bias (~4x smaller tables). The dense layers stay fp32 in both: a few hundred
+    KiB, where int8 would save little memory and cost accuracy and per-call requantisation at
+    batch 1. Measured on the ML-100K student (one thread): batch-1 p50 0.49 -> 0.28 ms, batch-4096
+    throughput ~10% lower than the per-table EBC."""
     from torchrec.inference.modules import quantize_inference_model
 
-    return quantize_inference_model(copy.deepcopy(program)).eval()
+    dtype = TABLE_DTYPES[quantize]
+    return quantize_inference_model(copy.deepcopy(program), quantization_dtype=dtype, output_dtype=torch.float32).eval()
 
 
 def script(program: nn.Module) -> torch.jit.ScriptModule:
@@ -67,6 +85,6 @@ def script(program: nn.Module) -> torch.jit.ScriptModule:
     from torchrec.fx import symbolic_trace
 
     try:
-        return torch.jit.script(symbolic_trace(program))
+        return torch.jit.script(symbolic_trace(copy.deepcopy(program)))  # a trace leaves state on the modules it ran
     except Exception as exc:  # a model change that TorchScript cannot take: say which
         raise ExportError(f"the student does not script to TorchScript: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
