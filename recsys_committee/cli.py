@@ -89,7 +89,7 @@ def _score(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from recsys_committee.serve.artifact import describe, export_artifact
 
-    manifest = export_artifact(Path(args.model), Path(args.out), quantize=args.quantize, overwrite=args.overwrite)
+    manifest = export_artifact(Path(args.model), Path(args.out), quantize=args.quantize, overwrite=args.overwrite, fused_tables=args.fused_tables)
     print(json.dumps(describe(manifest, Path(args.out)), indent=2))
     return 0
 
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="a train/distill output directory whose model is the student")
     export.add_argument("--out", required=True, help="ARTIFACT_DIR")
     export.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: embedding tables quantised with TorchRec's inference quantisation")
+    export.add_argument("--fused-tables", action="store_true", help="fp32 tables in TorchRec's fused inference lookup: lower latency at batch 1, "
+                        "lower throughput at large batches (int8 tables are always fused)")
     _overwrite_flag(export)
     export.set_defaults(func=_export)
     prep = sub.add_parser("prepare", help="build a data spec's features out of core into a prepared dataset (parquet shards + manifest) that runs stream")

@@ -97,10 +97,15 @@ def probe_batch(program: ServingStudent, rows: int = PROBE_ROWS, seed: int = 0) 
     return kjt, torch.zeros(rows, 0)
 
 
-def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False) -> dict[str, Any]:
+def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False, fused_tables: bool = False) -> dict[str, Any]:
     """Build the program from the model directory's student, script it, check the scripted
     program against the eager student on the probe, and write the folder (files written to a
-    temporary folder first: a failed export leaves OUT as it was)."""
+    temporary folder first: a failed export leaves OUT as it was).
+
+    fp32 tables stay the training EBC's (one lookup per table: outputs bit-identical to the
+    student, the best throughput at large batches) unless ``fused_tables``: TorchRec's
+    inference EBC, one fused lookup for all tables (about half the latency at batch 1, slower
+    per row at batch 4096 on CPU; see ``benchmarks/serving.py``). int8 tables are always fused."""
     from safetensors.torch import save_file
 
     from recsys_committee.rec_domain import load_trained_model
@@ -111,7 +116,8 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
     check_out(out, overwrite)
     source = model_file(model_dir)
     eager = ServingStudent(load_trained_model(source).eval())
-    program = inference_tables(eager, quantize)
+    fused = fused_tables or quantize == "int8"
+    program = inference_tables(eager, quantize) if fused else eager
     kjt, dense = probe_batch(eager)
     with torch.no_grad():
         expected_fp32 = eager(kjt, dense)
@@ -124,6 +130,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "format": FORMAT,
         "program": PROGRAMS[quantize],
         "quantize": quantize,
+        "table_lookup": "fused (TorchRec inference EBC)" if fused else "per table (the training EBC)",
         "inputs": {"features": "KeyedJaggedTensor with keys in 'features' order, one bag per row each", "dense": "float [B, num_dense] (unused by the student)"},
         "output": "click probability [B]",
         "features": eager.features,
@@ -242,5 +249,5 @@ def _check_probe(artifact: Artifact) -> None:
 
 def describe(manifest: dict[str, Any], folder: Optional[Path] = None) -> dict[str, Any]:
     """What ``export`` prints."""
-    keys = ("program", "quantize", "params", "program_bytes", "probe_max_abs_diff_vs_fp32_student")
+    keys = ("program", "quantize", "table_lookup", "params", "program_bytes", "probe_max_abs_diff_vs_fp32_student")
     return {k: manifest[k] for k in keys} | ({"out": str(folder)} if folder else {})

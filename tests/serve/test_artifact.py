@@ -33,6 +33,8 @@ def artifacts(trained) -> dict[str, Path]:
     for quantize in ("none", "int8"):
         folders[quantize] = trained.parent / f"artifact_{quantize}"
         assert cli_main(["export", "--model", str(trained), "--out", str(folders[quantize]), "--quantize", quantize]) == 0
+    folders["fused"] = trained.parent / "artifact_fused"
+    assert cli_main(["export", "--model", str(trained), "--out", str(folders["fused"]), "--fused-tables"]) == 0
     return folders
 
 
@@ -55,8 +57,10 @@ def test_the_artifact_scores_as_the_in_training_student(trained, artifacts, caps
     student = predict(load_trained_model(trained / "model.safetensors").eval(), test, 4096)
     fp32 = load_artifact(artifacts["none"]).predict(test, 4096)
     int8 = load_artifact(artifacts["int8"]).predict(test, 4096)
+    fused = load_artifact(artifacts["fused"]).predict(test, 4096)
     assert fp32.shape == student.shape == (len(test),)
-    assert float((fp32 - student).abs().max()) <= 1e-6
+    assert torch.equal(fp32, student)  # the training EBC's lookups and the same dense ops: bit for bit
+    assert float((fused - student).abs().max()) <= 1e-6  # one fused lookup: the same sums in another order
     # int8 rows carry a per-row fp16 scale and bias: probabilities move by ~1e-4, never by 5e-3
     int8_gap = float((int8 - student).abs().max())
     assert 0.0 < int8_gap < 5e-3, int8_gap
