@@ -38,6 +38,7 @@ METHOD_CONFIGS = {
     "camkd": "camkd.yaml",
     "diverse_distill_dense": "diverse_distill_dense.yaml",
     "diverse_distill": "diverse_distill.yaml",
+    "diverse_distill_random": "diverse_distill_random.yaml",
 }
 
 

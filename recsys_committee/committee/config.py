@@ -70,6 +70,11 @@ class GateConfig:
     warmup_steps: int = 200  # dense routing for the first steps, while the gate knows nothing
     beta: float = 0.01  # weight of the switch-style load-balance term inside the gate loss
     hidden: int = 64  # hidden width of the gate MLP G (0 = a single linear layer)
+    # budget gates (random, ...): the share of (sample, teacher) pairs skipped after the warm-up
+    skip_target: float = 0.3
+    # budget gates: weight a kept pair's losses by 1/keep-probability (an unbiased estimate of the
+    # dense loss) instead of renormalising the weights over the pairs that ran
+    reweight: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rho <= 1.0:
@@ -80,6 +85,8 @@ class GateConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise CommitteeConfigError(f"gate {name} must be > 0, got {value}")
+        if not 0.0 <= self.skip_target < 1.0:
+            raise CommitteeConfigError(f"gate skip_target must be in [0, 1), got {self.skip_target}")
         if self.warmup_steps < 0 or self.hidden < 0 or self.beta < 0:
             raise CommitteeConfigError("gate warmup_steps, hidden and beta must be >= 0")
 

@@ -115,3 +115,68 @@ def test_baselines_run_the_right_teachers(student, teachers, batch):
     none = Committee.build(student, teachers, batch, CommitteeConfig(method="no_kd"))
     out = none(batch, 0)
     assert list(out.terms) == ["task"] and len(none.teachers) == 0 and out.active is None
+
+
+def _random_gate(skip: float, reweight: bool, always_on=(False, False, False)):
+    from recsys_committee.committee.gate import GATES
+
+    return GATES.build("random", n_teachers=3, d0=8, always_on=list(always_on), config=GateConfig(skip_target=skip, reweight=reweight, warmup_steps=0))
+
+
+def test_random_gate_skips_its_budget_and_reweights_to_the_dense_loss_in_expectation():
+    torch.manual_seed(0)
+    gate = _random_gate(0.3, reweight=True).train()
+    decision = gate(torch.zeros(40_000, 8), step=5)
+    # 120,000 pairs: the skipped share's standard deviation is 0.0013, the bound is 7 of them
+    assert abs(1 - decision.active.float().mean().item() - 0.3) < 0.01
+    # E[w_k] = (1/K)/keep * keep = 1/K for every teacher: the dense weights, on average
+    torch.testing.assert_close(decision.weights.mean(dim=0), torch.full((3,), 1 / 3), atol=0.01, rtol=0)
+    assert torch.equal(decision.weights > 0, decision.active)
+    assert torch.allclose(decision.weights[decision.active], torch.tensor(1 / 3 / 0.7))
+
+
+def test_random_gate_without_reweighting_renormalises_over_the_pairs_that_ran():
+    torch.manual_seed(0)
+    decision = _random_gate(0.5, reweight=False).train()(torch.zeros(2_000, 8), step=5)
+    sums = decision.weights.sum(dim=1)
+    some = decision.active.any(dim=1)
+    assert bool(torch.allclose(sums[some], torch.ones(int(some.sum())))) and bool((sums[~some] == 0).all())
+    assert (~some).any(), "at skip 0.5 some of 2,000 samples get no teacher (P = 1/8 each)"
+
+
+def test_random_gate_keeps_always_on_teachers_and_routes_densely_in_eval_and_warmup():
+    torch.manual_seed(0)
+    gate = _random_gate(0.9, reweight=True, always_on=(True, False, False)).train()
+    decision = gate(torch.zeros(1_000, 8), step=5)
+    assert bool(decision.active[:, 0].all()) and torch.allclose(decision.weights[:, 0], torch.full((1_000,), 1 / 3))
+    gate.eval()
+    assert bool(gate(torch.zeros(10, 8), step=5).active.all())
+    warm = _random_gate_with_warmup()
+    assert bool(warm(torch.zeros(10, 8), step=3).active.all()) and not bool(warm(torch.zeros(1_000, 8), step=4).active.all())
+
+
+def _random_gate_with_warmup():
+    from recsys_committee.committee.gate import GATES
+
+    return GATES.build("random", n_teachers=3, d0=8, always_on=[False] * 3, config=GateConfig(skip_target=0.5, warmup_steps=4)).train()
+
+
+def test_a_skip_target_outside_0_1_is_a_config_error():
+    import pytest
+
+    from recsys_committee.committee.config import CommitteeConfigError
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(CommitteeConfigError, match="skip_target"):
+            GateConfig(skip_target=bad)
+
+
+def test_a_committee_with_the_random_gate_counts_exactly_and_weights_the_losses(student, teachers):
+    batch = make_batch(n=64, d_in=6, seed=3)
+    committee = Committee.build(student, teachers, batch, CommitteeConfig(gate="random", gate_config=GateConfig(skip_target=0.5, warmup_steps=0)))
+    committee.train()
+    out = committee(batch, 0)
+    assert torch.isfinite(out.loss) and "gate" not in out.terms  # nothing to learn: no gate loss
+    counts = committee.teacher_forwards()
+    assert counts["run"] == int(out.active.sum()) < counts["dense"] == 3 * 64
+    assert torch.allclose(out.weights[out.active], torch.tensor(1 / 3 / 0.5))
