@@ -16,6 +16,24 @@ REAL_DATA = ROOT / "data" / "ml-100k"
 
 
 @pytest.fixture
+def one_error(capsys):
+    """``one_error(argv, *needles)``: the CLI run with ``argv`` exits 2 with exactly one
+    ``error:`` line, no traceback, naming every needle (the project's bad-input contract)."""
+    from recsys_committee.cli import main as cli_main
+
+    def check(argv: list[str], *needles: str) -> None:
+        capsys.readouterr()
+        code = cli_main(argv)
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+
+    return check
+
+
+@pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     """A writable copy of the tiny fixture (tests corrupt it)."""
     target = tmp_path / "ml-tiny"

@@ -42,6 +42,7 @@ from recsys_committee.data.featurize import Vocabularies, crc32_of, entity_key, 
 from recsys_committee.data.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.schema import DataValidationError
 from recsys_committee.data.spec import DataSpec
+from recsys_committee.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "recsys-committee-prepared/1"
@@ -75,14 +76,6 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float))
     tmp.replace(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bucket_of(series: pl.Series, buckets: int) -> pl.Series:
@@ -292,7 +285,7 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
             path = out / name / f"part-{ub:05d}.parquet"
             _write_atomic(_arrow_table(table, index), path, row_group_rows)
             groups = pq.ParquetFile(path).metadata
-            record["shards"][name] = {"file": f"{name}/{path.name}", "rows": int(index.size), "sha256": _sha256(path),
+            record["shards"][name] = {"file": f"{name}/{path.name}", "rows": int(index.size), "sha256": file_sha256(path),
                                       "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]}
         train = np.nonzero(codes == 0)[0]
         dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, TeacherOutput, register_teacher
-from recsys_committee.data.prepare import _sha256, _write_json
+from recsys_committee.data.prepare import _write_json
+from recsys_committee.hashing import file_sha256
 from recsys_committee.data.schema import DataValidationError
 
 INDEX = "cache.json"
@@ -34,7 +35,7 @@ SPLITS = ("train", "val", "test")
 
 def cache_key(dataset: Path, checkpoint: Path, tap: str) -> dict[str, Any]:
     manifest = json.loads((dataset / "manifest.json").read_text())
-    return {"dataset": manifest["content_hash"], "teacher": _sha256(checkpoint), "tap": tap}
+    return {"dataset": manifest["content_hash"], "teacher": file_sha256(checkpoint), "tap": tap}
 
 
 class ShardInference:
@@ -54,7 +55,7 @@ class ShardInference:
     def shard(self, split: str, file: str) -> dict[str, Any]:
         target = self.out / file
         if target.is_file():
-            return {"file": file, "rows": pq.ParquetFile(target).metadata.num_rows, "seconds": 0.0, "sha256": _sha256(target), "skipped": True}
+            return {"file": file, "rows": pq.ParquetFile(target).metadata.num_rows, "seconds": 0.0, "sha256": file_sha256(target), "skipped": True}
         source = self.data.dataset(split)
         units = [u for u in source.units if u.file == file]
         start = time.perf_counter()
@@ -73,7 +74,7 @@ class ShardInference:
         if writer is not None:
             writer.close()
         tmp.replace(target)
-        return {"file": file, "rows": rows, "seconds": time.perf_counter() - start, "sha256": _sha256(target), "skipped": False}
+        return {"file": file, "rows": rows, "seconds": time.perf_counter() - start, "sha256": file_sha256(target), "skipped": False}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         records = [self.shard(str(s), str(f)) for s, f in zip(batch["split"], batch["file"])]
@@ -127,7 +128,7 @@ def open_streamed_cache(root: str | Path, dataset_manifest: dict[str, Any], veri
         raise DataValidationError(f"{root}: built for another prepared dataset (content hash {index['key']['dataset'][:12]}, "
                                   f"this one {dataset_manifest['content_hash'][:12]})")
     for file, info in index["shards"].items():
-        if not (root / file).is_file() or (verify and _sha256(root / file) != info["sha256"]):
+        if not (root / file).is_file() or (verify and file_sha256(root / file) != info["sha256"]):
             raise DataValidationError(f"{root / file}: missing or corrupt cache shard")
     return index
 

@@ -19,7 +19,6 @@ intact but not the one this ``artifact.json`` describes (a copied-in program of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.model_data import FEATURES_FILE, SPEC_FILE, model_file
 from recsys_committee.errors import UserError
+from recsys_committee.hashing import file_sha256
 from recsys_committee.serve.program import ServingStudent, inference_tables, script
 from recsys_committee.train.out_dir import check_out
 
@@ -51,14 +51,6 @@ class ArtifactError(UserError):
 
 def is_artifact(path: Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def table_facts(program: ServingStudent) -> dict[str, dict[str, Any]]:
@@ -138,7 +130,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "params": sum(p.numel() for p in eager.parameters()),
         "dense_flops_per_row": dense_cost(eager)[0],
         "widest_matrix": dense_cost(eager)[1],
-        "source": {"model_file": str(source.resolve()), "sha256": _sha256(source)},
+        "source": {"model_file": str(source.resolve()), "sha256": file_sha256(source)},
         "probe_max_abs_diff_vs_fp32_student": gap,
     }
     extra = {MANIFEST: json.dumps({k: manifest[k] for k in ("format", "quantize", "features", "tables")})}
@@ -155,7 +147,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         if name in extra:
             (staging / name).write_text(extra[name])
     manifest["weight_bytes"] = weight_bytes(scripted)
-    manifest["program_sha256"] = _sha256(program_path)
+    manifest["program_sha256"] = file_sha256(program_path)
     manifest["program_bytes"] = program_path.stat().st_size
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +204,7 @@ def load_artifact(folder: Path, check: bool = True) -> Artifact:
     program_path = folder / str(manifest.get("program"))
     if not program_path.is_file():
         raise ArtifactError(f"{folder}: the program {manifest.get('program')!r} named in {MANIFEST} is missing")
-    if _sha256(program_path) != manifest.get("program_sha256"):
+    if file_sha256(program_path) != manifest.get("program_sha256"):
         raise ArtifactError(f"{program_path}: sha256 does not match {MANIFEST} (the program is corrupt or was replaced)")
     extra = {MANIFEST: ""}
     try:

@@ -127,30 +127,21 @@ def test_a_run_streams_a_prepared_dataset_and_scores_like_the_in_memory_features
     assert report["metrics"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
 
 
-def _one_error(capsys, argv: list[str], *needles: str) -> None:
-    code = cli_main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
-def test_prepare_and_prepared_data_errors(tmp_path, capsys):
+def test_prepare_and_prepared_data_errors(tmp_path, one_error):
     spec = click_log(tmp_path, rows=600)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("keep me")
-    _one_error(capsys, ["prepare", "--data", str(spec), "--out", str(tmp_path / "busy")], "not empty")
+    one_error(["prepare", "--data", str(spec), "--out", str(tmp_path / "busy")], "not empty")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "keep me"
     assert cli_main(["prepare", "--data", str(spec), "--out", str(tmp_path / "ds")]) == 0
-    _one_error(capsys, ["prepare", "--data", str(spec), "--out", str(tmp_path / "ds")], "already holds a prepared dataset", "--overwrite")
+    one_error(["prepare", "--data", str(spec), "--out", str(tmp_path / "ds")], "already holds a prepared dataset", "--overwrite")
     (tmp_path / "empty").mkdir()
-    _one_error(capsys, ["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *QUICK],
+    one_error(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *QUICK],
                "manifest.json", "not a prepared dataset")
     shard = next((tmp_path / "ds" / "test").glob("*.parquet"))
     shard.unlink()
-    _one_error(capsys, ["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "o"), *QUICK],
+    one_error(["train", "--config", str(ROOT / "configs/rec/student.yaml"), "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "o"), *QUICK],
                shard.name, "missing")
     no_time = tmp_path / "no_time.yaml"
     no_time.write_text(spec.read_text().replace("time: ts, ", ""))
-    _one_error(capsys, ["prepare", "--data", str(no_time), "--out", str(tmp_path / "nt")], "columns.time")
+    one_error(["prepare", "--data", str(no_time), "--out", str(tmp_path / "nt")], "columns.time")
