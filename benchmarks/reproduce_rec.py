@@ -39,6 +39,7 @@ METHOD_CONFIGS = {
     "diverse_distill_dense": "diverse_distill_dense.yaml",
     "diverse_distill": "diverse_distill.yaml",
     "diverse_distill_random": "diverse_distill_random.yaml",
+    "diverse_distill_sampled": "diverse_distill_sampled.yaml",
 }
 
 

@@ -178,6 +178,49 @@ def budget_weights(active: torch.Tensor, keep: torch.Tensor, reweight: bool) -> 
     return ran / ran.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+class SampledGate(ImportanceGate):
+    """The learned gate's probabilities as keep probabilities under the budget, unbiased.
+
+    After the warm-up each pair runs with probability p_k = clamp(c g_k, floor, 1), c chosen per
+    sample so that the p_k sum to K (1 - skip_target) (a teacher clamped at 1 hands its excess to
+    the others: the budget holds however peaked g is; always-on teachers p = 1) and a
+    kept pair's losses are weighted by (1/K) / p_k (``reweight``), so the expected loss is the
+    dense one whatever the gate learned: a confident gate spends the budget where it expects
+    the better answers, a wrong one costs variance, not bias. ``floor`` (= eps) keeps every
+    teacher sampled so its answers keep training the gate. Trained as the importance gate is."""
+
+    def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
+        cfg = self.config
+        logits = self.net(h0.detach())
+        probs = torch.softmax(logits / cfg.tau_g, dim=-1)
+        g = probs.detach()
+        k = g.shape[1]
+        if not self.training or step < cfg.warmup_steps:
+            active = torch.ones_like(g, dtype=torch.bool)
+            return GateDecision(active=active, weights=torch.full_like(g, 1.0 / k), logits=logits, probs=probs, selected=active)
+        keep = budget_keep(g, k * (1.0 - cfg.skip_target), floor=max(cfg.eps, 1e-3))
+        keep = torch.where(self.always_on, torch.ones_like(keep), keep)
+        active = torch.rand(keep.shape, device=keep.device) < keep
+        return GateDecision(active=active, weights=budget_weights(active, keep, cfg.reweight), logits=logits, probs=probs, selected=active)
+
+
+def budget_keep(g: torch.Tensor, total: float, floor: float, iterations: int = 30) -> torch.Tensor:
+    """[B, K] keep probabilities clamp(c g, floor, 1) summing to ``total`` per row: c found by
+    bisection (the sum is monotone in c), 30 halvings of [0, 2 total / min g]."""
+    lo = torch.zeros(g.shape[0], 1, dtype=g.dtype, device=g.device)
+    hi = 2.0 * total / g.clamp_min(1e-12).min(dim=1, keepdim=True).values
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        over = (mid * g).clamp(floor, 1.0).sum(dim=1, keepdim=True) > total
+        hi, lo = torch.where(over, mid, hi), torch.where(over, lo, mid)
+    return (lo * g).clamp(floor, 1.0)
+
+
+@register_gate("sampled")
+def sampled_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
+    return SampledGate(n_teachers, d0, always_on, config)
+
+
 @register_gate("random")
 def random_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
     return RandomGate(n_teachers, always_on, config)

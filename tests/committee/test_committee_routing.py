@@ -180,3 +180,26 @@ def test_a_committee_with_the_random_gate_counts_exactly_and_weights_the_losses(
     counts = committee.teacher_forwards()
     assert counts["run"] == int(out.active.sum()) < counts["dense"] == 3 * 64
     assert torch.allclose(out.weights[out.active], torch.tensor(1 / 3 / 0.5))
+
+
+def test_sampled_gate_keeps_pairs_by_its_probabilities_under_the_budget(student, teachers):
+    from recsys_committee.committee.gate import GATES
+
+    torch.manual_seed(0)
+    gate = GATES.build("sampled", n_teachers=3, d0=8, always_on=[False] * 3, config=GateConfig(skip_target=0.3, warmup_steps=2, eps=0.05)).train()
+    with torch.no_grad():  # a gate that prefers teacher 0: g = softmax([2, 0, 0]) for every sample
+        gate.net[-1].weight.zero_()
+        gate.net[-1].bias.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    h0 = torch.randn(30_000, 8)
+    assert bool(gate(h0, step=1).active.all())  # warm-up: dense
+    decision = gate(h0, step=2)
+    g = torch.softmax(torch.tensor([2.0, 0.0, 0.0]), 0)
+    # teacher 0 saturates (3 * 0.7 * 0.787 > 1): its excess goes to the others, the budget holds
+    keep = torch.tensor([1.0, 0.55, 0.55])
+    torch.testing.assert_close(decision.active.float().mean(0), keep, atol=0.015, rtol=0)  # 30,000 draws per teacher
+    assert abs(decision.active.float().mean().item() - 0.7) < 0.01
+    # unbiased: the mean weight of each teacher is the dense 1/K
+    torch.testing.assert_close(decision.weights.mean(0), torch.full((3,), 1 / 3), atol=0.02, rtol=0)
+    assert decision.logits is not None and gate.loss(decision, torch.rand(30_000, 3)) is not None
+    gate.eval()
+    assert bool(gate(h0[:5], step=50).active.all())
