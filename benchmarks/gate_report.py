@@ -52,7 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", nargs=3, action="append", metavar=("SKIP", "RUNS", "RESULTS"), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--shipped", default="random", help="the gate the shipped configuration uses")
+    parser.add_argument("--shipped", default="importance", help="the gate of the shipped configs/*/diverse_distill.yaml")
     parser.add_argument("--out", default="benchmarks/results/gate.json")
     args = parser.parse_args()
     gates: dict[str, Any] = {}
