@@ -42,7 +42,7 @@ from recsys_committee.data.featurize import Vocabularies, crc32_of, entity_key, 
 from recsys_committee.data.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.schema import DataValidationError
 from recsys_committee.data.spec import DataSpec
-from recsys_committee.hashing import file_sha256
+from recsys_committee.files import file_sha256, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "recsys-committee-prepared/1"
@@ -68,13 +68,6 @@ def _write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Op
     tmp = path.with_name(path.name + ".tmp")
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     pq.write_table(table, tmp, row_group_size=row_group_rows)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float))
     tmp.replace(path)
 
 
@@ -141,7 +134,7 @@ def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callab
         narrow = rows.select(spec.user, spec.item, spec.time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK, "__ub", "__ib")
         for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
             _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"c-{number:05d}.parquet")
-        _write_json(marker, {"rows": rows.height})
+        write_json(marker, {"rows": rows.height})
         total += rows.height
         log(f"prepare: ingested chunk {number} ({total:,} rows)")
     return total
@@ -292,7 +285,7 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
         record["dense"] = {"n": int(train.size), "sum": dense.sum(0).tolist(), "sumsq": (dense ** 2).sum(0).tolist()}
         record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
                               "jagged": sorted(table.jagged)}
-    _write_json(marker, record)
+    write_json(marker, record)
     return record
 
 
@@ -326,7 +319,7 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
         wanted = min(source, int(spec.max_rows)) if spec.max_rows is not None else source
         plan = {"spec": dataclasses.asdict(spec), "source_rows": source, "buckets": max(1, math.ceil(wanted / options.bucket_rows)),
                 "options": dataclasses.asdict(options)}
-        _write_json(plan_file, plan)
+        write_json(plan_file, plan)
     buckets = int(plan["buckets"])
     total = ingest(spec, out, buckets, options.chunk_rows, log)
     if total == 0:
@@ -334,11 +327,11 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     stage = pl.scan_parquet(out / "stage" / "ub=*" / "c-*.parquet")
     bounds_file = out / "boundaries.json"
     if not bounds_file.is_file():
-        _write_json(bounds_file, split_boundaries(spec, stage, total))
+        write_json(bounds_file, split_boundaries(spec, stage, total))
     bounds = json.loads(bounds_file.read_text())
     vocab_file = out / "vocabularies.json"
     if not vocab_file.is_file():
-        _write_json(vocab_file, fit_vocab_out_of_core(spec, out, bounds).as_dict())
+        write_json(vocab_file, fit_vocab_out_of_core(spec, out, bounds).as_dict())
     vocab = Vocabularies(**json.loads(vocab_file.read_text()))
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
     if "item_stats" in spec.derived:
@@ -351,7 +344,7 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     manifest["prepare_seconds"] = time.perf_counter() - started
     for scratch in ("stage", "istage", "istats"):
         shutil.rmtree(out / scratch, ignore_errors=True)
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     log(f"prepare: wrote {out / MANIFEST} ({', '.join(f'{k} {v:,}' for k, v in manifest['rows'].items())} rows)")
     return manifest
 

@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, TeacherOutput, register_teacher
-from recsys_committee.data.prepare import _write_json
-from recsys_committee.hashing import file_sha256
+from recsys_committee.files import file_sha256, write_json
 from recsys_committee.data.schema import DataValidationError
 
 INDEX = "cache.json"
@@ -96,7 +95,7 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
     if index_path.is_file() and json.loads(index_path.read_text())["key"] != key:
         raise DataValidationError(f"{out}: a cache of another dataset / teacher / tap; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(index_path, {"format": FORMAT, "key": key, "complete": False})
+    write_json(index_path, {"format": FORMAT, "key": key, "complete": False})
     manifest = json.loads((dataset / "manifest.json").read_text())
     items = [{"split": s, "file": sh["file"]} for s in SPLITS for sh in manifest["shards"][s]]
     ensure_ray()
@@ -112,7 +111,7 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
              "shards": {r["file"]: {"rows": int(r["rows"]), "sha256": r["sha256"]} for r in records},
              "rows": int(sum(r["rows"] for r in records)), "seconds": seconds,
              "examples_per_s": sum(r["rows"] for r in computed) / seconds if computed else None}
-    _write_json(index_path, index)
+    write_json(index_path, index)
     return index
 
 

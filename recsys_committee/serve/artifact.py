@@ -30,7 +30,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.model_data import FEATURES_FILE, SPEC_FILE, model_file
 from recsys_committee.errors import UserError
-from recsys_committee.hashing import file_sha256
+from recsys_committee.files import file_sha256
 from recsys_committee.serve.program import ServingStudent, inference_tables, script
 from recsys_committee.train.out_dir import check_out
 
@@ -118,6 +118,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
     gap = float((got - expected_fp32).abs().max())
     if gap > PROBE_TOLERANCE[quantize]:
         raise ArtifactError(f"the exported program's outputs differ from the student's by {gap:.2e} (> {PROBE_TOLERANCE[quantize]:g}) on the probe batch")
+    flops, widest = dense_cost(eager)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "program": PROGRAMS[quantize],
@@ -128,8 +129,8 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "features": eager.features,
         "tables": table_facts(eager),
         "params": sum(p.numel() for p in eager.parameters()),
-        "dense_flops_per_row": dense_cost(eager)[0],
-        "widest_matrix": dense_cost(eager)[1],
+        "dense_flops_per_row": flops,
+        "widest_matrix": widest,
         "source": {"model_file": str(source.resolve()), "sha256": file_sha256(source)},
         "probe_max_abs_diff_vs_fp32_student": gap,
     }
@@ -183,9 +184,10 @@ class Artifact:
         outs = []
         for i in range(0, rows.numel(), batch_size):
             batch = dataset.batch(rows[i : i + batch_size])
-            missing = [f for f in self.features if f not in batch.sparse]
-            if missing:
-                raise ArtifactError(f"{self.folder}: the data has no feature(s) {missing} that the artifact reads")
+            if i == 0:  # every batch of a dataset has the same columns
+                missing = [f for f in self.features if f not in batch.sparse]
+                if missing:
+                    raise ArtifactError(f"{self.folder}: the data has no feature(s) {missing} that the artifact reads")
             outs.append(self(batch.kjt(self.features), batch.dense))
         return torch.cat(outs) if outs else torch.zeros(0)
 

@@ -10,7 +10,6 @@ evaluation. Test metrics are computed once, on the best-validation weights.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -224,9 +223,3 @@ def fit(
         val=st.best_val, test=test, best_epoch=st.best_epoch, epochs_run=len(st.history),
         epoch_seconds=float(np.mean(st.seconds)), history=st.history, steps=st.step, resumed_from_step=st.resumed_from_step,
     )
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)

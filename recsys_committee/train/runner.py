@@ -26,7 +26,8 @@ from recsys_committee.errors import UserError
 from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
-from recsys_committee.train.loop import FitResult, fit, seed_everything, write_json
+from recsys_committee.files import write_json
+from recsys_committee.train.loop import FitResult, fit, seed_everything
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.train.out_dir import check_out, clear_run
 from recsys_committee.train.plots import plot_learning_curve

@@ -136,7 +136,7 @@ def test_a_corrupt_program_is_one_clear_error(artifacts, tmp_path, one_error):
 
 def test_a_program_of_another_artifact_is_a_mismatch(artifacts, tmp_path, one_error):
     """The int8 program copied over the fp32 one, its sha256 updated: intact, but not this artifact."""
-    from recsys_committee.hashing import file_sha256
+    from recsys_committee.files import file_sha256
 
     folder = _copy(artifacts["none"], tmp_path)
     (folder / "student.ts").write_bytes((artifacts["int8"] / "student_int8.ts").read_bytes())
