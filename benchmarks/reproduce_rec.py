@@ -40,7 +40,10 @@ METHOD_CONFIGS = {
     "diverse_distill": "diverse_distill.yaml",
     "diverse_distill_random": "diverse_distill_random.yaml",
     "diverse_distill_sampled": "diverse_distill_sampled.yaml",
+    "ta_kd[lm]": "ta_kd_lm.yaml",  # teacher assistant: LM -> expert-sized model -> student
 }
+# Methods whose config names its own teacher (the assistant): --teachers does not replace it.
+OWN_TEACHERS = {"ta_kd[lm]"}
 
 
 def teacher_test_auc(teacher_dir: Path) -> dict[str, float]:
@@ -64,21 +67,23 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key.sub=value applied to every run")
     args = parser.parse_args()
     teachers = teacher_test_auc(Path(args.teacher_dir))
-    extra = list(args.overrides)
+    extra, committee = list(args.overrides), []
     if args.teachers:
         import yaml
 
         spec = yaml.safe_load(Path(args.teachers).read_text())["teachers"]
-        extra.append("teachers=" + json.dumps(spec))  # JSON is valid YAML flow syntax
-    if args.methods is None:  # the LM-only baseline needs a committee that has the LM
-        args.methods = [m for m in METHOD_CONFIGS if args.teachers or m != "logit_kd[lm]"]
+        committee.append("teachers=" + json.dumps(spec))  # JSON is valid YAML flow syntax
+    if args.methods is None:  # the LM baselines need a committee that has the LM
+        args.methods = [m for m in METHOD_CONFIGS if args.teachers or m not in ("logit_kd[lm]", "ta_kd[lm]")]
     if not args.teachers and "logit_kd[lm]" in args.methods:
         parser.error("logit_kd[lm] needs --teachers with an lm teacher (configs/rec/teachers/experts_lm.yaml)")
     data, results, per_seed_auc, histories = None, {}, {}, {}
     for method in args.methods:
         runs = []
         for seed in args.seeds:
-            cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method], [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *extra])
+            teachers_override = [] if method in OWN_TEACHERS else committee
+            cfg = load_config(Path("configs/rec") / METHOD_CONFIGS[method],
+                              [f"seed={seed}", f"teacher_dir={args.teacher_dir}", "train.progress=false", *teachers_override, *extra])
             run_dir = Path(args.out) / f"{method}-seed{seed}"
             start = time.perf_counter()
             m = reusable_metrics(run_dir, cfg) if args.reuse else None

@@ -3,7 +3,9 @@
 Why its own module: the registered ``lm_teacher`` builder, the cache command, checkpoint
 loading and the committee adapters all build or wrap this one model, and it depends on none of
 them. Its texts are tokenised once at build and looked up by example id in ``forward``; in
-head mode the frozen encoder's pooled output is memoised per row or served from a teacher cache.
+head mode the frozen encoder's pooled output is memoised per row or served from a teacher cache;
+in top_k mode the token states of the layer below the trained ones can be served from a token
+cache, so the frozen lower layers never run in training (``use_token_states``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from recsys_committee.models.lm_encoder import (
 )
 from recsys_committee.models.text import TextOptions, render_texts
 from recsys_committee.models.text_templates import render_template_texts, spec_texts
+from transformers.masking_utils import create_bidirectional_mask  # noqa: E402 - after lm_encoder set HF_HUB_OFFLINE
 
 FINETUNE_MODES = ("head", "top_k", "full")
+AUTOCAST = {None: None, "bf16": torch.bfloat16}  # the precision the trained layers run in
 
 
 def make_head(in_dim: int, hidden: Sequence[int], dropout: float) -> nn.Sequential:
@@ -58,8 +62,12 @@ class LMTeacherModel(nn.Module):
         top_k: int = 2,
         head_hidden: Sequence[int] = (256,),
         dropout: float = 0.1,
+        autocast: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {[k for k in AUTOCAST if k]} or null, got '{autocast}'")
+        self.autocast = autocast
         self.lm = encoder
         self.text_options = text_options
         self.max_length = max_length
@@ -72,6 +80,9 @@ class LMTeacherModel(nn.Module):
         # head mode: the pooled output of each row, computed at most once (or read from a cache)
         self.register_buffer("pooled_memo", None, persistent=False)
         self.register_buffer("memo_valid", None, persistent=False)
+        # top_k mode: the output of encoder.layer[token_layer] for every row (fp16 [N, L, d])
+        self.register_buffer("token_states", None, persistent=False)
+        self.token_layer: Optional[int] = None
         self.set_finetune(finetune, top_k)
 
     # ---- configuration
@@ -112,6 +123,15 @@ class LMTeacherModel(nn.Module):
     def encoder_digest(self) -> str:
         return module_digest(self.lm)
 
+    def lower_digest(self, layer: int) -> str:
+        """Digest of what a token cache of ``encoder.layer.{layer}`` depends on: the embeddings
+        and layers 0..layer. A model whose upper layers were trained keeps this digest, so its
+        token cache is the pretrained encoder's."""
+        h = hashlib.sha256(module_digest(self.lm.embeddings).encode())
+        for block in self.lm.encoder.layer[: layer + 1]:
+            h.update(module_digest(block).encode())
+        return h.hexdigest()
+
     def head_digest(self) -> str:
         h = hashlib.sha256(module_digest(self.head).encode())
         h.update(module_digest(self.out).encode())
@@ -135,10 +155,50 @@ class LMTeacherModel(nn.Module):
         return self.input_ids[ids, :length].long(), mask[:, :length]
 
     def encode(self, example_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last hidden states [B, l, d] and the mask [B, l]."""
+        """Last hidden states [B, l, d] and the mask [B, l]. With token states (top_k from a
+        token cache) only the layers above ``token_layer`` run."""
         ids, mask = self.inputs(example_ids)
+        if self.token_states is not None:
+            rows = example_ids.to(self.token_states.device).long()
+            states = self.token_states[rows, : ids.shape[1]].float()
+            return self.run_layers(states, mask, self.token_layer + 1), mask
         out = self.lm(input_ids=ids, attention_mask=mask.long())
         return out.last_hidden_state, mask
+
+    def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: Optional[int] = None) -> torch.Tensor:
+        """``encoder.layer[start:stop]`` on token states [B, l, d] (padding masked), called as
+        the BertEncoder calls them (forward hooks on the layers fire). The trained layers
+        (``start >= num_layers - top_k``) run under ``autocast``; the output is fp32."""
+        attention = create_bidirectional_mask(config=self.lm.config, inputs_embeds=hidden, attention_mask=mask.long())
+        dtype = AUTOCAST[self.autocast]
+        with torch.autocast(hidden.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None and self.finetune == "top_k"
+                            and start >= self.num_layers - self.top_k):
+            for block in self.lm.encoder.layer[start:stop]:
+                hidden = block(hidden, attention)
+        return hidden.float()
+
+    def lower_states(self, example_ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output of ``encoder.layer.{layer}`` [B, l, d] (fp32) and the mask: the embeddings and
+        layers 0..layer only, what a token cache stores."""
+        ids, mask = self.inputs(example_ids)
+        hidden = self.lm.embeddings(input_ids=ids)
+        return self.run_layers(hidden, mask, 0, layer + 1), mask
+
+    def use_token_states(self, states: torch.Tensor, layer: int) -> None:
+        """Serve ``encoder.layer.{layer}``'s token states [N, max_length, d] from a token cache:
+        from then on only the layers above it run (finetune: top_k with ``layer`` = the one just
+        below the trained ones), so training never runs the frozen lower layers."""
+        if self.finetune != "top_k":
+            raise ValueError(f"token states feed the trained top layers: they need finetune: top_k, not '{self.finetune}'")
+        below = self.num_layers - self.top_k - 1
+        if layer != below:
+            raise ValueError(f"finetune: top_k with top_k={self.top_k} trains encoder.layer.{below + 1}..{self.num_layers - 1}: "
+                             f"it needs the token states of encoder.layer.{below}, got encoder.layer.{layer}")
+        expect = (self.num_rows, self.input_ids.shape[1], self.hidden_size)
+        if tuple(states.shape) != expect:
+            raise ValueError(f"token states have shape {tuple(states.shape)}, expected {expect} (rows, max_length, hidden)")
+        self.token_states = states.to(self.out.weight.device)
+        self.token_layer = layer
 
     def pooled(self, example_ids: torch.Tensor) -> torch.Tensor:
         """Mean-pooled final output [B, d]. In head mode: memoised per row (the encoder is frozen)."""
@@ -177,7 +237,8 @@ class LMTeacherModel(nn.Module):
         return StudentOutput(logits=logits, hidden=hidden, h0=pooled)
 
     def extra_repr(self) -> str:
-        return f"rows={self.num_rows}, max_length={self.max_length}, finetune={self.finetune!r}, text={self.text_options}"
+        tokens = f", token_states=encoder.layer.{self.token_layer}" if self.token_layer is not None else ""
+        return f"rows={self.num_rows}, max_length={self.max_length}, finetune={self.finetune!r}{tokens}, text={self.text_options}"
 
 
 def build_lm_model(
@@ -194,13 +255,15 @@ def build_lm_model(
     id_tokens: bool = False,
     head_hidden: Sequence[int] = (256,),
     dropout: float = 0.1,
+    autocast: Optional[str] = None,
     texts: bool = True,
 ) -> LMTeacherModel:
     """Load the encoder and (``texts``) render + tokenise every row of the data once."""
     options = TextOptions(history_n=history_n, include_ratings=include_ratings, include_stats=include_stats, id_tokens=id_tokens)
     encoder = load_encoder(model_dir)
     model = LMTeacherModel(
-        encoder, text_options=options, max_length=max_length, finetune=finetune, top_k=top_k, head_hidden=head_hidden, dropout=dropout
+        encoder, text_options=options, max_length=max_length, finetune=finetune, top_k=top_k, head_hidden=head_hidden, dropout=dropout,
+        autocast=autocast,
     )
     if texts:
         table, raw = _table_and_raw(data, raw, "lm_teacher")

@@ -68,8 +68,18 @@ class OptimConfig:
     # The fused in-backward table optimisers keep ``embedding_lr``.
     schedule: str = "constant"
     warmup_steps: int = 0
+    # Learning rates of parts of the model, by parameter-name prefix (the longest match wins), e.g.
+    # {lm.encoder.layer: 1.0e-4} for the fine-tuned LM layers under a freshly initialised head at ``lr``.
+    lr_by_module: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for prefix, lr in dict(self.lr_by_module or {}).items():
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                lr = self.lr_by_module[prefix] = float(lr) if isinstance(lr, str) else lr
+            except ValueError:
+                pass
+            if not isinstance(prefix, str) or not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+                raise ConfigError(f"optim.lr_by_module maps a parameter-name prefix to a positive learning rate, got {prefix!r}: {lr!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule must be one of {SCHEDULES}, got '{self.schedule}'")
         if self.warmup_steps < 0:

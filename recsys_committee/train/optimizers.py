@@ -58,16 +58,36 @@ def attach_fused_sparse_optimizer(params: list[nn.Parameter], cfg: OptimConfig) 
     return cfg.embedding_optimizer
 
 
-def dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, names: Optional[dict[int, str]] = None) -> torch.optim.AdamW:
+    """AdamW at ``cfg.lr``; with ``cfg.lr_by_module`` (and ``names``: id(param) -> name) one
+    parameter group per learning rate, each parameter at the rate of its longest matching prefix."""
+    params = list(params)
+    if not cfg.lr_by_module:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if names is None:
+        raise ConfigError("optim.lr_by_module is supported in single-process runs (the parameters are named there)")
+    groups: dict[float, list[nn.Parameter]] = {}
+    matched: set[str] = set()
+    for p in params:
+        name = names.get(id(p), "")
+        hits = [prefix for prefix in cfg.lr_by_module if name == prefix or name.startswith(prefix + ".")]
+        best = max(hits, key=len) if hits else None
+        matched.update([best] if best else [])
+        groups.setdefault(float(cfg.lr_by_module[best]) if best else cfg.lr, []).append(p)
+    unused = sorted(set(cfg.lr_by_module) - matched)
+    if unused:
+        raise ConfigError(f"optim.lr_by_module: no trained parameter is under {unused} (trained: e.g. {sorted(names.values())[:3]})")
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "base_lr": lr} for lr, ps in groups.items()], lr=cfg.lr,
+                             weight_decay=cfg.weight_decay)
 
 
-def build_optimizers(trainable: list[nn.Parameter], sparse: list[nn.Parameter], cfg: OptimConfig) -> Optimizers:
+def build_optimizers(trainable: list[nn.Parameter], sparse: list[nn.Parameter], cfg: OptimConfig,
+                     names: Optional[dict[int, str]] = None) -> Optimizers:
     """Single process: ``sparse`` (a subset of ``trainable``) get the fused in-backward
     optimiser, the rest of ``trainable`` AdamW (all of it when the tables are dense-trained)."""
     fused = attach_fused_sparse_optimizer(sparse, cfg)
     sparse_ids = {id(p) for p in sparse} if fused else set()
-    adam = dense_optimizer([p for p in trainable if id(p) not in sparse_ids], cfg)
+    adam = dense_optimizer([p for p in trainable if id(p) not in sparse_ids], cfg, names)
     return Optimizers(optimizer=adam, dense=adam, fused_sparse=fused)
 
 
@@ -87,7 +107,8 @@ def make_scheduler(dense: torch.optim.Optimizer, cfg: OptimConfig, total_steps: 
     """``LambdaLR`` over ``lr_factor``, positioned at ``start_step``. Why it needs no saved state:
     the factor is a pure function of the step, so a resumed run (the loop state carries the step)
     rebuilds the scheduler where it was and lands on exactly the same learning rate; the base
-    rate is reset from the config, never taken from a restored optimiser."""
+    rate is reset from the config (``lr``, or a group's ``lr_by_module`` rate), never taken from a
+    restored optimiser."""
     for group in dense.param_groups:
-        group["initial_lr"] = cfg.lr
+        group["initial_lr"] = group.get("base_lr", cfg.lr)
     return torch.optim.lr_scheduler.LambdaLR(dense, lambda step: lr_factor(step, total_steps, cfg), last_epoch=start_step - 1)

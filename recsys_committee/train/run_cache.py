@@ -8,7 +8,8 @@ written to ``--out`` (``data/teacher_cache.py``: safetensors shards + index.json
 keyed, checksummed). Without ``init_checkpoint`` the cached encoder is the pretrained one and
 there are no logits (the CPU recipe: cache -> train the head on it -> an ``lm_cached`` teacher
 with that checkpoint computes its logits from the cached pooled output); with one, that
-model's encoder is cached with its logits.
+model's encoder is cached with its logits. A ``finetune: top_k`` config with ``token_cache``
+computes its outputs through that token cache (only the trained top layers run; the key says so).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 from recsys_committee.train.config import ConfigError, RunConfig
 
-TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "include_stats", "id_tokens", "head_hidden", "dropout")
+TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "include_stats", "id_tokens", "head_hidden", "dropout",
+               "finetune", "top_k", "autocast")
 DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16", "cache_shard_rows": 4096, "cache_batch_size": 64}
 
 
@@ -42,6 +44,12 @@ def lm_cache_parts(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, 
     if checkpoint:
         load_lm_weights(model, checkpoint.replace("{teacher_dir}", cfg.teacher_dir))
     with_logits = bool(checkpoint)
+    if params.get("token_cache") and params.get("finetune") == "top_k":
+        # a top_k teacher: the frozen lower layers come from its token cache, only the top ones run
+        from recsys_committee.models.lm_cache import attach_token_cache
+
+        attach_token_cache(model, data.table, params["token_cache"], dtype=params["cache_dtype"],
+                           shard_rows=params["cache_shard_rows"], batch_size=params["cache_batch_size"], progress=cfg.train.progress)
     key = lm_cache_key(model, data.table, taps, params["cache_dtype"], with_logits=with_logits)
     return model, LMCacheCompute(model, taps, with_logits=with_logits), key, params
 

@@ -211,7 +211,7 @@ def _fit(
                               counter=committee.counter if committee is not None else None)
         forward, optimizers, checkpointer = setup.model, setup.optimizers, setup.checkpointer
     else:
-        optimizers = build_optimizers(trainable, sparse, cfg.optim)
+        optimizers = build_optimizers(trainable, sparse, cfg.optim, names={id(p): n for n, p in module.named_parameters()})
 
     def payload(state: dict, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
         return domain.model_payload(cfg, data, copy.deepcopy(state), epoch, val, method)

@@ -1,5 +1,6 @@
 """The LM teacher on a tiny real slice: offline load, head/top_k/full, memoised features, the
-feature cache, the live adapter (token taps, masks, reenter) and the cached one."""
+feature cache, top_k training from a token cache, the live adapter (token taps, masks, reenter)
+and the cached one."""
 
 import os
 
@@ -11,7 +12,7 @@ from recsys_committee.committee.teacher import TeacherContext
 from recsys_committee.data.teacher_cache import StaleCacheError, build_cache, open_cache
 from recsys_committee.models import build_model, count_params
 from recsys_committee.models.lm_adapters import LMTeacherAdapter
-from recsys_committee.models.lm_cache import POOLED, LMCacheCompute, lm_cache_key
+from recsys_committee.models.lm_cache import POOLED, TOKEN_MASK, LMCacheCompute, attach_token_cache, lm_cache_key, token_tap
 from recsys_committee.models.lm_encoder import LMDataError, load_tokenizer, masked_mean
 from recsys_committee.models.lm_model import build_lm_model
 from recsys_committee.models.lm_teacher import lm_cached_teacher, lm_minilm_teacher
@@ -228,3 +229,79 @@ def test_init_checkpoint_must_match_the_texts(small, checkpoint):
     assert m.head_digest() == lm_minilm_teacher(name="lm", checkpoint=str(checkpoint), context=TeacherContext(data)).model.head_digest()
     with pytest.raises(CheckpointError, match="trained on other texts.*history_n"):
         build_model("lm_teacher", data.cardinalities, data.num_dense, history_n=5, init_checkpoint=str(checkpoint), **kwargs)
+
+
+# ------------------------------------------------------------------------------ top_k from a token cache
+def _top_k_model(data, raw, seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    return build_lm_model(data, raw, include_ratings=True, include_stats=True, history_n=3, finetune="top_k", top_k=2, **kwargs)
+
+
+def test_top_k_from_the_token_cache_equals_the_full_encoder_and_never_runs_the_lower_layers(small, tmp_path):
+    data, raw = small
+    live = _top_k_model(data, raw)
+    live.eval()
+    batch = batch_of(data, range(40))
+    with torch.no_grad():
+        reference = live(batch).logits  # all six layers run, the lower four frozen
+    for dtype, tol in (("float32", 1e-5), ("float16", 5e-3)):
+        cached = _top_k_model(data, raw)
+        cache = attach_token_cache(cached, data.table, str(tmp_path / dtype), dtype=dtype, shard_rows=32, batch_size=16, progress=False)
+        assert cache.outputs[token_tap(3)] == {"shape": [64, 384], "stored": dtype} and cache.outputs[TOKEN_MASK]["shape"] == [64]
+        stored_mask = cache.load([TOKEN_MASK])[TOKEN_MASK].bool()
+        assert torch.equal(stored_mask, cached.attention_mask)
+        cached.eval()
+        calls = []
+        lower = [cached.lm.embeddings, *cached.lm.encoder.layer[:4]]
+        handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in lower]
+        try:
+            with torch.no_grad():
+                logits = cached(batch).logits
+            gap = float((logits - reference).abs().max())
+            assert gap <= tol, (dtype, gap)
+            cached.train()
+            out = cached(batch)
+            torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.labels).backward()
+        finally:
+            for h in handles:
+                h.remove()
+        assert not calls  # the frozen lower layers never ran, in eval or in training
+        grads = {n.split(".")[1] for n, p in cached.lm.encoder.named_parameters() if p.grad is not None}
+        assert grads == {"4", "5"} and cached.out.weight.grad is not None
+        assert cached.lm.embeddings.word_embeddings.weight.grad is None
+    assert 0 < float(cache.max_abs_error[token_tap(3)]) < 5e-3  # the fp16 storage error, measured per shard
+
+
+def test_token_cache_is_keyed_on_the_frozen_layers_only(small, tmp_path):
+    data, raw = small
+    first = _top_k_model(data, raw)
+    attach_token_cache(first, data.table, str(tmp_path), shard_rows=48, batch_size=48, progress=False)
+    tuned = _top_k_model(data, raw, seed=1)
+    with torch.no_grad():  # fine-tuned top layers and another head: the same token states
+        tuned.lm.encoder.layer[5].output.dense.weight.mul_(1.5)
+    attach_token_cache(tuned, data.table, str(tmp_path), shard_rows=48, batch_size=48, progress=False)
+    assert torch.equal(tuned.token_states, first.token_states)
+    changed = _top_k_model(data, raw)
+    with torch.no_grad():
+        changed.lm.encoder.layer[1].output.dense.weight.mul_(1.5)
+    with pytest.raises(StaleCacheError, match="weights"):
+        attach_token_cache(changed, data.table, str(tmp_path), shard_rows=48, batch_size=48, progress=False)
+    other = build_lm_model(data, raw, include_ratings=True, include_stats=True, history_n=3, finetune="top_k", top_k=1)
+    with pytest.raises(ValueError, match="encoder.layer.4"):
+        other.use_token_states(first.token_states, 3)
+    head = build_lm_model(data, raw, include_ratings=True, include_stats=True, history_n=3)
+    with pytest.raises(ValueError, match="top_k"):
+        head.use_token_states(first.token_states, 3)
+
+
+def test_pooled_taps_and_logits_computed_through_the_token_cache(small, tmp_path):
+    data, raw = small
+    m = _top_k_model(data, raw)
+    live = LMCacheCompute(m, ["encoder.layer.3", "encoder.layer.4", POOLED], with_logits=True)(torch.arange(20))
+    attach_token_cache(m, data.table, str(tmp_path), dtype="float32", shard_rows=48, batch_size=48, progress=False)
+    through = LMCacheCompute(m, ["encoder.layer.3", "encoder.layer.4", POOLED], with_logits=True)(torch.arange(20))
+    for name, value in live.items():
+        assert torch.allclose(through[name], value, atol=1e-5), name
+    assert lm_cache_key(m, data.table, [POOLED], "float16", True)["computed_from"]["tokens"] == token_tap(3)
+    with pytest.raises(ValueError, match="below encoder.layer.3"):
+        LMCacheCompute(m, ["encoder.layer.2"], with_logits=False)
