@@ -194,3 +194,31 @@ def test_cli_builds_resumes_and_refuses_stale(real_data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "text.include_ratings: cache true vs now false" in err and "--rebuild-cache" in err
     assert main(args + ["model.params.include_ratings=false", "--rebuild-cache"]) == 0
+
+
+@pytest.mark.realdata
+def test_cli_train_top_k_on_the_token_cache_then_cache_the_trained_teacher(real_data_dir, tmp_path, capsys):
+    """The top_k recipe end to end on 48 rows: `train` builds the token cache and fine-tunes the
+    top layers on it; `cache` then computes the trained teacher's committee cache through the
+    same token cache (key: computed_from), and a head-mode config cannot use a token cache."""
+    from recsys_committee.cli import main
+
+    common = [f"data.root={real_data_dir}", "data.max_rows=48", "model.params.cache_shard_rows=32", "model.params.cache_batch_size=16",
+              "train.progress=false", f"model.params.token_cache={tmp_path / 'tokens'}"]
+    teachers = tmp_path / "teachers"
+    train = ["train", "--config", str(ROOT / "configs/rec/lm_teacher_topk.yaml"), "--out", str(teachers / "lm_teacher"),
+             "train.epochs=1", "train.batch_size=16", *common]
+    assert main(train) == 0
+    capsys.readouterr()
+    tokens = json.loads((tmp_path / "tokens" / "index.json").read_text())
+    assert sorted(tokens["outputs"]) == ["encoder.layer.3:tokens", "token_mask"] and tokens["complete"]
+    cache = ["cache", "--config", str(ROOT / "configs/rec/lm_cache_topk.yaml"), "--out", str(tmp_path / "committee"),
+             f"teacher_dir={teachers}", *common]
+    assert main(cache) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["outputs"] == {"encoder.layer.3": [384], "pooled": [384], "logits": []}
+    index = json.loads((tmp_path / "committee" / "index.json").read_text())
+    assert index["key"]["computed_from"] == {"tokens": "encoder.layer.3:tokens", "stored": "float16", "autocast": "bf16"}
+    head = ["train", "--config", str(ROOT / "configs/rec/lm_teacher.yaml"), "--out", str(tmp_path / "head"), *common]
+    assert main(head) == 2
+    assert "token_cache needs finetune: top_k" in capsys.readouterr().err

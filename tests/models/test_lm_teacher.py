@@ -305,3 +305,36 @@ def test_pooled_taps_and_logits_computed_through_the_token_cache(small, tmp_path
     assert lm_cache_key(m, data.table, [POOLED], "float16", True)["computed_from"]["tokens"] == token_tap(3)
     with pytest.raises(ValueError, match="below encoder.layer.3"):
         LMCacheCompute(m, ["encoder.layer.2"], with_logits=False)
+
+
+def test_a_top_k_trained_teacher_keeps_taps_reenter_and_its_cache(small, tmp_path):
+    """The committee side of a top_k LM: its checkpoint loads as the live teacher (taps, reenter,
+    the same logits as the model that trained on the token cache) and as a cache built through
+    the token cache."""
+    data, raw = small
+    m = _top_k_model(data, raw)
+    attach_token_cache(m, data.table, str(tmp_path / "tokens"), dtype="float32", shard_rows=48, batch_size=48, progress=False)
+    optimizer = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+    batch = batch_of(data, range(32))
+    m.train()
+    torch.nn.functional.binary_cross_entropy_with_logits(m(batch).logits, batch.labels).backward()
+    optimizer.step()  # the top layers and the head move; the lower ones cannot
+    path = tmp_path / "model.safetensors"
+    params = {"history_n": 3, "include_ratings": True, "include_stats": True, "finetune": "top_k", "top_k": 2}
+    save_checkpoint(path, {"model": "lm_teacher", "params": params, "cardinalities": data.cardinalities,
+                           "num_dense": data.num_dense, "state_dict": m.state_dict()})
+    m.eval()
+    with torch.no_grad():
+        trained = m(batch).logits
+    live = lm_minilm_teacher(name="lm", checkpoint=str(path), tap="encoder.layer.3", context=TeacherContext(data))
+    out = live.probe(batch)
+    assert torch.allclose(out.logits, trained, atol=1e-5) and out.features.shape[::2] == (32, 384)
+    question = torch.randn(32, 384, requires_grad=True)
+    live.reenter(batch, question).pow(2).sum().backward()
+    assert question.grad.abs().sum() > 0 and all(p.grad is None for p in live.parameters())
+    taps = ["encoder.layer.3", POOLED]
+    build_cache(tmp_path / "cache", lm_cache_key(m, data.table, taps, "float32", with_logits=True), m.num_rows,
+                LMCacheCompute(m, taps, with_logits=True), shard_rows=48, progress=False)
+    cached = lm_cached_teacher(name="lm", cache=str(tmp_path / "cache"), checkpoint=str(path), context=TeacherContext(data)).run(batch)
+    assert torch.allclose(cached.logits, trained, atol=1e-5)
+    assert torch.allclose(cached.features, masked_mean(*m.lower_states(torch.arange(32), 3)), atol=1e-5)
