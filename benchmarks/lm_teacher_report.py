@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import mean_std  # noqa: E402
+from report import mean_std, plot_gap  # noqa: E402
 
 SINGLE_TEACHER_KD = ("logit_kd[lm]", "logit_kd[dlrm]", "logit_kd[din_dcn]", "ta_kd[lm]")
 
@@ -51,6 +51,20 @@ def cache_facts(root: Path) -> dict[str, Any]:
     }
 
 
+def ablations(specs: list[str]) -> dict[str, Any]:
+    """NAME=RUN_DIR -> {name: {val_auc, test_auc, best_epoch, text}} from each run's files."""
+    import yaml
+
+    out = {}
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        m = json.loads((Path(folder) / "metrics.json").read_text())
+        params = yaml.safe_load((Path(folder) / "config.yaml").read_text())["model"]["params"]
+        out[name] = {"val_auc": m["val"]["auc"], "test_auc": m["test"]["auc"], "best_epoch": m["best_epoch"], "seed": m["seed"],
+                     "text": {k: params.get(k) for k in ("history_n", "include_ratings", "include_stats", "id_tokens")}}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm-runs", default="runs/lm_topk", help="folder of the LM teacher's seed runs (seed*/metrics.json)")
@@ -58,6 +72,8 @@ def main() -> None:
     parser.add_argument("--student-runs", default="runs/reproduce_lm", help="folder with the no-KD student runs (no_kd-seed*)")
     parser.add_argument("--token-cache", default="runs/lm_tokens")
     parser.add_argument("--rec", default="benchmarks/results/rec_lm/rec.json", help="reproduce_rec.py's rec.json of the LM committee")
+    parser.add_argument("--ablation", nargs="*", default=[], metavar="NAME=RUN_DIR",
+                        help="LM runs that changed one thing (e.g. the texts), reported by validation AUC next to the shipped seed 0")
     parser.add_argument("--out", default="benchmarks/results/lm_teacher.json")
     args = parser.parse_args()
 
@@ -103,12 +119,15 @@ def main() -> None:
             "avg_kd_test_auc": methods["avg_kd"]["test_auc"][0], "best_single_teacher_kd": best_single,
             "best_single_test_auc": singles[best_single], "avg_below_single": methods["avg_kd"]["test_auc"][0] < singles[best_single],
         },
+        "ablation_val_auc": ablations(args.ablation),
         "command": "benchmarks/lm_teacher_report.py " + shlex.join(sys.argv[1:]),
         "rec_command": rec.get("command"),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
+    plot_gap(methods, out.with_suffix(".png"), "lm",
+             f"MovieLens-100K: share of the LM-student test-AUC gap recovered ({len(lm)}-seed LM, seeds {methods['no_kd']['seeds']})")
     print(f"LM val AUC {payload['lm_val_auc_mean_std'][0]:.4f} ± {payload['lm_val_auc_mean_std'][1]:.4f} vs student "
           f"{payload['student_val_auc_mean_std'][0]:.4f} ± {payload['student_val_auc_mean_std'][1]:.4f}: +{diff:.4f} "
           f"({payload['lm_margin']['student_stds']:.1f} student std)")
