@@ -10,6 +10,7 @@ cache, so the frozen lower layers never run in training (``use_token_states``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any, Optional, Sequence
 
@@ -241,39 +242,27 @@ class LMTeacherModel(nn.Module):
         return f"rows={self.num_rows}, max_length={self.max_length}, finetune={self.finetune!r}{tokens}, text={self.text_options}"
 
 
-def build_lm_model(
-    data: Any = None,
-    raw: Optional[RawTables] = None,
-    *,
-    model_dir: Optional[str] = None,
-    max_length: int = 64,
-    finetune: str = "head",
-    top_k: int = 2,
-    history_n: int = 5,
-    include_ratings: bool = False,
-    include_stats: bool = False,
-    id_tokens: bool = False,
-    head_hidden: Sequence[int] = (256,),
-    dropout: float = 0.1,
-    autocast: Optional[str] = None,
-    texts: bool = True,
-) -> LMTeacherModel:
-    """Load the encoder and (``texts``) render + tokenise every row of the data once."""
-    options = TextOptions(history_n=history_n, include_ratings=include_ratings, include_stats=include_stats, id_tokens=id_tokens)
+def build_lm_model(data: Any = None, raw: Optional[RawTables] = None, *, model_dir: Optional[str] = None, texts: bool = True,
+                   **options: Any) -> LMTeacherModel:
+    """Load the encoder and (``texts``) render + tokenise every row of the data once.
+
+    ``options``: the ``TextOptions`` fields (history_n, include_ratings, include_stats, id_tokens)
+    and the ``LMTeacherModel`` keywords (max_length, finetune, top_k, head_hidden, dropout,
+    autocast), split here by name so each is declared once (the registered ``lm_teacher`` builder
+    is the schema a config is checked against)."""
+    text_fields = {f.name for f in dataclasses.fields(TextOptions)}
+    text = TextOptions(**{k: v for k, v in options.items() if k in text_fields})
     encoder = load_encoder(model_dir)
-    model = LMTeacherModel(
-        encoder, text_options=options, max_length=max_length, finetune=finetune, top_k=top_k, head_hidden=head_hidden, dropout=dropout,
-        autocast=autocast,
-    )
+    model = LMTeacherModel(encoder, text_options=text, **{k: v for k, v in options.items() if k not in text_fields})
     if texts:
         table, raw = _table_and_raw(data, raw, "lm_teacher")
         templates = spec_texts(data)
         if templates is None:  # the built-in MovieLens texts
-            texts = render_texts(table, raw.users, raw.items, options)
+            texts = render_texts(table, raw.users, raw.items, text)
         else:
-            if options.include_ratings or options.include_stats or options.id_tokens:
+            if text.include_ratings or text.include_stats or text.id_tokens:
                 raise LMDataError("include_ratings / include_stats / id_tokens belong to the MovieLens texts (text: {preset: movielens}); "
                                   "with text: templates put what the LM should read in the templates")
-            texts = render_template_texts(table, raw.inter, templates, options.history_n, where=f"{data.spec.path}: text")
-        model.set_tokens(*tokenize(load_tokenizer(model_dir), texts, max_length))
+            texts = render_template_texts(table, raw.inter, templates, text.history_n, where=f"{data.spec.path}: text")
+        model.set_tokens(*tokenize(load_tokenizer(model_dir), texts, model.max_length))
     return model
