@@ -65,6 +65,14 @@ def ablations(specs: list[str]) -> dict[str, Any]:
     return out
 
 
+def assistant_facts(folder: Path) -> dict[str, Any] | None:
+    """The teacher assistant (LM -> expert-sized model): its size and AUCs, if it was trained."""
+    if not (folder / "metrics.json").is_file():
+        return None
+    m = json.loads((folder / "metrics.json").read_text())
+    return {"params": m["student_params"], "val_auc": m["val"]["auc"], "test_auc": m["test"]["auc"], "best_epoch": m["best_epoch"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm-runs", default="runs/lm_topk", help="folder of the LM teacher's seed runs (seed*/metrics.json)")
@@ -74,6 +82,7 @@ def main() -> None:
     parser.add_argument("--rec", default="benchmarks/results/rec_lm/rec.json", help="reproduce_rec.py's rec.json of the LM committee")
     parser.add_argument("--ablation", nargs="*", default=[], metavar="NAME=RUN_DIR",
                         help="LM runs that changed one thing (e.g. the texts), reported by validation AUC next to the shipped seed 0")
+    parser.add_argument("--assistant", default="runs/teachers_lm/ta_assistant", help="the teacher assistant's run (its metrics.json)")
     parser.add_argument("--out", default="benchmarks/results/lm_teacher.json")
     args = parser.parse_args()
 
@@ -120,6 +129,7 @@ def main() -> None:
             "best_single_test_auc": singles[best_single], "avg_below_single": methods["avg_kd"]["test_auc"][0] < singles[best_single],
         },
         "ablation_val_auc": ablations(args.ablation),
+        "teacher_assistant": assistant_facts(Path(args.assistant)),
         "command": "benchmarks/lm_teacher_report.py " + shlex.join(sys.argv[1:]),
         "rec_command": rec.get("command"),
     }
