@@ -28,6 +28,7 @@ from recsys_committee.models.lm_checkpoint import load_lm_weights
 from recsys_committee.models.lm_model import build_lm_model
 from recsys_committee.rec_domain import load_data
 from recsys_committee.train.config import load_config
+from recsys_committee.train.run_cache import TEXT_PARAMS
 
 
 def logits_of(model, split, rows: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -63,8 +64,7 @@ def main() -> None:
     cfg = load_config(args.config, ["train.progress=false"])
     params = cfg.model.params
     data = load_data(cfg.data)
-    keys = ("max_length", "finetune", "top_k", "history_n", "include_ratings", "include_stats", "id_tokens", "head_hidden", "dropout")
-    model = build_lm_model(data, data.raw, **{k: params[k] for k in keys if k in params})
+    model = build_lm_model(data, data.raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
     load_lm_weights(model, args.checkpoint)
     split = data.val
     rows = torch.arange(min(args.rows, len(split)))

@@ -10,7 +10,7 @@ by steering the gate towards the teacher that is easiest to imitate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -47,6 +47,14 @@ def list_gates() -> list[str]:
     return GATES.names()
 
 
+def dense_decision(like: torch.Tensor, k: int, **extra: Any) -> GateDecision:
+    """Every teacher on every sample of ``like`` ([B, ...]) at weight 1/K: the dense gate, and
+    what the budget gates route during the warm-up and at evaluation."""
+    b = like.shape[0]
+    active = torch.ones(b, k, dtype=torch.bool, device=like.device)
+    return GateDecision(active=active, weights=torch.full((b, k), 1.0 / k, dtype=like.dtype, device=like.device), selected=active, **extra)
+
+
 class DenseGate(Gate):
     """Every teacher on every sample, uniform weights (DiverseDistill dense; multi-teacher
     baselines)."""
@@ -56,10 +64,7 @@ class DenseGate(Gate):
         self.n_teachers = n_teachers
 
     def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
-        b, k = h0.shape[0], self.n_teachers
-        active = torch.ones(b, k, dtype=torch.bool, device=h0.device)
-        weights = torch.full((b, k), 1.0 / k, dtype=h0.dtype, device=h0.device)
-        return GateDecision(active=active, weights=weights, selected=active)
+        return dense_decision(h0, self.n_teachers)
 
 
 class ImportanceGate(Gate):
@@ -159,11 +164,9 @@ class RandomGate(Gate):
         return torch.where(self.always_on.to(device), torch.ones_like(keep), keep)
 
     def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
-        b, k = h0.shape[0], self.n_teachers
         if not self.training or step < self.config.warmup_steps:
-            active = torch.ones(b, k, dtype=torch.bool, device=h0.device)
-            return GateDecision(active=active, weights=torch.full((b, k), 1.0 / k, dtype=h0.dtype, device=h0.device), selected=active)
-        keep = self.keep_probability(b, h0.device)
+            return dense_decision(h0, self.n_teachers)
+        keep = self.keep_probability(h0.shape[0], h0.device)
         active = torch.rand(keep.shape, device=h0.device) < keep
         return GateDecision(active=active, weights=budget_weights(active, keep, self.config.reweight).to(h0.dtype), selected=active)
 
@@ -196,8 +199,7 @@ class SampledGate(ImportanceGate):
         g = probs.detach()
         k = g.shape[1]
         if not self.training or step < cfg.warmup_steps:
-            active = torch.ones_like(g, dtype=torch.bool)
-            return GateDecision(active=active, weights=torch.full_like(g, 1.0 / k), logits=logits, probs=probs, selected=active)
+            return dense_decision(g, k, logits=logits, probs=probs)
         keep = budget_keep(g, k * (1.0 - cfg.skip_target), floor=max(cfg.eps, 1e-3))
         keep = torch.where(self.always_on, torch.ones_like(keep), keep)
         active = torch.rand(keep.shape, device=keep.device) < keep

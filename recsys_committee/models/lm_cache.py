@@ -57,7 +57,9 @@ def lm_cache_key(model: LMTeacherModel, table: FeatureTable, taps: Sequence[str]
         raise ValueError(f"a token cache holds token states only; cache pooled taps in another folder, got {list(taps)}")
     if token_taps and with_logits:
         raise ValueError("a token cache holds no logits")
-    weights = model.lower_digest(max(token_layer(t) for t in token_taps)) if token_taps else model.encoder_digest()
+    if len(token_taps) > 1:
+        raise ValueError(f"a token cache holds one layer's token states, got {token_taps}")
+    weights = model.lower_digest(token_layer(token_taps[0])) if token_taps else model.encoder_digest()
     key = {
         "teacher": "lm_minilm",
         "weights": weights,
@@ -89,6 +91,8 @@ class LMCacheCompute:
     def __init__(self, model: LMTeacherModel, taps: Sequence[str], with_logits: bool) -> None:
         self.model, self.taps, self.with_logits = model, list(taps), with_logits
         self.tokens = [t for t in self.taps if t.endswith(TOKENS)]
+        if len(self.tokens) > 1:
+            raise ValueError(f"a token cache holds one layer's token states, got {self.tokens}")
         for tap in self.taps:
             if tap.endswith(TOKENS):
                 resolve_module(model.lm, tap[: -len(TOKENS)])  # fail now on a bad path, naming close ones
@@ -129,19 +133,16 @@ class LMCacheCompute:
             model.train(was_training)
 
     def _tokens(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Token states padded to max_length with zeros (fixed-width shards), and the mask."""
-        top = max(token_layer(t) for t in self.tokens)
-        with tap_outputs(self.model.lm, [t[: -len(TOKENS)] for t in self.tokens]) as store:
-            hidden, mask = self.model.lower_states(rows, top)
+        """The layer's token states (only the layers up to it run), padding zeroed and padded to
+        max_length (fixed-width shards), and the mask."""
+        (tap,) = self.tokens
+        hidden, mask = self.model.lower_states(rows, token_layer(tap))
         width = self.model.input_ids.shape[1]
-        keep = mask.unsqueeze(-1).float()
-        out = {}
-        for tap in self.tokens:
-            value = store[tap[: -len(TOKENS)]]
-            value = (value[0] if isinstance(value, (tuple, list)) else value).float() * keep
-            out[tap] = torch.nn.functional.pad(value, (0, 0, 0, width - value.shape[1]))
-        out[TOKEN_MASK] = torch.nn.functional.pad(mask.float(), (0, width - mask.shape[1]))
-        return out
+        states = hidden * mask.unsqueeze(-1).float()
+        return {
+            tap: torch.nn.functional.pad(states, (0, 0, 0, width - states.shape[1])),
+            TOKEN_MASK: torch.nn.functional.pad(mask.float(), (0, width - mask.shape[1])),
+        }
 
 
 def attach_token_cache(model: LMTeacherModel, table: FeatureTable, root: str, *, dtype: str = "float16", shard_rows: int = 4096,

@@ -71,7 +71,8 @@ def inference_tables(program: ServingStudent, quantize: str = "none") -> nn.Modu
     table after a per-key split of the KJT. ``none`` keeps fp32 rows (outputs within ~1e-7 of
     the training EBC: the same sums in another order); ``int8`` stores each row as int8 with an
     fp16 scale and bias (~2.7x smaller tables at dimension 32). The dense layers stay fp32 in
-    both: dynamic int8 there would cost accuracy and per-call requantisation at batch 1. Measured on the ML-100K student (one thread): batch-1 p50 0.49 -> 0.28 ms, but at
+    both: dynamic int8 there would cost accuracy and per-call requantisation at batch 1.
+    Measured on the ML-100K student (one thread): batch-1 p50 0.49 -> 0.28 ms, but at
     batch 4096 fbgemm's fused CPU lookup takes ~12 ms where the per-table ``EmbeddingBag`` takes
     ~4 ms, so fp32 keeps the per-table EBC unless asked (``export --fused-tables``)."""
     from torchrec.inference.modules import quantize_inference_model
