@@ -40,6 +40,8 @@ METHOD_CONFIGS = {
     "diverse_distill": "diverse_distill.yaml",
     "diverse_distill_random": "diverse_distill_random.yaml",
     "diverse_distill_sampled": "diverse_distill_sampled.yaml",
+    "diverse_distill_value": "diverse_distill_value.yaml",
+    "diverse_distill_unic": "diverse_distill_unic.yaml",
     "ta_kd[lm]": "ta_kd_lm.yaml",  # teacher assistant: LM -> expert-sized model -> student
 }
 # Methods whose config names its own teacher (the assistant): --teachers does not replace it.

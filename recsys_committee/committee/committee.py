@@ -132,7 +132,7 @@ class Committee(nn.Module):
         if chosen:
             gate_name = cfg.gate if spec.gated else "dense"
             gate = GATES.build(gate_name, n_teachers=len(chosen), d0=d0, always_on=[t.always_on for t in chosen], config=cfg.gate_config)
-            if "gate" in names and gate.learnable and "answer" not in names:
+            if "gate" in names and gate.learnable and gate.learns_from == "answer" and "answer" not in names:
                 names.append("answer")  # the gate's target needs the answer losses
                 weights["answer"] = 0.0  # computed for the gate, not added to the total
         if "gate" in names and (gate is None or not gate.learnable):
@@ -187,7 +187,10 @@ class Committee(nn.Module):
         has_logits: Optional[torch.Tensor] = None
 
         if k_total:
-            decision = self.gate(out.h0.flatten(1), step)
+            if self.gate.reads_logits:
+                decision = self.gate(out.h0.flatten(1), step, out.logits.detach())
+            else:
+                decision = self.gate(out.h0.flatten(1), step)
             self.counter.add_batch(b)
             t_logits = out.logits.new_zeros((b, k_total, *self.logit_shape))
             has_logits = torch.zeros(b, k_total, dtype=torch.bool, device=out.logits.device)
@@ -245,9 +248,13 @@ class Committee(nn.Module):
             per_sample[name] = matrix
             terms[name] = (decision.weights.to(matrix.dtype) * matrix).sum(dim=1).mean()
 
+        pair_values = None
+        if per_sample:  # what each pair adds to the loss before the gate's weights (0 where skipped)
+            pair_values = sum(self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0)
         ctx = StepContext(
             student=out, labels=labels, task=self.task, decision=decision, gate=self.gate,
             teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample,
+            pair_values=pair_values if isinstance(pair_values, torch.Tensor) else None,
         )
         for name, module in self.losses.items():
             if module.scope != "step":

@@ -61,7 +61,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 @dataclass
 class GateConfig:
-    """The importance gate (METHOD.md "Importance gate")."""
+    """The gates' settings (METHOD.md "Importance gate"; the budget gates random / sampled / value
+    read skip_target and reweight)."""
 
     rho: float = 0.5  # active if g_k >= rho * max_j g_j (0 = dense, 1 = top-1 only)
     tau_g: float = 1.0  # softmax temperature of the gate
@@ -70,7 +71,8 @@ class GateConfig:
     warmup_steps: int = 200  # dense routing for the first steps, while the gate knows nothing
     beta: float = 0.01  # weight of the switch-style load-balance term inside the gate loss
     hidden: int = 64  # hidden width of the gate MLP G (0 = a single linear layer)
-    # budget gates (random, ...): the share of (sample, teacher) pairs skipped after the warm-up
+    # budget gates (random, sampled, value): the share of (sample, teacher) pairs skipped (random,
+    # value: from the first step; sampled: after the warm-up)
     skip_target: float = 0.3
     # budget gates: weight a kept pair's losses by 1/keep-probability (an unbiased estimate of the
     # dense loss) instead of renormalising the weights over the pairs that ran
@@ -104,7 +106,7 @@ class CommitteeConfig:
     answer_hidden: Optional[int] = None  # hidden width of the Answer Augmenter MLP (None = ds)
     # the shared head H of the answer loss: a module path in the student, or "separate"
     answer_head: str = "head"
-    gate: str = "importance"  # registry name: importance | dense (diverse_distill only)
+    gate: str = "importance"  # registry name: importance | dense | random | sampled | value | unic (diverse_distill only)
     gate_config: GateConfig = field(default_factory=GateConfig)
     # loss weights by loss name; merged over DEFAULT_WEIGHTS; a weight of 0 turns a loss off
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))

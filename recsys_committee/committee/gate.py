@@ -30,9 +30,16 @@ class GateDecision:
 
 
 class Gate(nn.Module):
-    """Interface: ``forward(h0, step) -> GateDecision`` and ``loss(decision, answer_losses)``."""
+    """Interface: ``forward(h0, step) -> GateDecision`` and ``loss(decision, answer_losses)``.
+
+    A gate that also reads the student's (detached) logits sets ``reads_logits``; the committee
+    then calls ``forward(h0, step, logits)``. A gate that learns from the realised value of each
+    pair (the weighted sum of its teacher-scope losses) instead of the answer losses sets
+    ``learns_from = "pair_values"``; ``loss`` then gets that [B, K] matrix."""
 
     learnable = False
+    reads_logits = False
+    learns_from = "answer"  # "answer" | "pair_values"
 
     def loss(self, decision: GateDecision, answer_losses: torch.Tensor) -> Optional[torch.Tensor]:
         """Scalar gate loss, or None when the gate has nothing to learn."""
@@ -75,6 +82,7 @@ class ImportanceGate(Gate):
     """
 
     learnable = True
+    target_sign = -1.0  # the target is softmax(sign * L_ans / tau_t): -1 prefers the best answer
 
     def __init__(self, n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> None:
         super().__init__()
@@ -114,7 +122,7 @@ class ImportanceGate(Gate):
         assert decision.logits is not None and decision.selected is not None
         ran = decision.active
         neg_inf = torch.tensor(float("-inf"), dtype=decision.logits.dtype, device=ran.device)
-        target = torch.softmax(torch.where(ran, -answer_losses.detach() / cfg.tau_t, neg_inf), dim=-1)
+        target = torch.softmax(torch.where(ran, self.target_sign * answer_losses.detach() / cfg.tau_t, neg_inf), dim=-1)
         log_g = torch.log_softmax(torch.where(ran, decision.logits / cfg.tau_g, neg_inf), dim=-1)
         ce = -torch.where(ran, target * log_g, torch.zeros_like(log_g)).sum(dim=-1).mean()
         return ce + cfg.beta * load_balance(decision.probs, decision.selected)
@@ -132,6 +140,20 @@ def load_balance(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
 @register_gate("importance")
 def importance_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
     return ImportanceGate(n_teachers, d0, always_on, config)
+
+
+class UnicGate(ImportanceGate):
+    """Ablation after UNIC (ECCV 2024, "teacher dropping"): route each sample to the teacher
+    whose answer is the WORST (target softmax(+L_ans / tau_t)), the opposite of the importance
+    gate's rule: where the student imitates a teacher least well, that teacher has the most
+    left to teach. Everything else (warm-up, rho, exploration, load balance) as ``importance``."""
+
+    target_sign = 1.0
+
+
+@register_gate("unic")
+def unic_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
+    return UnicGate(n_teachers, d0, always_on, config)
 
 
 @register_gate("dense")
@@ -226,6 +248,109 @@ def sampled_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: Ga
 @register_gate("random")
 def random_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
     return RandomGate(n_teachers, always_on, config)
+
+
+def confidence_features(logits: torch.Tensor) -> torch.Tensor:
+    """[B, 3] what the student's own prediction says about how much a teacher could add:
+    entropy, top probability and the margin between the top two classes (a binary logit z is
+    the two classes [0, z]). Detached: the gate never steers the student."""
+    z = logits.detach().float()
+    if z.dim() == 1:
+        z = torch.stack([torch.zeros_like(z), z], dim=1)
+    z = z.flatten(1)
+    log_p = torch.log_softmax(z, dim=1)
+    p = log_p.exp()
+    top2 = p.topk(min(2, p.shape[1]), dim=1).values
+    margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+    return torch.stack([-(p * log_p).sum(dim=1), top2[:, 0], margin], dim=1)
+
+
+class ValueGate(Gate):
+    """Run the pairs worth the most, up to the budget, chosen across the whole batch.
+
+    A regressor V(sg(h0), student confidence) -> [B, K] predicts each pair's value: the log of
+    what the pair adds to the loss (the weighted sum of its teacher-scope losses: KD, answer,
+    align), learnt from the pairs that ran. Why this signal: a pair whose losses would be small
+    carries little gradient, so skipping it loses little (the student-state routes of UNIX,
+    Dynamic KD, Robust Active Distillation); and unlike a per-sample top-1 it is capacity-style:
+    the (1 - skip_target) B K best pairs of the batch run, so a sample the student already gets
+    right may lose every teacher while a hard one keeps all of them.
+
+    Training: for ``warmup_steps`` the pairs are drawn at random at the budget (reweighted as the
+    random gate: unbiased, and the regressor sees an unbiased sample of pairs); then the top pairs
+    by predicted value run at the dense weight 1/K (what is skipped is judged worth ~0), an
+    ``eps`` share of the budget going to random other pairs so the regressor keeps seeing the
+    pairs it ranks low. The budget is exact every step (always-on pairs count in it). Eval routes
+    densely: the gate only shapes training."""
+
+    learnable = True
+    reads_logits = True
+    learns_from = "pair_values"
+    n_confidence = 3
+
+    def __init__(self, n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_teachers = n_teachers
+        d_in = d0 + self.n_confidence
+        hidden = config.hidden or 64
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_teachers))
+        self.register_buffer("always_on", torch.tensor(list(always_on), dtype=torch.bool), persistent=False)
+
+    def predict(self, h0: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """[B, K] predicted log value of each pair."""
+        x = torch.cat([h0.detach(), confidence_features(logits).to(h0.dtype)], dim=1)
+        return self.net(x)
+
+    def forward(self, h0: torch.Tensor, step: int, logits: Optional[torch.Tensor] = None) -> GateDecision:
+        cfg = self.config
+        k = self.n_teachers
+        if logits is None:
+            raise ValueError("the value gate reads the student's logits: call gate(h0, step, logits)")
+        predicted = self.predict(h0, logits)
+        if not self.training:
+            return dense_decision(h0, k, logits=predicted)
+        b = h0.shape[0]
+        always = self.always_on.to(h0.device).expand(b, k)
+        if step < cfg.warmup_steps:
+            keep = torch.where(always, torch.ones(b, k, device=h0.device), torch.full((b, k), 1.0 - cfg.skip_target, device=h0.device))
+            active = torch.rand(keep.shape, device=h0.device) < keep
+            return GateDecision(active=active, weights=budget_weights(active, keep, cfg.reweight).to(h0.dtype), logits=predicted, selected=active)
+        active = capacity_select(predicted.detach(), always, budget=round(b * k * (1.0 - cfg.skip_target)), explore=cfg.eps)
+        weights = active.to(h0.dtype) / k
+        return GateDecision(active=active, weights=weights, logits=predicted, selected=active)
+
+    def loss(self, decision: GateDecision, pair_values: torch.Tensor) -> Optional[torch.Tensor]:
+        """Mean squared error of the predicted log value on the pairs that ran."""
+        assert decision.logits is not None
+        ran = decision.active
+        if not bool(ran.any()):
+            return None
+        target = torch.log(pair_values.detach().float().clamp_min(1e-6))
+        return ((decision.logits.float() - target) ** 2)[ran].mean()
+
+
+def capacity_select(score: torch.Tensor, always: torch.Tensor, budget: int, explore: float) -> torch.Tensor:
+    """[B, K] bool: the always-on pairs, then the highest-``score`` pairs of the whole batch,
+    ``explore`` of the remaining budget given to uniformly random other pairs; exactly
+    max(budget, #always-on) pairs in all."""
+    flat_always = always.reshape(-1)
+    n_always = int(flat_always.sum())
+    free = max(budget - n_always, 0)
+    n_random = int(round(explore * free))
+    n_top = free - n_random
+    order = torch.where(flat_always, torch.full_like(score.reshape(-1), float("inf")), score.reshape(-1)).argsort(descending=True)
+    chosen = torch.zeros_like(flat_always)
+    chosen[order[: n_always + n_top]] = True
+    if n_random:
+        rest = (~chosen).nonzero(as_tuple=True)[0]
+        chosen[rest[torch.randperm(rest.numel(), device=rest.device)[:n_random]]] = True
+    return chosen.reshape(always.shape)
+
+
+@register_gate("value")
+def value_gate(n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> Gate:
+    return ValueGate(n_teachers, d0, always_on, config)
 
 
 class ForwardCounter:

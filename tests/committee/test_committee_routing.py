@@ -203,3 +203,102 @@ def test_sampled_gate_keeps_pairs_by_its_probabilities_under_the_budget(student,
     assert decision.logits is not None and gate.loss(decision, torch.rand(30_000, 3)) is not None
     gate.eval()
     assert bool(gate(h0[:5], step=50).active.all())
+
+
+def _value_gate(skip: float, warmup: int = 0, eps: float = 0.0, always_on=(False, False, False)):
+    from recsys_committee.committee.gate import GATES
+
+    return GATES.build("value", n_teachers=3, d0=8, always_on=list(always_on), config=GateConfig(skip_target=skip, warmup_steps=warmup, eps=eps)).train()
+
+
+def _fixed_scores(gate, scores: torch.Tensor):
+    """Make the value regressor predict ``scores`` [K] + h0[:, 0] (a known ranking)."""
+    with torch.no_grad():
+        first, last = gate.net[0], gate.net[-1]
+        first.weight.zero_(), first.bias.zero_(), last.weight.zero_()
+        first.weight[0, 0] = 1.0  # hidden 0 = relu(h0[:, 0])
+        last.weight[:, 0] = 1.0
+        last.bias.copy_(scores)
+
+
+def test_value_gate_runs_the_batchs_highest_value_pairs_up_to_the_budget_exactly():
+    gate = _value_gate(0.5)
+    _fixed_scores(gate, torch.tensor([0.0, 1.0, -1.0]))
+    h0 = torch.zeros(10, 8)
+    h0[:, 0] = torch.arange(10, dtype=torch.float32) / 10  # later samples score higher for every teacher
+    decision = gate(h0, step=3, logits=torch.zeros(10))
+    assert int(decision.active.sum()) == 15  # 30 pairs, skip 0.5
+    predicted = gate.predict(h0, torch.zeros(10)).detach()
+    # the 15 kept pairs are exactly the 15 highest predicted (capacity over the batch, not per sample)
+    threshold = predicted.flatten().sort(descending=True).values[14]
+    assert bool((predicted[decision.active] >= threshold).all()) and bool((predicted[~decision.active] < threshold).all())
+    assert bool(decision.active[:, 1].all()) and not bool(decision.active[:, 2].any())
+    assert torch.allclose(decision.weights[decision.active], torch.tensor(1 / 3)) and bool((decision.weights[~decision.active] == 0).all())
+
+
+def test_value_gate_explores_keeps_always_on_and_is_dense_in_eval():
+    torch.manual_seed(0)
+    gate = _value_gate(0.5, eps=0.2, always_on=(True, False, False))
+    _fixed_scores(gate, torch.tensor([-5.0, 1.0, -1.0]))
+    h0, logits = torch.zeros(100, 8), torch.zeros(100)
+    decision = gate(h0, step=0, logits=logits)
+    assert int(decision.active.sum()) == 150 and bool(decision.active[:, 0].all())
+    # 50 free pairs: 40 go to the top teacher (1), 10 (eps) to random others (teacher 2 here)
+    assert int(decision.active[:, 1].sum()) >= 40 and int(decision.active[:, 2].sum()) == 50 - int(decision.active[:, 1].sum())
+    gate.eval()
+    assert bool(gate(h0[:5], step=9, logits=logits[:5]).active.all())
+
+
+def test_value_gate_warmup_draws_random_pairs_at_the_budget_unbiased():
+    torch.manual_seed(0)
+    gate = _value_gate(0.3, warmup=10)
+    decision = gate(torch.randn(20_000, 8), step=2, logits=torch.randn(20_000))
+    assert abs(1 - decision.active.float().mean().item() - 0.3) < 0.01  # 60,000 pairs: sd 0.0019
+    torch.testing.assert_close(decision.weights.mean(dim=0), torch.full((3,), 1 / 3), atol=0.01, rtol=0)
+
+
+def test_value_gate_loss_regresses_the_log_value_of_the_pairs_that_ran():
+    gate = _value_gate(0.5)
+    h0, logits = torch.randn(6, 8), torch.randn(6)
+    decision = gate(h0, step=0, logits=logits)
+    values = torch.rand(6, 3) + 0.1
+    expected = ((decision.logits - values.log()) ** 2)[decision.active].mean()
+    torch.testing.assert_close(gate.loss(decision, values), expected)
+
+
+def test_a_committee_with_the_value_gate_trains_it_on_each_pairs_weighted_losses(student, teachers):
+    batch = make_batch(n=64, d_in=6, seed=4)
+    cfg = CommitteeConfig(gate="value", gate_config=GateConfig(skip_target=0.5, warmup_steps=0, eps=0.0))
+    committee = Committee.build(student, teachers, batch, cfg)
+    committee.train()
+    seen = {}
+    original = committee.gate.loss
+
+    def spy(decision, values):
+        seen["values"] = values
+        return original(decision, values)
+
+    committee.gate.loss = spy
+    out = committee(batch, 0)
+    assert "gate" in out.terms and committee.teacher_forwards()["run"] == int(out.active.sum()) == 96
+    w = committee.weights
+    expected = sum(w[n] * m for n, m in out.per_sample.items() if w.get(n, 0.0) != 0.0)
+    torch.testing.assert_close(seen["values"], expected)
+    assert bool((seen["values"][~out.active] == 0).all())
+    out.loss.backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in committee.gate.parameters())
+
+
+def test_unic_gate_is_the_importance_gate_with_the_target_reversed():
+    from recsys_committee.committee.gate import GATES
+
+    torch.manual_seed(0)
+    cfg = GateConfig(rho=1.0, warmup_steps=0, eps=0.5, tau_t=0.5)
+    imp = GATES.build("importance", n_teachers=3, d0=8, always_on=[False] * 3, config=cfg).train()
+    unic = GATES.build("unic", n_teachers=3, d0=8, always_on=[False] * 3, config=cfg).train()
+    unic.load_state_dict(imp.state_dict())
+    decision = imp(torch.randn(50, 8), step=1)
+    losses = torch.rand(50, 3)
+    # the CE parts differ only by the sign of the target's losses; the balance term is shared
+    torch.testing.assert_close(unic.loss(decision, losses), imp.loss(decision, -losses))
+    assert not torch.allclose(unic.loss(decision, losses), imp.loss(decision, losses))
