@@ -1,0 +1,55 @@
+"""gate_report.py reads the gate runs and paired tests it is pointed at, and chooses the shipped gate
+on validation only: a gate that is better on test but worse on validation is not chosen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(runs: Path, method: str, seed: int, val: float, test: float, run: int, dense: int = 1000) -> None:
+    folder = runs / f"{method}-seed{seed}"
+    folder.mkdir(parents=True)
+    metrics = {"val": {"top1": val}, "test": {"top1": test}, "teacher_forwards": {"run": run, "dense": dense}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _paired(results: Path, a: str, b: str, relative: float) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    payload = {"relative": relative, "ci95": [-0.001, 0.002], "seed_ci95": [-0.003, 0.004]}
+    (results / f"paired_vision_{a}_vs_{b}.json").write_text(json.dumps(payload))
+
+
+def test_the_shipped_gate_is_chosen_on_validation_and_the_other_domain_is_kept(tmp_path: Path) -> None:
+    runs, results, out = tmp_path / "runs", tmp_path / "results", tmp_path / "gate.json"
+    for seed in (0, 1):
+        _run(runs, "diverse_distill_dense", seed, val=0.90, test=0.88, run=1000)
+        _run(runs, "diverse_distill_random", seed, val=0.91, test=0.87, run=700)  # best on validation
+        _run(runs, "diverse_distill_value", seed, val=0.89, test=0.89, run=700)  # best on test: not chosen
+        _run(runs, "diverse_distill", seed, val=0.95, test=0.95, run=800)  # skips 20% < the 0.3 budget: not eligible
+    for method in ("diverse_distill_random", "diverse_distill_value", "diverse_distill"):
+        _paired(results, method, "diverse_distill_dense", relative=-0.001)
+    _paired(results, "diverse_distill_value", "diverse_distill_random", relative=0.01)
+    out.write_text(json.dumps({"rec": {"shipped": "random"}, "vision": None, "command": "old"}))
+    done = subprocess.run([sys.executable, "benchmarks/gate_report.py", "--domain", "vision", "--seeds", "0", "1", "--budget", "0.3", str(runs), str(results),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(out.read_text())
+    assert payload["rec"] == {"shipped": "random"} and "command" not in payload
+    vision = payload["vision"]
+    assert vision["shipped"] == "random" and vision["chosen_on"] == "validation" and vision["shipped_budget"] == "0.3"
+    value = vision["gates"]["value"]["budgets"]["0.3"]
+    assert abs(value["skipped"] - 0.3) < 1e-12 and value["test_mean"] == 0.89 and "vs_random_ci_rows" in value
+    assert abs(vision["gates"]["random"]["budgets"]["0.3"]["val_rel_diff_vs_dense"] - 0.01 / 0.90) < 1e-12
+    assert "vs_random_ci_rows" not in vision["gates"]["random"]["budgets"]["0.3"]
+
+
+def test_no_runs_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "benchmarks/gate_report.py", "--budget", "0.3", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "g.json")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no (gate, budget)" in done.stderr
+    assert not (tmp_path / "g.json").exists()
