@@ -132,6 +132,9 @@ class Committee(nn.Module):
         if chosen:
             gate_name = cfg.gate if spec.gated else "dense"
             gate = GATES.build(gate_name, n_teachers=len(chosen), d0=d0, always_on=[t.always_on for t in chosen], config=cfg.gate_config)
+            if gate.learns_from == "pair_losses":
+                for name in cfg.gate_config.value_losses:
+                    LOSSES.get(name)  # an unknown loss is refused now, with close matches
             if "gate" in names and gate.learnable and gate.learns_from == "answer" and "answer" not in names:
                 names.append("answer")  # the gate's target needs the answer losses
                 weights["answer"] = 0.0  # computed for the gate, not added to the total
@@ -248,13 +251,11 @@ class Committee(nn.Module):
             per_sample[name] = matrix
             terms[name] = (decision.weights.to(matrix.dtype) * matrix).sum(dim=1).mean()
 
-        pair_values = None
-        if per_sample:  # what each pair adds to the loss before the gate's weights (0 where skipped)
-            pair_values = sum(self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0)
+        # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped)
+        pair_losses = {n: self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0}
         ctx = StepContext(
             student=out, labels=labels, task=self.task, decision=decision, gate=self.gate,
-            teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample,
-            pair_values=pair_values if isinstance(pair_values, torch.Tensor) else None,
+            teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample, pair_losses=pair_losses,
         )
         for name, module in self.losses.items():
             if module.scope != "step":

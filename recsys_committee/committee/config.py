@@ -77,6 +77,13 @@ class GateConfig:
     # budget gates: weight a kept pair's losses by 1/keep-probability (an unbiased estimate of the
     # dense loss) instead of renormalising the weights over the pairs that ran
     reweight: bool = True
+    # value gate: which weighted per-pair losses make a pair's value (what it teaches the student:
+    # KD and align; the answer loss trains the QA module and mostly measures how hard the sample is)
+    value_losses: tuple[str, ...] = ("kd", "align")
+    # value gate: "top" runs the highest predicted values up to the budget; "sample" keeps each pair
+    # with probability proportional to its predicted value (capacity over the batch, floor eps),
+    # reweighted by 1/keep-probability: unbiased, the budget spent where the loss is
+    value_selection: str = "top"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rho <= 1.0:
@@ -87,6 +94,11 @@ class GateConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise CommitteeConfigError(f"gate {name} must be > 0, got {value}")
+        if self.value_selection not in ("top", "sample"):
+            raise CommitteeConfigError(f"gate value_selection must be 'top' or 'sample', got '{self.value_selection}'")
+        self.value_losses = tuple(self.value_losses)
+        if not self.value_losses:
+            raise CommitteeConfigError("gate value_losses must name at least one loss")
         if not 0.0 <= self.skip_target < 1.0:
             raise CommitteeConfigError(f"gate skip_target must be in [0, 1), got {self.skip_target}")
         if self.warmup_steps < 0 or self.hidden < 0 or self.beta < 0:

@@ -33,13 +33,13 @@ class Gate(nn.Module):
     """Interface: ``forward(h0, step) -> GateDecision`` and ``loss(decision, answer_losses)``.
 
     A gate that also reads the student's (detached) logits sets ``reads_logits``; the committee
-    then calls ``forward(h0, step, logits)``. A gate that learns from the realised value of each
-    pair (the weighted sum of its teacher-scope losses) instead of the answer losses sets
-    ``learns_from = "pair_values"``; ``loss`` then gets that [B, K] matrix."""
+    then calls ``forward(h0, step, logits)``. A gate that learns from what each pair realised (its
+    weighted teacher-scope losses) instead of the answer losses sets ``learns_from =
+    "pair_losses"``; ``loss`` then gets {loss name: weight * [B, K] per-pair loss}."""
 
     learnable = False
     reads_logits = False
-    learns_from = "answer"  # "answer" | "pair_values"
+    learns_from = "answer"  # "answer" | "pair_losses"
 
     def loss(self, decision: GateDecision, answer_losses: torch.Tensor) -> Optional[torch.Tensor]:
         """Scalar gate loss, or None when the gate has nothing to learn."""
@@ -266,35 +266,38 @@ def confidence_features(logits: torch.Tensor) -> torch.Tensor:
 
 
 class ValueGate(Gate):
-    """Run the pairs worth the most, up to the budget, chosen across the whole batch.
+    """Spend the budget on the pairs worth the most, chosen across the whole batch.
 
     A regressor V(sg(h0), student confidence) -> [B, K] predicts each pair's value: the log of
-    what the pair adds to the loss (the weighted sum of its teacher-scope losses: KD, answer,
-    align), learnt from the pairs that ran. Why this signal: a pair whose losses would be small
-    carries little gradient, so skipping it loses little (the student-state routes of UNIX,
-    Dynamic KD, Robust Active Distillation); and unlike a per-sample top-1 it is capacity-style:
-    the (1 - skip_target) B K best pairs of the batch run, so a sample the student already gets
-    right may lose every teacher while a hard one keeps all of them.
+    what the pair teaches the student (the weighted sum of its ``value_losses``, KD + align by
+    default: the student-teacher disagreement), learnt from the pairs that ran. Why this signal:
+    a pair whose losses would be small carries little gradient, so skipping it loses little (the
+    student-state routes of UNIX, Dynamic KD, Robust Active Distillation); and it is capacity-style
+    over the batch, not a per-sample top-1: a sample the student already matches may lose every
+    teacher while a hard one keeps all of them.
 
-    Training: for ``warmup_steps`` the pairs are drawn at random at the budget (reweighted as the
-    random gate: unbiased, and the regressor sees an unbiased sample of pairs); then the top pairs
-    by predicted value run at the dense weight 1/K (what is skipped is judged worth ~0), an
-    ``eps`` share of the budget going to random other pairs so the regressor keeps seeing the
-    pairs it ranks low. The budget is exact every step (always-on pairs count in it). Eval routes
-    densely: the gate only shapes training."""
+    ``value_selection``:
+      * ``top``: the (1 - skip_target) B K highest predicted pairs run at the dense weight 1/K (what
+        is skipped is judged worth ~0), an ``eps`` share of the budget going to random other pairs
+        so the regressor keeps seeing the pairs it ranks low;
+      * ``sample``: each pair runs with probability p = clamp(c v, eps', 1), c set so the p sum to
+        the budget over the batch, and is weighted (1/K)/p: an unbiased estimate of the dense loss
+        whose variance is lowest when p follows the pairs' losses (importance sampling).
+    Warm-up (``warmup_steps``): random pairs at the budget, reweighted (unbiased, and an unbiased
+    sample for the regressor), so the budget holds from step 0. Always-on pairs count in the
+    budget. Eval routes densely: the gate only shapes training."""
 
     learnable = True
     reads_logits = True
-    learns_from = "pair_values"
+    learns_from = "pair_losses"
     n_confidence = 3
 
     def __init__(self, n_teachers: int, d0: int, always_on: Sequence[bool], config: GateConfig) -> None:
         super().__init__()
         self.config = config
         self.n_teachers = n_teachers
-        d_in = d0 + self.n_confidence
         hidden = config.hidden or 64
-        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_teachers))
+        self.net = nn.Sequential(nn.Linear(d0 + self.n_confidence, hidden), nn.ReLU(), nn.Linear(hidden, n_teachers))
         self.register_buffer("always_on", torch.tensor(list(always_on), dtype=torch.bool), persistent=False)
 
     def predict(self, h0: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -312,21 +315,28 @@ class ValueGate(Gate):
             return dense_decision(h0, k, logits=predicted)
         b = h0.shape[0]
         always = self.always_on.to(h0.device).expand(b, k)
+        budget = b * k * (1.0 - cfg.skip_target)
         if step < cfg.warmup_steps:
             keep = torch.where(always, torch.ones(b, k, device=h0.device), torch.full((b, k), 1.0 - cfg.skip_target, device=h0.device))
-            active = torch.rand(keep.shape, device=h0.device) < keep
-            return GateDecision(active=active, weights=budget_weights(active, keep, cfg.reweight).to(h0.dtype), logits=predicted, selected=active)
-        active = capacity_select(predicted.detach(), always, budget=round(b * k * (1.0 - cfg.skip_target)), explore=cfg.eps)
-        weights = active.to(h0.dtype) / k
-        return GateDecision(active=active, weights=weights, logits=predicted, selected=active)
+        elif cfg.value_selection == "sample":
+            value = predicted.detach().float().clamp(max=30.0).exp()
+            # values span decades: 60 halvings (the scale found to ~1e-9 of its bracket)
+            keep = budget_keep(value.reshape(1, -1), budget, floor=max(cfg.eps, 1e-3), iterations=60).reshape(b, k)
+            keep = torch.where(always, torch.ones_like(keep), keep)
+        else:
+            active = capacity_select(predicted.detach(), always, budget=round(budget), explore=cfg.eps)
+            return GateDecision(active=active, weights=active.to(h0.dtype) / k, logits=predicted, selected=active)
+        active = torch.rand(keep.shape, device=h0.device) < keep
+        return GateDecision(active=active, weights=budget_weights(active, keep, cfg.reweight).to(h0.dtype), logits=predicted, selected=active)
 
-    def loss(self, decision: GateDecision, pair_values: torch.Tensor) -> Optional[torch.Tensor]:
+    def loss(self, decision: GateDecision, pair_losses: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """Mean squared error of the predicted log value on the pairs that ran."""
         assert decision.logits is not None
         ran = decision.active
-        if not bool(ran.any()):
-            return None
-        target = torch.log(pair_values.detach().float().clamp_min(1e-6))
+        parts = [pair_losses[n] for n in self.config.value_losses if n in pair_losses]
+        if not parts or not bool(ran.any()):
+            return None  # none of the value losses ran this step: nothing to regress
+        target = torch.log(sum(parts).detach().float().clamp_min(1e-6))
         return ((decision.logits.float() - target) ** 2)[ran].mean()
 
 

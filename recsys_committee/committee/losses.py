@@ -113,7 +113,7 @@ class StepContext:
     teacher_logits: Optional[torch.Tensor]  # [B, K] or [B, K, C]; zeros where absent
     has_logits: Optional[torch.Tensor]  # [B, K] bool: teacher ran on the sample and has logits
     per_sample: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope [B, K]
-    pair_values: Optional[torch.Tensor] = None  # [B, K] sum of weight * teacher-scope loss per pair
+    pair_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # weight * teacher-scope [B, K], weighted ones only
 
 
 class LossModule(nn.Module):
@@ -175,10 +175,8 @@ class GateLoss(LossModule):
     def forward(self, ctx: StepContext) -> Optional[torch.Tensor]:
         if ctx.gate is None or ctx.decision is None or not ctx.gate.learnable:
             return None
-        if ctx.gate.learns_from == "pair_values":
-            if ctx.pair_values is None:
-                return None  # no teacher-scope loss ran this step: nothing to regress
-            return ctx.gate.loss(ctx.decision, ctx.pair_values)
+        if ctx.gate.learns_from == "pair_losses":
+            return ctx.gate.loss(ctx.decision, ctx.pair_losses)
         answers = ctx.per_sample.get("answer")
         if answers is None:
             raise RuntimeError("the gate loss needs the per-sample answer losses (loss 'answer')")

@@ -257,16 +257,30 @@ def test_value_gate_warmup_draws_random_pairs_at_the_budget_unbiased():
     torch.testing.assert_close(decision.weights.mean(dim=0), torch.full((3,), 1 / 3), atol=0.01, rtol=0)
 
 
-def test_value_gate_loss_regresses_the_log_value_of_the_pairs_that_ran():
+def test_value_gate_loss_regresses_the_log_of_its_value_losses_on_the_pairs_that_ran():
     gate = _value_gate(0.5)
     h0, logits = torch.randn(6, 8), torch.randn(6)
     decision = gate(h0, step=0, logits=logits)
-    values = torch.rand(6, 3) + 0.1
-    expected = ((decision.logits - values.log()) ** 2)[decision.active].mean()
-    torch.testing.assert_close(gate.loss(decision, values), expected)
+    kd, align, answer = torch.rand(6, 3) + 0.1, torch.rand(6, 3), torch.rand(6, 3) + 5.0
+    expected = ((decision.logits - (kd + align).log()) ** 2)[decision.active].mean()
+    torch.testing.assert_close(gate.loss(decision, {"kd": kd, "align": align, "answer": answer}), expected)  # answer is not a value loss
+    assert gate.loss(decision, {"answer": answer}) is None
 
 
-def test_a_committee_with_the_value_gate_trains_it_on_each_pairs_weighted_losses(student, teachers):
+def test_value_gate_sampling_keeps_pairs_in_proportion_to_their_value_unbiased():
+    torch.manual_seed(0)
+    from recsys_committee.committee.gate import GATES
+
+    gate = GATES.build("value", n_teachers=3, d0=8, always_on=[False] * 3,
+                       config=GateConfig(skip_target=0.5, warmup_steps=0, eps=0.01, value_selection="sample")).train()
+    _fixed_scores(gate, torch.log(torch.tensor([2.0, 1.0, 0.5])))  # values 2 : 1 : 0.5 for every sample
+    decision = gate(torch.zeros(20_000, 8), step=1, logits=torch.zeros(20_000))
+    # c (2 + 1 + 0.5) = 1.5 per sample -> keep 6/7, 3/7, 1.5/7; 20,000 draws per teacher: sd <= 0.0035
+    torch.testing.assert_close(decision.active.float().mean(0), torch.tensor([6 / 7, 3 / 7, 1.5 / 7]), atol=0.015, rtol=0)
+    torch.testing.assert_close(decision.weights.mean(0), torch.full((3,), 1 / 3), atol=0.02, rtol=0)
+
+
+def test_a_committee_with_the_value_gate_trains_it_on_each_pairs_kd_and_align_losses(student, teachers):
     batch = make_batch(n=64, d_in=6, seed=4)
     cfg = CommitteeConfig(gate="value", gate_config=GateConfig(skip_target=0.5, warmup_steps=0, eps=0.0))
     committee = Committee.build(student, teachers, batch, cfg)
@@ -274,19 +288,31 @@ def test_a_committee_with_the_value_gate_trains_it_on_each_pairs_weighted_losses
     seen = {}
     original = committee.gate.loss
 
-    def spy(decision, values):
-        seen["values"] = values
-        return original(decision, values)
+    def spy(decision, pair_losses):
+        seen.update(pair_losses)
+        return original(decision, pair_losses)
 
     committee.gate.loss = spy
     out = committee(batch, 0)
     assert "gate" in out.terms and committee.teacher_forwards()["run"] == int(out.active.sum()) == 96
     w = committee.weights
-    expected = sum(w[n] * m for n, m in out.per_sample.items() if w.get(n, 0.0) != 0.0)
-    torch.testing.assert_close(seen["values"], expected)
-    assert bool((seen["values"][~out.active] == 0).all())
+    for name in ("kd", "align", "answer"):
+        torch.testing.assert_close(seen[name], w[name] * out.per_sample[name])
+        assert bool((seen[name][~out.active] == 0).all())
     out.loss.backward()
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in committee.gate.parameters())
+
+
+def test_an_unknown_value_loss_or_selection_is_a_config_error(student, teachers):
+    import pytest
+
+    from recsys_committee.committee.config import CommitteeConfigError
+    from recsys_committee.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="kd"):
+        Committee.build(student, teachers, make_batch(n=8, d_in=6, seed=5), CommitteeConfig(gate="value", gate_config=GateConfig(value_losses=("kdd",))))
+    with pytest.raises(CommitteeConfigError, match="value_selection"):
+        GateConfig(value_selection="best")
 
 
 def test_unic_gate_is_the_importance_gate_with_the_target_reversed():
