@@ -183,7 +183,9 @@ class Committee(nn.Module):
         b, k_total = out.logits.shape[0], len(self.teachers)
         teacher_names = [t.name for t in self.teachers]
         teacher_losses = {n: m for n, m in self.losses.items() if m.scope == "teacher"}
-        cols: dict[str, list[Optional[torch.Tensor]]] = {n: [None] * k_total for n in teacher_losses}
+        # per loss: (k, rows, per-row values) of each teacher that produced it (no scatter into
+        # [B, K] inside the graph: the term is summed straight from the rows that ran)
+        cols: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {n: [] for n in teacher_losses}
         answers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         decision: Optional[GateDecision] = None
         t_logits: Optional[torch.Tensor] = None
@@ -228,28 +230,33 @@ class Committee(nn.Module):
                     tout.logits = tout.logits.reshape(n, *self.logit_shape).to(out.logits.dtype)
                     t_logits[idx, k] = tout.logits
                     has_logits[idx, k] = True
+                whole = n == b  # every row: the step's own tensors, no gather (nor its backward scatter)
                 answer = answer_hat = None
                 if self.qa is not None:
-                    answer, answer_hat = self.qa(k, u[idx], tout, teacher, sub)
+                    answer, answer_hat = self.qa(k, u if whole else u[idx], tout, teacher, sub)
                     answers[teacher.name] = (idx, answer_hat)
                 view = TeacherView(
-                    k=k, name=teacher.name, index=idx, logits=out.logits[idx], hidden=out.hidden[idx],
-                    labels=labels[idx], teacher=tout, task=self.task, head=self._head, answer=answer, answer_hat=answer_hat,
+                    k=k, name=teacher.name, index=idx, logits=out.logits if whole else out.logits[idx],
+                    hidden=out.hidden if whole else out.hidden[idx], labels=labels if whole else labels[idx],
+                    teacher=tout, task=self.task, head=self._head, answer=answer, answer_hat=answer_hat,
                 )
                 for name, module in teacher_losses.items():
                     values = module(view)
                     if values is not None:
-                        cols[name][k] = values if n == b else values.new_zeros(b).index_put((idx,), values)
+                        cols[name].append((k, idx, values))
 
         terms: dict[str, torch.Tensor] = {}
         per_sample: dict[str, torch.Tensor] = {}
         for name, columns in cols.items():
-            if all(c is None for c in columns):
+            if not columns:
                 continue
-            ref = next(c for c in columns if c is not None)
-            matrix = torch.stack([ref.new_zeros(b) if c is None else c for c in columns], dim=1)  # [B, K]
+            # term = mean over samples of sum_k w[i, k] L_k[i], summed from the rows that ran
+            term = sum((decision.weights[idx, k].to(values.dtype) * values).sum() for k, idx, values in columns) / b
+            matrix = columns[0][2].new_zeros(b, k_total)  # [B, K], detached: for the gate and reports
+            for k, idx, values in columns:
+                matrix[idx, k] = values.detach()
             per_sample[name] = matrix
-            terms[name] = (decision.weights.to(matrix.dtype) * matrix).sum(dim=1).mean()
+            terms[name] = term
 
         # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped)
         pair_losses = {n: self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0}

@@ -40,12 +40,17 @@ def test_kjt_shapes_and_lengths(ml_slice):
 
 def test_subset_equals_direct_batch(ml_slice):
     full = ml_slice.train.batch(torch.arange(50))
-    sub = full.subset(torch.tensor([3, 10, 42]))
-    direct = ml_slice.train.batch(torch.tensor([3, 10, 42]))
-    for key in ("history", "genres", "user_id"):
-        assert torch.equal(sub.sparse[key][0], direct.sparse[key][0])
-        assert torch.equal(sub.sparse[key][1], direct.sparse[key][1])
-    assert torch.equal(sub.labels, direct.labels) and torch.equal(sub.dense, direct.dense)
+    # twice from the same batch (the second reads the column stacks the first one kept), then empty
+    for rows in ([3, 10, 42], [0, 1, 2, 3, 49], [7], []):
+        index = torch.tensor(rows, dtype=torch.long)
+        sub = full.subset(index)
+        direct = ml_slice.train.batch(index)
+        assert list(sub.sparse) == list(direct.sparse)
+        for key, (values, lengths) in direct.sparse.items():
+            assert torch.equal(sub.sparse[key][0], values) and sub.sparse[key][0].dtype == values.dtype, key
+            assert torch.equal(sub.sparse[key][1], lengths) and sub.sparse[key][1].dtype == lengths.dtype, key
+        assert torch.equal(sub.labels, direct.labels) and torch.equal(sub.dense, direct.dense)
+        assert sub.kjt(list(direct.sparse)).values().tolist() == direct.kjt(list(direct.sparse)).values().tolist()
 
 
 def test_unknown_feature_in_kjt(ml_slice):
