@@ -15,7 +15,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.jagged import gather_jagged, gather_ranges, offsets_from_lengths
+from recsys_committee.data.jagged import gather_jagged, offsets_from_lengths
 from recsys_committee.train.rows import RowSplit
 
 
@@ -62,10 +62,12 @@ class RecBatch:
         """The rows ``index`` (the gate's routed sub-batch). Why the two paths: single-valued
         columns (ids, buckets) are indexed directly; only true jagged columns pay for the
         range gather, with their offsets computed once per batch, not once per teacher."""
-        single = [n for n, (v, l) in self.sparse.items() if self._single_valued(n, v, l)]
-        jagged = [n for n in self.sparse if n not in single]
-        sparse = {**self._gather_single_columns(single, index), **self._gather_jagged_columns(jagged, index)}
-        sparse = {n: sparse[n] for n in self.sparse}  # the batch's column order
+        sparse = {}
+        for name, (values, lengths) in self.sparse.items():
+            if self._single_valued(name, values, lengths):
+                sparse[name] = (values[index], lengths[index])
+            else:
+                sparse[name] = gather_jagged(values, self._offsets(name, lengths).to(values.device), index)
         return RecBatch(
             labels=self.labels[index],
             example_ids=self.example_ids[index],
@@ -74,45 +76,6 @@ class RecBatch:
             sparse=sparse,
             extras={k: v[index] for k, v in self.extras.items()},
         )
-
-    def _gather_single_columns(self, names: list[str], index: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Rows ``index`` of every one-id-a-row column in one gather of their [B, S] stack (made
-        once per batch and kept); they share one lengths tensor of ones."""
-        if not names:
-            return {}
-        key = ("__single__", *names)
-        if key not in self._layout:
-            self._layout[key] = torch.stack([self.sparse[n][0].to(torch.int64) for n in names], dim=1)
-        stacked = self._layout[key]
-        rows = stacked[index.to(stacked.device)]
-        ones = self.sparse[names[0]][1].new_ones(rows.shape[0])
-        return {n: (rows[:, j].to(self.sparse[n][0].dtype), ones) for j, n in enumerate(names)}
-
-    def _gather_jagged_columns(self, names: list[str], index: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Rows ``index`` of every jagged column in ONE range gather over their values laid end
-        to end (the concatenation is made once per batch and kept): the gate routes a sub-batch
-        to each teacher every step, and one gather per column was most of that routing's cost."""
-        if not names:
-            return {}
-        key = ("__jagged__", *names)
-        if key not in self._layout:
-            values = [self.sparse[n][0] for n in names]
-            dtype = values[0].dtype if all(v.dtype == values[0].dtype for v in values) else torch.int64
-            sizes = torch.tensor([0] + [v.numel() for v in values[:-1]], dtype=torch.long)
-            bases = torch.cumsum(sizes, 0)
-            offsets = torch.stack([self._offsets(n, self.sparse[n][1]) + base for n, base in zip(names, bases.tolist())])  # [J, B+1]
-            self._layout[key] = (torch.cat([v.to(dtype) for v in values]), offsets)
-        flat, offsets = self._layout[key]
-        offsets = offsets.to(flat.device)
-        index = index.to(flat.device)
-        starts = offsets[:, index]  # [J, n]
-        lengths = offsets[:, index + 1] - starts
-        gathered = gather_ranges(flat, starts.reshape(-1), lengths.reshape(-1))
-        totals = lengths.sum(dim=1).tolist()
-        out = {}
-        for j, (name, part) in enumerate(zip(names, torch.split(gathered, totals))):
-            out[name] = (part.to(self.sparse[name][0].dtype), lengths[j].to(self.sparse[name][1].dtype))
-        return out
 
     def to(self, device: torch.device | str) -> "RecBatch":
         if self.labels.device == torch.device(device):
