@@ -34,8 +34,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-GATES = {"diverse_distill": "importance", "diverse_distill_random": "random", "diverse_distill_random_norw": "random_no_reweight",
-         "diverse_distill_sampled": "sampled", "diverse_distill_value": "value", "diverse_distill_unic": "unic"}
+GATES = {"diverse_distill_importance": "importance", "diverse_distill_random": "random", "diverse_distill_random_norw": "random_no_reweight",
+         "diverse_distill_sampled": "sampled", "diverse_distill_value": "value", "diverse_distill_value_sample": "value_sample",
+         "diverse_distill_value_answer": "value_with_answer_loss", "diverse_distill_unic": "unic"}
 METRIC = {"rec": "auc", "vision": "top1"}
 SKIP_SLACK = 0.005  # the random gate's skipped share is a draw: 30.0% +- 0.03 points over 5 seeds
 

@@ -198,7 +198,7 @@ def vision_setup(args) -> tuple:
     batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
     teachers = build_teachers(base.teachers, base.teacher_dir, TeacherContext(data, progress=False))
     configs = {label: (load_config(ROOT / "configs/vision" / name, [f"teacher_dir={args.teacher_dir}", *args.overrides]), offset)
-               for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", "diverse_distill.yaml", 10_000))}
+               for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", args.gated_config, 10_000))}
     return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, optimizer_maker(VISION, base.optim)
 
 
@@ -215,7 +215,7 @@ def main() -> int:
     parser.add_argument("--teacher-dir", help="default: runs/teachers (rec), runs/vision_teachers (vision)")
     parser.add_argument("--repeats", type=int, default=3, help="whole measurements, each on fresh models; medians reported")
     parser.add_argument("--results", default="benchmarks/results")
-    parser.add_argument("--gated-config", default="diverse_distill.yaml", help="the gated arm's config (rec), e.g. diverse_distill_random.yaml")
+    parser.add_argument("--gated-config", default="diverse_distill.yaml", help="the gated arm's config (in configs/<domain>/), e.g. diverse_distill_random.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides for the two DiverseDistill configs, e.g. committee.answer_hidden=64")
     args = parser.parse_args()
     args.teacher_dir = args.teacher_dir or ("runs/teachers" if args.domain == "rec" else "runs/vision_teachers")

@@ -38,9 +38,11 @@ METHOD_CONFIGS = {
     "camkd": "camkd.yaml",
     "diverse_distill_dense": "diverse_distill_dense.yaml",
     "diverse_distill": "diverse_distill.yaml",
+    "diverse_distill_importance": "diverse_distill_importance.yaml",
     "diverse_distill_random": "diverse_distill_random.yaml",
     "diverse_distill_sampled": "diverse_distill_sampled.yaml",
     "diverse_distill_value": "diverse_distill_value.yaml",
+    "diverse_distill_value_sample": "diverse_distill_value_sample.yaml",
     "diverse_distill_unic": "diverse_distill_unic.yaml",
     "ta_kd[lm]": "ta_kd_lm.yaml",  # teacher assistant: LM -> expert-sized model -> student
 }

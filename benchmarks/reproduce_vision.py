@@ -40,6 +40,7 @@ METHOD_CONFIGS = {
     "camkd": "camkd.yaml",
     "diverse_distill_dense": "diverse_distill_dense.yaml",
     "diverse_distill": "diverse_distill.yaml",
+    "diverse_distill_importance": "diverse_distill_importance.yaml",
     "diverse_distill_random": "diverse_distill_random.yaml",
     "diverse_distill_value": "diverse_distill_value.yaml",
 }
