@@ -37,6 +37,18 @@ from typing import Any
 GATES = {"diverse_distill_importance": "importance", "diverse_distill_random": "random", "diverse_distill_random_norw": "random_no_reweight",
          "diverse_distill_sampled": "sampled", "diverse_distill_value": "value", "diverse_distill_value_sample": "value_sample",
          "diverse_distill_value_answer": "value_with_answer_loss", "diverse_distill_unic": "unic"}
+# What each reported gate is in a config (committee.gate + gate_config keys): the shipped
+# configs/<domain>/diverse_distill.yaml must be the one gate.json names (tests/benchmarks).
+SETTINGS = {
+    "importance": {"gate": "importance"},
+    "random": {"gate": "random", "reweight": True},
+    "random_no_reweight": {"gate": "random", "reweight": False},
+    "sampled": {"gate": "sampled"},
+    "value": {"gate": "value", "value_selection": "top"},
+    "value_sample": {"gate": "value", "value_selection": "sample"},
+    "value_with_answer_loss": {"gate": "value", "value_losses": ["kd", "align", "answer"]},
+    "unic": {"gate": "unic"},
+}
 METRIC = {"rec": "auc", "vision": "top1"}
 SKIP_SLACK = 0.005  # the random gate's skipped share is a draw: 30.0% +- 0.03 points over 5 seeds
 

@@ -4,7 +4,7 @@ Reproduce (teachers in runs/teachers, or runs/vision_teachers with --domain visi
     python benchmarks/rho_sweep.py --rhos 0.5 0.8 0.9 1.0 --seeds 0
     python benchmarks/rho_sweep.py --domain vision --rhos 0.5 0.8 1.0 --seeds 0
 Runs gated DiverseDistill once per (rho, seed) with everything else as in
-configs/rec/diverse_distill.yaml, plus the dense committee as the reference, and plots
+configs/rec/diverse_distill_importance.yaml (the importance gate), plus the dense committee as the reference, and plots
 validation and test AUC against the fraction of teacher-sample forwards skipped
 (benchmarks/results/rho_sweep.png, .json; vision: rho_sweep_vision.*). Model selection is on validation only; the test AUC
 is read off the best-validation epoch and never used to pick rho.
@@ -84,7 +84,7 @@ def main() -> int:
     runs = []
     for seed in args.seeds:
         for rho in [None, *args.rhos]:  # None: the dense committee
-            config = "diverse_distill_dense.yaml" if rho is None else "diverse_distill.yaml"
+            config = "diverse_distill_dense.yaml" if rho is None else "diverse_distill_importance.yaml"
             extra = [] if rho is None else [f"committee.gate_config.rho={rho}"]
             cfg = load_config(ROOT / configs / config, [f"seed={seed}", "train.progress=false", *extra, *args.overrides])
             name = "dense" if rho is None else f"rho{rho}"

@@ -53,3 +53,30 @@ def test_no_runs_is_one_line_and_exit_2(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no (gate, budget)" in done.stderr
     assert not (tmp_path / "g.json").exists()
+
+
+def test_the_shipped_configs_are_the_gates_gate_json_chose() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_report import SETTINGS
+
+    from recsys_committee.committee import GateConfig
+    from recsys_committee.train.config import load_config
+
+    payload = json.loads((ROOT / "benchmarks/results/gate.json").read_text())
+    checked = 0
+    for domain in ("rec", "vision"):
+        if payload.get(domain) is None:
+            continue
+        shipped = payload[domain]["shipped"]
+        committee = load_config(ROOT / "configs" / domain / "diverse_distill.yaml").committee
+        gate_config = GateConfig(**committee["gate_config"])  # unset keys read as their defaults
+        want = SETTINGS[shipped]
+        assert committee["gate"] == want["gate"], domain
+        for key, value in want.items():
+            if key != "gate":
+                got = getattr(gate_config, key)
+                assert (list(got) if isinstance(got, tuple) else got) == value, (domain, key)
+        if want["gate"] != "importance":  # the budget gates run at the shipped budget
+            assert gate_config.skip_target == float(payload[domain]["shipped_budget"]), domain
+        checked += 1
+    assert checked >= 1

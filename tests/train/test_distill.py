@@ -57,8 +57,8 @@ def test_distill_writes_contract_and_keeps_teachers_frozen(ml_slice, teacher_dir
         assert all(torch.equal(sd[k], after[k]) for k in sd)
 
 
-def test_gated_run_skips_forwards_after_warmup(ml_slice, teacher_dir, tmp_path):
-    cfg = _distill_cfg("diverse_distill.yaml", teacher_dir, "committee.gate_config.warmup_steps=0", "committee.gate_config.rho=1.0", "committee.gate_config.eps=0.0")
+def test_importance_gated_run_skips_forwards_after_warmup(ml_slice, teacher_dir, tmp_path):
+    cfg = _distill_cfg("diverse_distill_importance.yaml", teacher_dir, "committee.gate_config.warmup_steps=0", "committee.gate_config.rho=1.0", "committee.gate_config.eps=0.0")
     f = run_distill(cfg, tmp_path, data=ml_slice)["teacher_forwards"]
     assert f["run"] == f["samples"]  # rho = 1: exactly one teacher (the arg-max) per sample
     assert f["dense"] == 2 * f["samples"]
