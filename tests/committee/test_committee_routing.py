@@ -328,3 +328,17 @@ def test_unic_gate_is_the_importance_gate_with_the_target_reversed():
     # the CE parts differ only by the sign of the target's losses; the balance term is shared
     torch.testing.assert_close(unic.loss(decision, losses), imp.loss(decision, -losses))
     assert not torch.allclose(unic.loss(decision, losses), imp.loss(decision, losses))
+
+
+def test_building_a_gate_does_not_move_the_global_random_stream(student, teachers):
+    """A gated committee and a dense one built from the same seed get the same QA module and
+    draw the same numbers afterwards: gate comparisons are paired on everything but the gate."""
+    batch = make_batch(n=16, d_in=6, seed=6)
+    built = {}
+    for gate in ("dense", "value", "importance"):
+        torch.manual_seed(123)
+        committee = Committee.build(student, teachers, batch, CommitteeConfig(gate=gate))
+        built[gate] = ({k: v.clone() for k, v in committee.qa.state_dict().items()}, torch.rand(3))
+    for gate in ("value", "importance"):
+        assert all(torch.equal(built[gate][0][k], v) for k, v in built["dense"][0].items())
+        assert torch.equal(built[gate][1], built["dense"][1])
