@@ -30,13 +30,14 @@ def test_the_shipped_gate_is_chosen_on_validation_and_the_other_domain_is_kept(t
         _run(runs, "diverse_distill_dense", seed, val=0.90, test=0.88, run=1000)
         _run(runs, "diverse_distill_random", seed, val=0.91, test=0.87, run=700)  # best on validation
         _run(runs, "diverse_distill_value", seed, val=0.89, test=0.89, run=700)  # best on test: not chosen
-        _run(runs, "diverse_distill", seed, val=0.95, test=0.95, run=800)  # skips 20% < the 0.3 budget: not eligible
-    for method in ("diverse_distill_random", "diverse_distill_value", "diverse_distill"):
+        _run(runs, "diverse_distill_sampled", seed, val=0.95, test=0.95, run=800)  # skips 20% < the 0.3 budget: not eligible
+        _run(runs, "diverse_distill_importance", seed, val=0.96, test=0.96, run=500)  # built before the fix: not eligible
+    for method in ("diverse_distill_random", "diverse_distill_value", "diverse_distill_sampled", "diverse_distill_importance"):
         _paired(results, method, "diverse_distill_dense", relative=-0.001)
     _paired(results, "diverse_distill_value", "diverse_distill_random", relative=0.01)
     out.write_text(json.dumps({"rec": {"shipped": "random"}, "vision": None, "command": "old"}))
     done = subprocess.run([sys.executable, "benchmarks/gate_report.py", "--domain", "vision", "--seeds", "0", "1", "--budget", "0.3", str(runs), str(results),
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+                           "--out", str(out), "--old-build", "importance"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     payload = json.loads(out.read_text())
     assert payload["rec"] == {"shipped": "random"} and "command" not in payload
@@ -46,6 +47,8 @@ def test_the_shipped_gate_is_chosen_on_validation_and_the_other_domain_is_kept(t
     assert abs(value["skipped"] - 0.3) < 1e-12 and value["test_mean"] == 0.89 and "vs_random_ci_rows" in value
     assert abs(vision["gates"]["random"]["budgets"]["0.3"]["val_rel_diff_vs_dense"] - 0.01 / 0.90) < 1e-12
     assert "vs_random_ci_rows" not in vision["gates"]["random"]["budgets"]["0.3"]
+    assert vision["gates"]["importance"]["budgets"]["0.3"]["built_before_gate_rng_fix"] is True
+    assert "built_before_gate_rng_fix" not in value
 
 
 def test_no_runs_is_one_line_and_exit_2(tmp_path: Path) -> None:
