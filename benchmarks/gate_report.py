@@ -87,6 +87,20 @@ def choose_on_validation(gates: dict[str, Any], budget: str) -> str | None:
     return max(fits, key=lambda n: fits[n]["val_mean"]) if fits else None
 
 
+def markdown_table(gates: dict[str, Any], shipped: str | None, shipped_budget: str) -> str:
+    """The frontier as a markdown table, one row per (gate, budget), shipped first."""
+    ci = lambda c: "" if c is None else f"[{c[0]:+.4f}, {c[1]:+.4f}]"  # noqa: E731
+    rows = ["| gate | budget | skipped | val vs dense | test (5 seeds) | test vs dense | 95% CI rows | 95% CI seeds | vs random, rows |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(((name, b) for name, g in gates.items() for b in g["budgets"]), key=lambda nb: (nb != (shipped, shipped_budget), nb[0], nb[1]))
+    for name, budget in order:
+        e = gates[name]["budgets"][budget]
+        label = f"**{name} (shipped)**" if (name, budget) == (shipped, shipped_budget) else name + (" (old build)" if e.get("built_before_gate_rng_fix") else "")
+        rows.append(f"| {label} | {budget} | {100 * e['skipped']:.2f}% | {100 * e['val_rel_diff_vs_dense']:+.2f}% | {e['test_mean']:.4f} ± {e['test_std']:.4f} | "
+                    f"{100 * e['rel_diff_vs_dense']:+.2f}% | {ci(e['ci_rows'])} | {ci(e['ci_seeds'])} | {ci(e.get('vs_random_ci_rows'))} |")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", choices=sorted(METRIC), default="rec")
@@ -94,6 +108,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--shipped-budget", default="0.3")
     parser.add_argument("--out", default="benchmarks/results/gate.json")
+    parser.add_argument("--markdown", help="also write the table as markdown to this file (for the README)")
     parser.add_argument("--old-build", nargs="*", default=[], metavar="GATE",
                         help="gates whose runs were built before the gate had its own initialisation stream (they got "
                              "another QA-module initialisation than dense/random: not paired on it); marked in gate.json")
@@ -126,6 +141,9 @@ def main() -> int:
             print(f"{args.domain}: {name:20s} {skip:>6s} {100 * e['skipped']:7.1f}% {100 * e['val_rel_diff_vs_dense']:+7.2f}% {e['test_mean']:.4f} ± {e['test_std']:.4f} "
                   f"{100 * e['rel_diff_vs_dense']:+11.2f}% {fmt(e['ci_rows']):>20s} {fmt(e['ci_seeds']):>20s} {fmt(e.get('vs_random_ci_rows')):>20s}")
     print(f"shipped at budget {args.shipped_budget} (chosen on validation): {shipped}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(gates, shipped, args.shipped_budget))
+        print(f"wrote {args.markdown}")
     print(f"wrote {out}")
     return 0
 
