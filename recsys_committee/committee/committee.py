@@ -137,7 +137,7 @@ class Committee(nn.Module):
             # another QA-module initialisation than the dense and random runs it is compared with
             # (measured: a value gate routing exactly at random sat 0.4% below random on validation).
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(torch.initial_seed() + GATE_SEED_OFFSET)
+                torch.manual_seed((torch.initial_seed() + GATE_SEED_OFFSET) % 2**63)  # any initial seed fits
                 gate = GATES.build(gate_name, n_teachers=len(chosen), d0=d0, always_on=[t.always_on for t in chosen], config=cfg.gate_config)
             if gate.learns_from == "pair_losses":
                 for name in cfg.gate_config.value_losses:
