@@ -83,3 +83,17 @@ def test_the_shipped_configs_are_the_gates_gate_json_chose() -> None:
             assert gate_config.skip_target == float(payload[domain]["shipped_budget"]), domain
         checked += 1
     assert checked >= 1
+
+
+def test_a_learned_gate_is_chosen_only_when_it_beats_random_on_validation_beyond_the_seed_noise() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_report import choose_on_validation
+
+    def entry(vals):
+        return {"budgets": {"0.3": {"skipped": 0.3, "val_mean": sum(vals) / len(vals), "val_per_seed": vals}}}
+
+    random = entry([0.90, 0.91, 0.92])
+    noisy = entry([0.93, 0.89, 0.925])  # higher mean, but the paired differences straddle 0
+    clear = entry([0.905, 0.915, 0.925])  # +0.005 on every seed
+    assert choose_on_validation({"random": random, "value": noisy}, "0.3") == "random"
+    assert choose_on_validation({"random": random, "value": noisy, "unic": clear}, "0.3") == "unic"
