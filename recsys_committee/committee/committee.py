@@ -265,8 +265,11 @@ class Committee(nn.Module):
             per_sample[name] = matrix
             terms[name] = term
 
-        # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped)
-        pair_losses = {n: self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0}
+        # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped):
+        # built only for a gate that learns from it, not on every step of every method
+        pair_losses = {}
+        if self.gate is not None and self.gate.learns_from == "pair_losses":
+            pair_losses = {n: self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0}
         ctx = StepContext(
             student=out, labels=labels, task=self.task, decision=decision, gate=self.gate,
             teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample, pair_losses=pair_losses,

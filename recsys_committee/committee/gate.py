@@ -181,9 +181,7 @@ class RandomGate(Gate):
         self.register_buffer("always_on", torch.tensor(list(always_on), dtype=torch.bool), persistent=False)
 
     def keep_probability(self, b: int, device: torch.device) -> torch.Tensor:
-        """[B, K] probability that each pair runs (1 for always-on teachers)."""
-        keep = torch.full((b, self.n_teachers), 1.0 - self.config.skip_target, device=device)
-        return torch.where(self.always_on.to(device), torch.ones_like(keep), keep)
+        return uniform_keep(b, self.always_on, self.config.skip_target, device)
 
     def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
         if not self.training or step < self.config.warmup_steps:
@@ -191,6 +189,13 @@ class RandomGate(Gate):
         keep = self.keep_probability(h0.shape[0], h0.device)
         active = torch.rand(keep.shape, device=h0.device) < keep
         return GateDecision(active=active, weights=budget_weights(active, keep, self.config.reweight).to(h0.dtype), selected=active)
+
+
+def uniform_keep(b: int, always_on: torch.Tensor, skip_target: float, device: torch.device) -> torch.Tensor:
+    """[B, K] probability that each pair runs at random under the budget (1 for always-on teachers):
+    the random gate, and the value gate while it learns."""
+    keep = torch.full((b, always_on.numel()), 1.0 - skip_target, device=device)
+    return torch.where(always_on.to(device), torch.ones_like(keep), keep)
 
 
 def budget_weights(active: torch.Tensor, keep: torch.Tensor, reweight: bool) -> torch.Tensor:
@@ -317,7 +322,7 @@ class ValueGate(Gate):
         always = self.always_on.to(h0.device).expand(b, k)
         budget = b * k * (1.0 - cfg.skip_target)
         if step < cfg.warmup_steps:
-            keep = torch.where(always, torch.ones(b, k, device=h0.device), torch.full((b, k), 1.0 - cfg.skip_target, device=h0.device))
+            keep = uniform_keep(b, self.always_on, cfg.skip_target, h0.device)
         elif cfg.value_selection == "sample":
             value = predicted.detach().float().clamp(max=30.0).exp()
             # values span decades: 60 halvings (the scale found to ~1e-9 of its bracket)
