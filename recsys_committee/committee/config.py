@@ -84,6 +84,10 @@ class GateConfig:
     # with probability proportional to its predicted value (capacity over the batch, floor eps),
     # reweighted by 1/keep-probability: unbiased, the budget spent where the loss is
     value_selection: str = "top"
+    # budget gates random and value (top): skip at least skip_target of the step's pairs by
+    # construction (ceil(skip_target B K) of them, drawn without replacement) instead of each pair
+    # with probability skip_target (the budget only in expectation: 29.98% at 0.3 over 5 seeds)
+    exact_budget: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rho <= 1.0:

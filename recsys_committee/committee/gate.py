@@ -9,6 +9,7 @@ by steering the gate towards the teacher that is easiest to imitate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -186,8 +187,11 @@ class RandomGate(Gate):
     def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
         if not self.training or step < self.config.warmup_steps:
             return dense_decision(h0, self.n_teachers)
-        keep = self.keep_probability(h0.shape[0], h0.device)
-        active = torch.rand(keep.shape, device=h0.device) < keep
+        if self.config.exact_budget:
+            active, keep = exact_skip(h0.shape[0], self.always_on, self.config.skip_target, h0.device)
+        else:
+            keep = self.keep_probability(h0.shape[0], h0.device)
+            active = torch.rand(keep.shape, device=h0.device) < keep
         return GateDecision(active=active, weights=budget_weights(active, keep, self.config.reweight).to(h0.dtype), selected=active)
 
 
@@ -196,6 +200,28 @@ def uniform_keep(b: int, always_on: torch.Tensor, skip_target: float, device: to
     the random gate, and the value gate while it learns."""
     keep = torch.full((b, always_on.numel()), 1.0 - skip_target, device=device)
     return torch.where(always_on.to(device), torch.ones_like(keep), keep)
+
+
+def skipped_pairs(n_pairs: int, skip_target: float) -> int:
+    """How many of ``n_pairs`` an exact budget skips: ceil(skip_target n), so the share skipped is
+    never below the target (the 1e-9 keeps 0.3 * 1000 = 300.00000000000006 at 300)."""
+    return math.ceil(skip_target * n_pairs - 1e-9)
+
+
+def exact_skip(b: int, always_on: torch.Tensor, skip_target: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, K] active, [B, K] keep probability): exactly ``skipped_pairs(B K)`` pairs skipped,
+    drawn uniformly without replacement among the pairs that are not always-on (all of those if
+    there are fewer). Each such pair runs with probability 1 - n_skip / n_free, the same for
+    every pair, so the 1/keep reweighting stays unbiased."""
+    k = always_on.numel()
+    free = ~always_on.to(device).expand(b, k).reshape(-1)
+    free_index = free.nonzero(as_tuple=True)[0]
+    n_skip = min(skipped_pairs(b * k, skip_target), free_index.numel())
+    active = torch.ones(b * k, dtype=torch.bool, device=device)
+    active[free_index[torch.randperm(free_index.numel(), device=device)[:n_skip]]] = False
+    keep_free = 1.0 - n_skip / max(free_index.numel(), 1)
+    keep = torch.where(free, torch.full((b * k,), keep_free, device=device), torch.ones(b * k, device=device))
+    return active.reshape(b, k), keep.reshape(b, k)
 
 
 def budget_weights(active: torch.Tensor, keep: torch.Tensor, reweight: bool) -> torch.Tensor:
@@ -329,7 +355,8 @@ class ValueGate(Gate):
             keep = budget_keep(value.reshape(1, -1), budget, floor=max(cfg.eps, 1e-3), iterations=60).reshape(b, k)
             keep = torch.where(always, torch.ones_like(keep), keep)
         else:
-            active = capacity_select(predicted.detach(), always, budget=round(budget), explore=cfg.eps)
+            n_run = b * k - skipped_pairs(b * k, cfg.skip_target) if cfg.exact_budget else round(budget)
+            active = capacity_select(predicted.detach(), always, budget=n_run, explore=cfg.eps)
             return GateDecision(active=active, weights=active.to(h0.dtype) / k, logits=predicted, selected=active)
         active = torch.rand(keep.shape, device=h0.device) < keep
         return GateDecision(active=active, weights=budget_weights(active, keep, cfg.reweight).to(h0.dtype), logits=predicted, selected=active)

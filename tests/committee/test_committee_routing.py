@@ -161,6 +161,43 @@ def _random_gate_with_warmup():
     return GATES.build("random", n_teachers=3, d0=8, always_on=[False] * 3, config=GateConfig(skip_target=0.5, warmup_steps=4)).train()
 
 
+def test_an_exact_budget_skips_at_least_the_target_on_every_step_and_stays_unbiased():
+    """exact_budget: ceil(skip B K) pairs skipped per step, drawn without replacement among the
+    pairs that are not always-on, never fewer (the Bernoulli draw lands either side of it)."""
+    from recsys_committee.committee.gate import GATES
+
+    torch.manual_seed(0)
+    for b, skip, always_on in ((512, 0.3, (False, False)), (7, 0.3, (False, False, False)), (10, 0.5, (True, False, False)), (1, 0.3, (False, False))):
+        k = len(always_on)
+        gate = GATES.build("random", n_teachers=k, d0=8, always_on=list(always_on),
+                           config=GateConfig(skip_target=skip, reweight=True, exact_budget=True, warmup_steps=0)).train()
+        n_free = b * (k - sum(always_on))
+        want = min(-(-int(round(skip * b * k * 1000)) // 1000), n_free)  # ceil without float noise
+        seen = torch.zeros(b, k)
+        for step in range(200):
+            d = gate(torch.zeros(b, 8), step=step)
+            assert int((~d.active).sum()) == want, (b, skip)
+            assert bool(d.active[:, torch.tensor(always_on)].all())
+            seen += (~d.active).float()
+            # every free pair has the same keep probability 1 - want / n_free: its weight is (1/K) / that
+            keep = 1 - want / n_free
+            free_active = d.active & ~torch.tensor(always_on)
+            assert torch.allclose(d.weights[free_active], torch.tensor((1 / k) / keep))
+        # drawn uniformly: no free pair is never skipped in 200 steps at these sizes (b = 512: each is
+        # skipped with probability 0.3 per step; P(never) = 0.7^200)
+        assert bool((seen[:, ~torch.tensor(always_on)] > 0).all()), (b, skip)
+    assert -(-int(round(0.3 * 1000 * 1000)) // 1000) == 300  # the float 0.3 * 1000 is 300.00000000000006
+
+
+def test_an_exact_budget_value_gate_runs_floor_of_the_budget():
+    from recsys_committee.committee.gate import GATES
+
+    for exact, want_run in ((False, 717), (True, 716)):  # 1024 pairs at skip 0.3: 716.8 to run
+        gate = GATES.build("value", n_teachers=2, d0=8, always_on=[False, False],
+                           config=GateConfig(skip_target=0.3, warmup_steps=0, eps=0.0, exact_budget=exact)).train()
+        assert int(gate(torch.randn(512, 8), step=3, logits=torch.zeros(512)).active.sum()) == want_run
+
+
 def test_a_skip_target_outside_0_1_is_a_config_error():
     import pytest
 
