@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -40,8 +40,34 @@ class CommitteeStepOutput:
     student: StudentOutput
     active: Optional[torch.Tensor] = None  # [B, K] bool: which teacher ran on which sample
     weights: Optional[torch.Tensor] = None  # [B, K] w (0 where not active)
-    per_sample: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope losses [B, K]
+    per_sample: Mapping[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope losses [B, K] (PairMatrices)
     answers: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (rows, â)
+
+
+class PairMatrices(Mapping[str, torch.Tensor]):
+    """{teacher-scope loss: [B, K] detached per-pair values, 0 where the pair was skipped},
+    each matrix built on first read. Why lazy: only a learned gate (its loss) and reports read
+    them; scattering every loss into [B, K] on every step of every method is routing overhead."""
+
+    def __init__(self, cols: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]], b: int, k_total: int) -> None:
+        self._cols = {n: c for n, c in cols.items() if c}
+        self._shape = (b, k_total)
+        self._built: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._built:
+            columns = self._cols[name]  # KeyError for a loss that produced nothing
+            matrix = columns[0][2].new_zeros(self._shape)
+            for k, idx, values in columns:
+                matrix[idx, k] = values.detach()
+            self._built[name] = matrix
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols)
+
+    def __len__(self) -> int:
+        return len(self._cols)
 
 
 class Committee(nn.Module):
@@ -74,6 +100,7 @@ class Committee(nn.Module):
         self.gate = gate
         self.qa = qa
         self.losses = nn.ModuleDict(losses)
+        self.reads_teacher_logits = any(getattr(m, "reads_teacher_logits", False) for m in self.losses.values())
         self.weights = dict(weights)
         self.task = task
         self.logit_shape = tuple(logit_shape)
@@ -204,8 +231,9 @@ class Committee(nn.Module):
             else:
                 decision = self.gate(out.h0.flatten(1), step)
             self.counter.add_batch(b)
-            t_logits = out.logits.new_zeros((b, k_total, *self.logit_shape))
-            has_logits = torch.zeros(b, k_total, dtype=torch.bool, device=out.logits.device)
+            if self.reads_teacher_logits:  # [B, K(, C)] only for the step losses that combine them
+                t_logits = out.logits.new_zeros((b, k_total, *self.logit_shape))
+                has_logits = torch.zeros(b, k_total, dtype=torch.bool, device=out.logits.device)
             u = self.qa.question.base(out.hidden) if self.qa is not None else None
             for k, teacher in enumerate(self.teachers):
                 idx = decision.active[:, k].nonzero(as_tuple=True)[0]
@@ -235,16 +263,23 @@ class Committee(nn.Module):
                     raise RuntimeError(f"teacher '{teacher.name}' returned {tout.features.shape[0]} rows for {n}")
                 if tout.logits is not None:
                     tout.logits = tout.logits.reshape(n, *self.logit_shape).to(out.logits.dtype)
-                    t_logits[idx, k] = tout.logits
-                    has_logits[idx, k] = True
+                    if t_logits is not None:
+                        t_logits[idx, k] = tout.logits
+                        has_logits[idx, k] = True
                 whole = n == b  # every row: the step's own tensors, no gather (nor its backward scatter)
+
+                def rows(x: torch.Tensor, idx: torch.Tensor = idx) -> torch.Tensor:
+                    # index_select, not x[idx]: its backward is an index_add, where advanced
+                    # indexing's is a sorting index_put (same values: each row is gathered once)
+                    return x if whole else x.index_select(0, idx.to(x.device))
+
                 answer = answer_hat = None
                 if self.qa is not None:
-                    answer, answer_hat = self.qa(k, u if whole else u[idx], tout, teacher, sub)
+                    answer, answer_hat = self.qa(k, rows(u), tout, teacher, sub)
                     answers[teacher.name] = (idx, answer_hat)
                 view = TeacherView(
-                    k=k, name=teacher.name, index=idx, logits=out.logits if whole else out.logits[idx],
-                    hidden=out.hidden if whole else out.hidden[idx], labels=labels if whole else labels[idx],
+                    k=k, name=teacher.name, index=idx, logits=rows(out.logits),
+                    hidden=rows(out.hidden), labels=rows(labels),
                     teacher=tout, task=self.task, head=self._head, answer=answer, answer_hat=answer_hat,
                 )
                 for name, module in teacher_losses.items():
@@ -253,17 +288,12 @@ class Committee(nn.Module):
                         cols[name].append((k, idx, values))
 
         terms: dict[str, torch.Tensor] = {}
-        per_sample: dict[str, torch.Tensor] = {}
         for name, columns in cols.items():
             if not columns:
                 continue
             # term = mean over samples of sum_k w[i, k] L_k[i], summed from the rows that ran
-            term = sum((decision.weights[idx, k].to(values.dtype) * values).sum() for k, idx, values in columns) / b
-            matrix = columns[0][2].new_zeros(b, k_total)  # [B, K], detached: for the gate and reports
-            for k, idx, values in columns:
-                matrix[idx, k] = values.detach()
-            per_sample[name] = matrix
-            terms[name] = term
+            terms[name] = sum((decision.weights[idx, k].to(values.dtype) * values).sum() for k, idx, values in columns) / b
+        per_sample = PairMatrices(cols, b, k_total)  # [B, K] per loss, built when read
 
         # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped):
         # built only for a gate that learns from it, not on every step of every method

@@ -16,7 +16,7 @@ plus its weight in the config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,12 +112,15 @@ class StepContext:
     gate: Optional[Gate]
     teacher_logits: Optional[torch.Tensor]  # [B, K] or [B, K, C]; zeros where absent
     has_logits: Optional[torch.Tensor]  # [B, K] bool: teacher ran on the sample and has logits
-    per_sample: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope [B, K]
+    per_sample: Mapping[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope [B, K], built when read
     pair_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # weight * teacher-scope [B, K], weighted ones only
 
 
 class LossModule(nn.Module):
     scope = "teacher"  # "teacher" | "step"
+    # a step loss that combines every teacher's logits sets this: the committee then fills
+    # StepContext.teacher_logits / has_logits ([B, K(, C)]); otherwise they are None
+    reads_teacher_logits = False
 
 
 LOSSES: Registry[Callable[..., LossModule]] = Registry("loss")
@@ -214,6 +217,7 @@ class _MultiTeacherKD(LossModule):
     """Step-scoped KD from every teacher with logits; skipped when no teacher answered."""
 
     scope = "step"
+    reads_teacher_logits = True
 
     def __init__(self, temperature: float) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.jagged import gather_jagged, offsets_from_lengths
+from recsys_committee.data.jagged import gather_jagged, jagged_rows, offsets_from_lengths
 from recsys_committee.train.rows import RowSplit
 
 
@@ -30,7 +30,7 @@ class RecBatch:
     sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (values, lengths)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row tensors riding along (streamed teacher caches)
     _kjt_cache: dict[tuple[str, ...], KeyedJaggedTensor] = field(default_factory=dict, repr=False)
-    _layout: dict[str, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets
+    _layout: dict[object, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets; ("owner", column): the column whose row layout it shares
 
     def _single_valued(self, name: str, values: torch.Tensor, lengths: torch.Tensor) -> bool:
         if name not in self._layout:
@@ -41,6 +41,20 @@ class RecBatch:
         if not isinstance(self._layout.get(name), torch.Tensor):
             self._layout[name] = offsets_from_lengths(lengths.cpu())
         return self._layout[name]
+
+    def _layout_owner(self, name: str, lengths: torch.Tensor) -> str:
+        """The first jagged column with exactly these row lengths (``name`` itself if none)."""
+        key = ("owner", name)
+        if key not in self._layout:
+            owner = name
+            for other, (_, other_lengths) in self.sparse.items():
+                if other == name:
+                    break
+                if not self._single_valued(other, *self.sparse[other]) and other_lengths.shape == lengths.shape and torch.equal(other_lengths, lengths):
+                    owner = other
+                    break
+            self._layout[key] = owner
+        return self._layout[key]
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -61,13 +75,19 @@ class RecBatch:
     def subset(self, index: torch.Tensor) -> "RecBatch":
         """The rows ``index`` (the gate's routed sub-batch). Why the two paths: single-valued
         columns (ids, buckets) are indexed directly; only true jagged columns pay for the
-        range gather, with their offsets computed once per batch, not once per teacher."""
+        range gather, with their offsets computed once per batch, not once per teacher; columns
+        with the same layout (a history and its ratings) share one computation of the positions."""
         sparse = {}
+        rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layout owner -> (positions, lengths)
         for name, (values, lengths) in self.sparse.items():
             if self._single_valued(name, values, lengths):
                 sparse[name] = (values[index], lengths[index])
-            else:
-                sparse[name] = gather_jagged(values, self._offsets(name, lengths).to(values.device), index)
+                continue
+            owner = self._layout_owner(name, lengths)
+            if owner not in rows:
+                rows[owner] = jagged_rows(self._offsets(owner, self.sparse[owner][1]).to(values.device), index)
+            positions, sub_lengths = rows[owner]
+            sparse[name] = (values[positions], sub_lengths)
         return RecBatch(
             labels=self.labels[index],
             example_ids=self.example_ids[index],

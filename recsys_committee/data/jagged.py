@@ -16,22 +16,35 @@ def offsets_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def gather_ranges(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``values[s:s+l]`` for every (s, l) pair, in order."""
+def range_positions(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The flat positions s, s+1, ..., s+l-1 of every (s, l) pair, in order. One
+    ``repeat_interleave`` of each range's shift (start - where it lands in the output) added to
+    an arange: 3-4x faster than repeating the segment ids and gathering twice, and it is on the
+    routing path (a teacher's sub-batch gathers its history columns every step)."""
     total = int(lengths.sum())
     if total == 0:
-        return values[:0]
-    segment = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
-    seg_offsets = offsets_from_lengths(lengths)[:-1]
-    position = torch.arange(total) - seg_offsets[segment] + starts[segment]
-    return values[position]
+        return torch.zeros(0, dtype=torch.long, device=starts.device)
+    shift = starts - offsets_from_lengths(lengths.cpu()).to(starts.device)[:-1]
+    return torch.arange(total, device=starts.device) + torch.repeat_interleave(shift, lengths, output_size=total)
+
+
+def gather_ranges(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``values[s:s+l]`` for every (s, l) pair, in order."""
+    return values[range_positions(starts, lengths)]
+
+
+def jagged_rows(offsets: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat positions, lengths) of rows ``index`` of a jagged layout: what ``gather_jagged``
+    takes from the values, kept apart so columns sharing a layout gather with one computation."""
+    starts = offsets[index]
+    lengths = offsets[index + 1] - starts
+    return range_positions(starts, lengths), lengths
 
 
 def gather_jagged(values: torch.Tensor, offsets: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``index`` of a jagged column -> (values, lengths)."""
-    starts = offsets[index]
-    lengths = offsets[index + 1] - starts
-    return gather_ranges(values, starts, lengths), lengths
+    positions, lengths = jagged_rows(offsets, index)
+    return values[positions], lengths
 
 
 def filter_jagged(values: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
