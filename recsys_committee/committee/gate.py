@@ -168,7 +168,9 @@ class RandomGate(Gate):
     always run). With ``reweight`` a kept pair's weight is (1/K) / keep-probability, so the
     expected weighted loss equals the dense one (unbiased; a sample may get no teacher at all,
     or weights summing above 1); without it the weights are renormalised over the pairs that
-    ran (1/|active|), as the importance gate does.
+    ran (1/|active|), as the importance gate does. With ``exact_budget`` exactly
+    ceil(skip_target B K) pairs are skipped per step (``exact_skip``): the budget is a floor on
+    every step, not an expectation, and every free pair still has the same keep probability.
 
     Why it matters: dropping pairs at random is unbiased in expectation, where a learned top-1
     rule drops the same teacher for similar samples, a systematic bias (issue: "random skip
