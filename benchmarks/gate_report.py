@@ -78,6 +78,7 @@ def budget_entry(domain: str, runs: Path, results: Path, method: str, seeds: lis
     tests = [m["test"][key] for m in ms]
     vals, dense_vals = [m["val"][key] for m in ms], [d["val"][key] for d in ds]
     entry = {"skipped": 1 - run / total, "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests),
+             "dense_test_mean": statistics.mean(d["test"][key] for d in ds),
              "rel_diff_vs_dense": p["relative"], "ci_rows": p["ci95"], "ci_seeds": p["seed_ci95"],
              "val_mean": statistics.mean(vals), "val_per_seed": vals, "val_rel_diff_vs_dense": (statistics.mean(vals) - statistics.mean(dense_vals)) / statistics.mean(dense_vals),
              "seeds": seeds}
@@ -141,6 +142,35 @@ def markdown_table(gates: dict[str, Any], shipped: str | None, shipped_budget: s
     return "\n".join(rows) + "\n"
 
 
+def plot_frontier(gates: dict[str, Any], domain: str, path: Path) -> None:
+    """The skip-quality frontier: each gate's (skipped share, test - dense relative) at every budget it
+    ran, with the 95% interval over seeds (relative to the dense mean) as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, g in sorted(gates.items()):
+        # one point per distinct run set (a gate without a budget knob is listed at two budgets)
+        points = sorted({e["skipped"]: e for e in g["budgets"].values()}.values(), key=lambda e: e["skipped"])
+        xs = [100 * e["skipped"] for e in points]
+        ys = [100 * e["rel_diff_vs_dense"] for e in points]
+        err = [100 * (e["ci_seeds"][1] - e["ci_seeds"][0]) / 2 / e["dense_test_mean"] for e in points]
+        style = "o-" if name.startswith("random") else "s--"
+        ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=name, alpha=0.85)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(-0.1, color="tab:red", lw=0.8, ls=":", label="-0.1% (target a)")
+    ax.axvline(30, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("teacher forwards skipped (%)")
+    ax.set_ylabel("test metric vs dense (%)")
+    ax.set_title(f"{domain}: skip-quality frontier (5 seeds, 95% over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", choices=sorted(METRIC), default="rec")
@@ -149,6 +179,7 @@ def main() -> int:
     parser.add_argument("--shipped-budget", default="0.3")
     parser.add_argument("--out", default="benchmarks/results/gate.json")
     parser.add_argument("--markdown", help="also write the table as markdown to this file (for the README)")
+    parser.add_argument("--plot", help="also draw the skip-quality frontier to this PNG")
     parser.add_argument("--old-build", nargs="*", default=[], metavar="GATE",
                         help="gates whose runs were built before the gate had its own initialisation stream (they got "
                              "another QA-module initialisation than dense/random: not paired on it); marked in gate.json")
@@ -186,6 +217,9 @@ def main() -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown_table(gates, shipped, args.shipped_budget))
         print(f"wrote {args.markdown}")
+    if args.plot:
+        plot_frontier(gates, args.domain, Path(args.plot))
+        print(f"wrote {args.plot}")
     print(f"wrote {out}")
     return 0
 

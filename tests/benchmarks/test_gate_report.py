@@ -97,3 +97,26 @@ def test_a_learned_gate_is_chosen_only_when_it_beats_random_on_validation_beyond
     clear = entry([0.905, 0.915, 0.925])  # +0.005 on every seed
     assert choose_on_validation({"random": random, "value": noisy}, "0.3") == "random"
     assert choose_on_validation({"random": random, "value": noisy, "unic": clear}, "0.3") == "unic"
+
+
+def test_the_budget_is_a_floor_a_gate_skipping_less_is_not_shipped_however_it_validates() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_report import choose_on_validation, ship
+
+    def entry(skipped, vals, vs_random=None):
+        e = {"skipped": skipped, "val_mean": sum(vals) / len(vals), "val_per_seed": vals}
+        if vs_random:
+            e["vs_random_ci_rows"] = vs_random
+        return {"budgets": {"0.3": e}}
+
+    gates = {
+        "random": entry(0.2998, [0.95, 0.95, 0.95]),  # a Bernoulli draw that fell short of 30%
+        "random_exact": entry(0.3008, [0.90, 0.91, 0.92]),
+        "unic": entry(0.35, [0.905, 0.915, 0.925], vs_random=[-0.003, -0.001]),  # beats it on validation, loses on test
+    }
+    assert choose_on_validation(gates, "0.3") == "unic"
+    assert ship(gates, "0.3", "unic") == "random_exact"
+    gates["unic"]["budgets"]["0.3"]["vs_random_ci_rows"] = [0.0001, 0.0003]
+    assert ship(gates, "0.3", "unic") == "unic"
+    del gates["unic"]
+    assert choose_on_validation(gates, "0.3") == "random_exact"
