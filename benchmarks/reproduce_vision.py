@@ -45,6 +45,7 @@ METHOD_CONFIGS = {
     "diverse_distill_value": "diverse_distill_value.yaml",
     "diverse_distill_unic": "diverse_distill_unic.yaml",
     "diverse_distill_value_sample": "diverse_distill_value_sample.yaml",
+    "diverse_distill_sampled": "diverse_distill_sampled.yaml",
 }
 
 
