@@ -65,7 +65,10 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
     # student gets the same number. (12 steps teach the student little, so a threshold on the
     # AUC itself would not catch predictions gathered out of order; this does.)
     probs = predict(student, ml_slice.test, 4096)
-    assert auc(probs, ml_slice.test.labels) == pytest.approx(two[0]["test"]["auc"], abs=1e-6)
+    # 1e-5, not 1e-6: rows with identical features tie exactly in one batch of 4,096 but may differ by
+    # rounding in the ranks' smaller batches (FBGEMM's sharded pooling, batch-dependent blocking), and
+    # one such pair moves this slice's AUC by 1.0e-6. A mis-ordered gather moves it by far more.
+    assert auc(probs, ml_slice.test.labels) == pytest.approx(two[0]["test"]["auc"], abs=1e-5)
     assert auc(probs[torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))], ml_slice.test.labels) != pytest.approx(two[0]["test"]["auc"], abs=1e-3)
     assert not any(k.startswith(("qa", "gate", "teachers")) for k in load_checkpoint(tmp_path / "two" / "student.safetensors")["state_dict"])
 
