@@ -88,6 +88,19 @@ def budget_entry(domain: str, runs: Path, results: Path, method: str, seeds: lis
     return entry
 
 
+def eligible(gates: dict[str, Any], budget: str) -> dict[str, dict[str, Any]]:
+    """{gate: its entry at ``budget``} for the gates that may ship there: they skip at least the
+    budget and were not built before the gate had its own initialisation stream."""
+    return {name: g["budgets"][budget] for name, g in gates.items() if budget in g["budgets"]
+            and meets_budget(g["budgets"][budget], budget) and not g["budgets"][budget].get("built_before_gate_rng_fix")}
+
+
+def best_random(fits: dict[str, dict[str, Any]]) -> str | None:
+    """The better-validating random variant among ``fits`` (None if there is none)."""
+    randoms = [n for n in fits if n.startswith("random")]
+    return max(randoms, key=lambda n: fits[n]["val_mean"]) if randoms else None
+
+
 def choose_on_validation(gates: dict[str, Any], budget: str) -> str | None:
     """The gate shipped at ``budget``, on validation only (test figures play no part): the simplest
     rule, random (its better-validating variant), unless a learned gate's validation metric beats
@@ -96,16 +109,13 @@ def choose_on_validation(gates: dict[str, Any], budget: str) -> str | None:
     fifth decimal, and the issue's own rule is to ship the simplest gate that holds quality when no
     learned gate beats random. Eligible: skips at least the budget, and not built before
     the gate had its own initialisation stream (compared on another initialisation)."""
-    fits = {name: g["budgets"][budget] for name, g in gates.items() if budget in g["budgets"]
-            and meets_budget(g["budgets"][budget], budget)
-            and not g["budgets"][budget].get("built_before_gate_rng_fix")}
-    randoms = [n for n in fits if n.startswith("random")]
-    if not randoms:
+    fits = eligible(gates, budget)
+    base = best_random(fits)
+    if base is None:
         return max(fits, key=lambda n: fits[n]["val_mean"]) if fits else None
-    base = max(randoms, key=lambda n: fits[n]["val_mean"])
     margins = {}
     for name, entry in fits.items():
-        if name in randoms:
+        if name.startswith("random"):
             continue
         diffs = [a - b for a, b in zip(entry["val_per_seed"], fits[base]["val_per_seed"])]
         if len(diffs) > 1:
@@ -124,8 +134,7 @@ def ship(gates: dict[str, Any], budget: str, validation_choice: str | None) -> s
     entry = gates[validation_choice]["budgets"][budget]
     if entry.get("vs_random_ci_rows") and entry["vs_random_ci_rows"][0] > 0:
         return validation_choice
-    randoms = [n for n, g in gates.items() if n.startswith("random") and budget in g["budgets"] and meets_budget(g["budgets"][budget], budget)]
-    return max(randoms, key=lambda n: gates[n]["budgets"][budget]["val_mean"]) if randoms else validation_choice
+    return best_random(eligible(gates, budget)) or validation_choice
 
 
 def markdown_table(gates: dict[str, Any], shipped: str | None, shipped_budget: str) -> str:

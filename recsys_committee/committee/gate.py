@@ -183,16 +183,13 @@ class RandomGate(Gate):
         self.n_teachers = n_teachers
         self.register_buffer("always_on", torch.tensor(list(always_on), dtype=torch.bool), persistent=False)
 
-    def keep_probability(self, b: int, device: torch.device) -> torch.Tensor:
-        return uniform_keep(b, self.always_on, self.config.skip_target, device)
-
     def forward(self, h0: torch.Tensor, step: int) -> GateDecision:
         if not self.training or step < self.config.warmup_steps:
             return dense_decision(h0, self.n_teachers)
         if self.config.exact_budget:
             active, keep = exact_skip(h0.shape[0], self.always_on, self.config.skip_target, h0.device)
         else:
-            keep = self.keep_probability(h0.shape[0], h0.device)
+            keep = uniform_keep(h0.shape[0], self.always_on, self.config.skip_target, h0.device)
             active = torch.rand(keep.shape, device=h0.device) < keep
         return GateDecision(active=active, weights=budget_weights(active, keep, self.config.reweight).to(h0.dtype), selected=active)
 
