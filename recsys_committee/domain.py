@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -62,6 +62,12 @@ class Domain(abc.ABC):
     def sparse_parameters(self, module: nn.Module) -> list[nn.Parameter]:
         """Parameters updated by a fused row-wise optimiser in backward (embedding tables);
         every other trainable parameter goes to the dense optimiser. None by default."""
+        return []
+
+    def prefetch_targets(self, predictor: nn.Module) -> list[tuple[nn.Module, Callable[[Any], Any]]]:
+        """(sharded module, batch -> its input) pairs whose input distribution the loop may issue
+        a step early (``train/input_prefetch.py``): modules called with a function of the whole
+        batch. None by default."""
         return []
 
     def write_data_files(self, out: Path, data: Any) -> None:

@@ -130,6 +130,16 @@ class RecDomain(Domain):
     def sparse_parameters(self, module: nn.Module) -> list[nn.Parameter]:
         return embedding_parameters(module)
 
+    def prefetch_targets(self, predictor: nn.Module) -> list[tuple[nn.Module, Any]]:
+        """The predictor's sharded ``PooledEmbeddings`` tables: called with ``batch.kjt(features)``
+        (cached on the batch, so the prefetched KJT is the object the forward receives)."""
+        from torchrec.distributed.types import ShardedModule
+
+        from recsys_committee.models.student import PooledEmbeddings
+
+        return [(m.ebc, lambda batch, keys=tuple(m.features): batch.kjt(keys))
+                for m in predictor.modules() if isinstance(m, PooledEmbeddings) and isinstance(m.ebc, ShardedModule)]
+
     def write_data_files(self, out: Path, data: RecData) -> None:
         save_data_facts(out, data)
 

@@ -98,6 +98,10 @@ class TrainConfig:
     # Distributed runs (Ray Train): a torch.distributed.checkpoint every N steps and at every
     # epoch end (0 = epoch ends only); resumed from the latest one after a worker failure.
     checkpoint_every: int = 0
+    # Sharded runs: issue the next batch's sparse input distribution (TorchRec's all-to-alls of
+    # the student's ids) during this step, as TorchRec's TrainPipelineSparseDist orders it; the
+    # numbers are the same either way (train/input_prefetch.py).
+    overlap_input_dist: bool = True
 
 
 @dataclass

@@ -10,12 +10,13 @@ evaluation. Test metrics are computed once, on the best-validation weights.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from recsys_committee.committee.config import NonFiniteLossError
 from recsys_committee.progress import on_terminal
 from recsys_committee.train.config import OptimConfig, TrainConfig
 from recsys_committee.train.distributed import DistContext
+from recsys_committee.train.input_prefetch import InputDistPrefetch
 from recsys_committee.train.optimizers import Optimizers, make_scheduler
 
 WARMUP_BATCHES = 10  # batches of an epoch left out of its steady throughput (lazy inits, first reads)
@@ -42,6 +44,20 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def with_next(items: Iterator[Any]) -> Iterator[tuple[Any, Optional[Any]]]:
+    """(item, the item after it or None): the loop sees one batch ahead (read already by the
+    data's own read-ahead) to issue its input distribution early."""
+    it = iter(items)
+    current = next(it, _END)
+    while current is not _END:
+        following = next(it, _END)
+        yield current, (None if following is _END else following)
+        current = following
+
+
+_END = object()
+
+
 @dataclass
 class FitResult:
     val: dict[str, Any]
@@ -52,6 +68,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0  # the step counter at the end (resumed runs included)
     resumed_from_step: Optional[int] = None
+    prefetched_steps: int = 0  # steps (of this process) whose sparse input was distributed a step early
 
     def as_metrics(self) -> dict[str, Any]:
         """The metrics.json fields every run shares (train and distill)."""
@@ -62,6 +79,7 @@ class FitResult:
             "val": self.val,
             "test": self.test,
             "history": self.history,
+            "prefetched_steps": self.prefetched_steps,
             "steps": self.steps,
         }
 
@@ -135,11 +153,13 @@ def fit(
     ctx: Optional[DistContext] = None,
     checkpointer: Optional[Checkpointer] = None,
     on_step: Optional[Callable[[LoopState], None]] = None,
+    prefetch: Optional[InputDistPrefetch] = None,
 ) -> FitResult:
     """``data.train`` needs ``num_batches(batch_size, rows=)`` and ``batches(...)``;
     ``evaluate(predictor, "val" | "test")`` returns metrics with ``metric`` (higher is better).
-    Distributed runs pass ``ctx`` (rows per rank), the sharded model's optimisers and a
-    ``checkpointer``; everything else is the same loop."""
+    Distributed runs pass ``ctx`` (rows per rank), the sharded model's optimisers, a
+    ``checkpointer`` and maybe a ``prefetch`` (the next batch's input distribution is issued
+    during this step); everything else is the same loop."""
     ctx = ctx or DistContext.single()
     optimizer = optimizers.optimizer
     st, best_state = LoopState(), None
@@ -167,10 +187,18 @@ def fit(
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
         steady_from, steady_start = seen + WARMUP_BATCHES, None  # throughput after the first batches' one-off costs
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
-        for batch in batches:
+        # at most the batches the loop always drew (its n_batches and the one that ends the epoch),
+        # so the data generator's state at the epoch's end is what it was without the look-ahead
+        drawn = itertools.islice(batches, n_batches + 1 - st.batch_in_epoch)
+        for batch, following in with_next(b.to(ctx.device) for b in drawn):
             if st.batch_in_epoch >= n_batches:
                 break
-            loss, terms = loss_fn(batch.to(ctx.device), st.step)
+            ahead = prefetch and following is not None and st.batch_in_epoch + 1 < n_batches
+            if ahead:
+                prefetch.start(following)  # every rank: the same batch index, the same point
+            loss, terms = loss_fn(batch, st.step)
+            if ahead:
+                prefetch.launch()  # its values all-to-all runs during this backward
             for name, value in {"total": loss, **terms}.items():
                 if not torch.isfinite(value).all():
                     raise NonFiniteLossError(st.step, name, float(value.detach().float().mean()))
@@ -222,4 +250,5 @@ def fit(
     return FitResult(
         val=st.best_val, test=test, best_epoch=st.best_epoch, epochs_run=len(st.history),
         epoch_seconds=float(np.mean(st.seconds)), history=st.history, steps=st.step, resumed_from_step=st.resumed_from_step,
+        prefetched_steps=prefetch.served if prefetch is not None else 0,
     )

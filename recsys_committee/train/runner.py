@@ -26,6 +26,7 @@ from recsys_committee.errors import UserError
 from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
+from recsys_committee.train.input_prefetch import InputDistPrefetch
 from recsys_committee.files import write_json
 from recsys_committee.train.loop import FitResult, fit, seed_everything
 from recsys_committee.train.optimizers import build_optimizers
@@ -200,7 +201,7 @@ def _fit(
     Returns the loop's result and the module that was trained (DMP-wrapped when sharded)."""
     ctx, path = launch.ctx, out / file_name
     sparse = domain.sparse_parameters(module)
-    forward, checkpointer = module, None
+    forward, checkpointer, prefetch = module, None, None
     if launch.sharded:
         from recsys_committee.train.sharded import setup_sharded
 
@@ -210,6 +211,8 @@ def _fit(
         setup = setup_sharded(module, predictor, trainable, sparse, is_frozen, cfg, launch, out,
                               counter=committee.counter if committee is not None else None)
         forward, optimizers, checkpointer = setup.model, setup.optimizers, setup.checkpointer
+        if cfg.train.overlap_input_dist:
+            prefetch = InputDistPrefetch(domain.prefetch_targets(predictor))
     else:
         optimizers = build_optimizers(trainable, sparse, cfg.optim, names={id(p): n for n, p in module.named_parameters()})
 
@@ -225,10 +228,14 @@ def _fit(
             forward, predictor, make_loss(forward), data, cfg.train, cfg.optim, generator, optimizers,
             evaluate=lambda model, split: domain.evaluate(model, data, split, cfg, ctx), metric=domain.metric,
             on_best=save_best, description=description, ctx=ctx, checkpointer=checkpointer, on_step=launch.on_step,
+            prefetch=prefetch,
         )
     except NonFiniteLossError as exc:
         last = checkpointer.latest() if checkpointer is not None else (path if path.is_file() else None)
         raise exc.with_last_good(str(last) if last else None) from exc
+    finally:
+        if prefetch is not None:
+            prefetch.close()
     if launch.sharded:
         from recsys_committee.train.sharded import export_sharded
 

@@ -78,6 +78,20 @@ def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, resto
     return {k: metrics[k] for k in ("test", "val", "teacher_forwards", "steps", "resumed_from_step", "world_size", "student_params", "history")}
 
 
+def train_run(rank: int, world: int, cfg_overrides: list[str], out: str) -> dict:
+    """``train`` of the student on ``world`` ranks (sharded, as under Ray Train)."""
+    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.rec_domain import run_train
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.distributed import DistContext, Launch
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs/rec/student.yaml", cfg_overrides)
+    data = load_movielens(cfg.data.root, max_rows=cfg.data.max_rows)
+    metrics = run_train(cfg, Path(out), data=data, launch=Launch(DistContext.from_process_group(), report=lambda p, s: None), overwrite=True)
+    return {k: metrics[k] for k in ("test", "val", "steps", "prefetched_steps", "history")}
+
+
 def restore_errors(rank: int, world: int, cfg_overrides: list[str], out: str, checkpoints: list[str]) -> list[str]:
     """Try to resume from each (broken) checkpoint; return the error messages."""
     from recsys_committee.train.checkpoint import CheckpointError

@@ -85,6 +85,23 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
     assert [h["step"] for h in one["history"]] == [6, 12]  # epoch 0's record came back with the checkpoint
 
 
+def test_input_distribution_issued_ahead_changes_no_number(real_data_dir, tmp_path):
+    """2 ranks: with ``train.overlap_input_dist`` every step but an epoch's first takes its sparse
+    input distributed during the step before (as TorchRec's TrainPipelineSparseDist orders it), and
+    the trained student is, bit for bit, the one trained with the inline input distribution."""
+    overrides = SMALL + [f"data.root={real_data_dir}", "data.max_rows=20000", "model.params.hidden=[64,32]"]
+    ahead = run_local(dist_workers.train_run, 2, overrides, str(tmp_path / "ahead"))
+    inline = run_local(dist_workers.train_run, 2, overrides + ["train.overlap_input_dist=false"], str(tmp_path / "inline"))
+    assert [r["prefetched_steps"] for r in ahead] == [2 * (6 - 1)] * 2  # 2 epochs of 6 steps, each rank
+    assert [r["prefetched_steps"] for r in inline] == [0, 0]
+    assert ahead[0]["steps"] == inline[0]["steps"] == 12
+    assert [h["train_loss"] for h in ahead[0]["history"]] == [h["train_loss"] for h in inline[0]["history"]]
+    assert ahead[0]["test"] == inline[0]["test"]
+    a = load_checkpoint(tmp_path / "ahead" / "model.safetensors")["state_dict"]
+    b = load_checkpoint(tmp_path / "inline" / "model.safetensors")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_corrupt_or_incomplete_checkpoint_is_refused(teacher_dir, real_data_dir, tmp_path):
     overrides = _overrides(teacher_dir, real_data_dir, "train.epochs=1")
     run_local(dist_workers.distill_run, 1, overrides, str(tmp_path / "run"))

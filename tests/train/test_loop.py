@@ -8,7 +8,7 @@ import torch
 from recsys_committee.cli import main as cli_main
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys_committee.train.config import load_config
-from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything
+from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything, with_next
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.rec_domain import REC, load_trained_model, run_train
 
@@ -139,3 +139,20 @@ def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
     fit(model, model, loss_fn, ml_slice, cfg.train, cfg.optim, gen, optimizers, lambda m, split: REC.evaluate(m, ml_slice, split, cfg, None))
     assert len(seen) == 10 and seen[0] == pytest.approx(cfg.optim.lr) and seen[-1] < 0.05 * cfg.optim.lr
     assert all(a >= b for a, b in zip(seen, seen[1:]))  # torch's LambdaLR drives it: decays every step
+
+
+def test_with_next_pairs_each_item_with_the_one_after_and_reads_no_further():
+    """The loop's look-ahead: (item, next) pairs, None after the last, and an item is pulled from
+    the source only when the pair before it is handed out (the reader's generator draws as the
+    loop always drew)."""
+    pulled = []
+
+    def source():
+        for i in range(4):
+            pulled.append(i)
+            yield i
+
+    pairs = with_next(source())
+    assert next(pairs) == (0, 1) and pulled == [0, 1]
+    assert list(pairs) == [(1, 2), (2, 3), (3, None)]
+    assert list(with_next(iter([]))) == []
