@@ -1,0 +1,166 @@
+"""How plain TorchRec itself scales from 1 to 2 ranks on this machine: the reference for the
+streaming student's 2-workers / 1-worker ratio (benchmarks/scale.py).
+
+The same EBC + low-rank cross + MLP + head as scale.py's plain-TorchRec arm, DMP-sharded, FBGEMM's
+fused row-wise Adagrad, AdamW on the dense part, gloo on loopback, one thread per rank, each
+rank's batches read from the prepared dataset beforehand (no reading in the timed loop, no Ray).
+Two loops: the plain one (forward, backward, step) and TorchRec's ``TrainPipelineSparseDist``
+(the next batch's input distribution during this step). 1 and 2 ranks, ``--repeats`` rounds
+interleaved, the median reported; entries ``plain_torchrec_ranks`` of ``benchmarks/results/scale.json``
+(other entries kept).
+
+Reproduce: ``.venv/bin/python benchmarks/torchrec_ranks.py --dataset runs/scale/1m/dataset``
+(after benchmarks/scale.py prepared it; a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WARMUP = 10  # steps left out of the rate, as the training loop's steady throughput
+
+
+def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch: int, repeats: int, out: str) -> None:
+    os.environ.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+    from torchrec.datasets.utils import Batch
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+    from torchrec.modules.crossnet import LowRankCrossNet
+    from torchrec.modules.mlp import MLP
+    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.models import build_model
+    from recsys_committee.train.config import load_config
+    from recsys_committee.train.distributed import quiet_library_logs
+
+    torch.set_num_threads(1)
+    quiet_library_logs()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    cfg = load_config(ROOT / "configs/rec/student.yaml", [])
+    params = cfg.model.params
+    data = open_prepared(dataset)
+    student = build_model("student", data.cardinalities, data.num_dense, data=data, **params)
+    feats = student.embeddings.features
+    tables = [EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim, num_embeddings=t.num_embeddings, feature_names=t.feature_names, pooling=t.pooling)
+              for t in student.embeddings.ebc.embedding_bag_configs()]
+    dim = len(feats) * params["embedding_dim"]
+    cached = []
+    for b in data.train.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        cached.append(Batch(dense_features=torch.zeros(batch, 1), sparse_features=b.kjt(feats), labels=b.labels))
+        if len(cached) == steps:
+            break
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ebc = EmbeddingBagCollection(tables=tables)
+            self.dense = torch.nn.Sequential(LowRankCrossNet(dim, params["cross_layers"], params["cross_rank"]),
+                                             MLP(dim, params["hidden"]), torch.nn.Linear(params["hidden"][-1], 1))
+
+        def forward(self, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            pooled = self.ebc(b.sparse_features)
+            logits = self.dense(torch.cat([pooled[f] for f in feats], 1)).squeeze(-1)
+            return F.binary_cross_entropy_with_logits(logits, b.labels), logits
+
+    def build() -> tuple[Any, Any]:
+        torch.manual_seed(0)
+        module = Plain()
+        apply_optimizer_in_backward(RowWiseAdagrad, module.ebc.parameters(), {"lr": cfg.optim.embedding_lr})
+        model = DistributedModelParallel(module, device=torch.device("cpu"))
+        return model, torch.optim.AdamW([p for n, p in model.named_parameters() if "ebc" not in n], lr=cfg.optim.lr)
+
+    def loop() -> float:
+        model, adam = build()
+        for i, b in enumerate(cached):
+            if i == WARMUP:
+                dist.barrier()
+                start = time.perf_counter()
+            loss, _ = model(b)
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+        dist.barrier()
+        return (len(cached) - WARMUP) * batch * world / (time.perf_counter() - start)
+
+    def pipelined() -> float:
+        model, adam = build()
+        pipeline = TrainPipelineSparseDist(model, adam, torch.device("cpu"))
+        batches = iter(cached)
+        for _ in range(WARMUP):
+            pipeline.progress(batches)
+        dist.barrier()
+        start, n = time.perf_counter(), 0
+        while True:
+            try:
+                pipeline.progress(batches)
+            except StopIteration:
+                break
+            n += 1
+        dist.barrier()
+        return n * batch * world / (time.perf_counter() - start)
+
+    rates: dict[str, list[float]] = {"loop": [], "train_pipeline_sparse_dist": []}
+    for _ in range(repeats):
+        rates["loop"].append(loop())
+        rates["train_pipeline_sparse_dist"].append(pipelined())
+    if rank == 0:
+        Path(out).write_text(json.dumps(rates))
+    dist.destroy_process_group()
+
+
+def run(world: int, args: argparse.Namespace, out: Path) -> dict[str, list[float]]:
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(rank_main, args=(world, port, args.dataset, args.steps, args.batch_size, args.repeats, str(out)), nprocs=world)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="a prepared dataset (recsys-committee prepare)")
+    parser.add_argument("--steps", type=int, default=194, help="batches per rank (1M rows: 194 full batches of 2,048 per rank at 2 ranks)")
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--results", default="benchmarks/results/scale.json")
+    args = parser.parse_args(argv)
+    manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
+    rows = sum(manifest["rows"].values())
+    scratch = Path(args.dataset).parent / "torchrec_ranks.json"
+    entries = []
+    by_world = {world: run(world, args, scratch) for world in (1, 2)}
+    for world, rates in by_world.items():
+        for loop, rounds in rates.items():
+            median = sorted(rounds)[len(rounds) // 2]
+            entries.append({"kind": "plain_torchrec_ranks", "loop": loop, "rows": rows, "workers": world, "samples_per_s": median, "rounds": rounds,
+                            "batch_size": args.batch_size, "steps": args.steps, "peak_rss_gib_per_worker": None})
+            print(f"plain TorchRec, {world} rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)})")
+    for loop in by_world[1]:
+        one, two = (next(e for e in entries if e["workers"] == w and e["loop"] == loop) for w in (1, 2))
+        print(f"plain TorchRec {loop}: 2 ranks / 1 = {two['samples_per_s'] / one['samples_per_s']:.2f}x")
+    path = Path(args.results)
+    kept = [r for r in json.loads(path.read_text()) if not (r.get("kind") == "plain_torchrec_ranks" and r.get("rows") == rows)] if path.is_file() else []
+    path.write_text(json.dumps(kept + entries, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
