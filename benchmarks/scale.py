@@ -126,6 +126,37 @@ def train_runs(rows: int, dataset: Path, out: Path, workers: list[int], steps: i
     return entries
 
 
+def plain_torchrec_student(data: Any, params: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The student as a minimal plain-TorchRec module (unsharded): an ``EmbeddingBagCollection``
+    with the student's tables, low-rank cross, MLP and head; ``forward(kjt) -> logits``. Returns
+    it and the feature order its pooled embeddings are concatenated in."""
+    import torch
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+    from torchrec.modules.crossnet import LowRankCrossNet
+    from torchrec.modules.mlp import MLP
+
+    from recsys_committee.models import build_model
+
+    student = build_model("student", data.cardinalities, data.num_dense, data=data, **params)
+    feats = student.embeddings.features
+    tables = [EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim, num_embeddings=t.num_embeddings, feature_names=t.feature_names, pooling=t.pooling)
+              for t in student.embeddings.ebc.embedding_bag_configs()]
+    dim = len(feats) * params["embedding_dim"]
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ebc = EmbeddingBagCollection(tables=tables)
+            self.dense = torch.nn.Sequential(LowRankCrossNet(dim, params["cross_layers"], params["cross_rank"]),
+                                             MLP(dim, params["hidden"]), torch.nn.Linear(params["hidden"][-1], 1))
+
+        def forward(self, kjt: Any) -> torch.Tensor:
+            pooled = self.ebc(kjt)
+            return self.dense(torch.cat([pooled[f] for f in feats], 1)).squeeze(-1)
+
+    return Plain(), feats
+
+
 def loop_comparison(dataset: Path, rows: int, steps: int, batch: int, out: Path, repeats: int = 3) -> list[dict[str, Any]]:
     """In this process, one thread, both sharded by DMP (world size 1, gloo) so both tables get
     FBGEMM's fused row-wise Adagrad: the reader alone; our whole streaming student run
@@ -137,15 +168,11 @@ def loop_comparison(dataset: Path, rows: int, steps: int, batch: int, out: Path,
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
-    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
     from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.modules.crossnet import LowRankCrossNet
-    from torchrec.modules.mlp import MLP
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
     from recsys_committee.data.prepared import open_prepared
-    from recsys_committee.models import build_model
     from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext, Launch, quiet_library_logs
@@ -177,24 +204,7 @@ def loop_comparison(dataset: Path, rows: int, steps: int, batch: int, out: Path,
         return m["history"][0]["steady_batches"] * batch / m["history"][0]["steady_seconds"]
 
     def plain(streamed: bool = False) -> float:
-        student = build_model("student", data.cardinalities, data.num_dense, data=data, **cfg.model.params)
-        feats = student.embeddings.features
-        tables = [EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim, num_embeddings=t.num_embeddings, feature_names=t.feature_names, pooling=t.pooling)
-                  for t in student.embeddings.ebc.embedding_bag_configs()]
-        dim = len(feats) * cfg.model.params["embedding_dim"]
-
-        class Plain(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.ebc = EmbeddingBagCollection(tables=tables)
-                self.dense = torch.nn.Sequential(LowRankCrossNet(dim, cfg.model.params["cross_layers"], cfg.model.params["cross_rank"]),
-                                                 MLP(dim, cfg.model.params["hidden"]), torch.nn.Linear(cfg.model.params["hidden"][-1], 1))
-
-            def forward(self, kjt: Any) -> torch.Tensor:
-                pooled = self.ebc(kjt)
-                return self.dense(torch.cat([pooled[f] for f in feats], 1)).squeeze(-1)
-
-        module = Plain()
+        module, feats = plain_torchrec_student(data, cfg.model.params)
         apply_optimizer_in_backward(RowWiseAdagrad, module.ebc.parameters(), {"lr": cfg.optim.embedding_lr})
         model = DistributedModelParallel(module, device=torch.device("cpu"))
         adam = torch.optim.AdamW([p for n, p in model.named_parameters() if "ebc" not in n], lr=cfg.optim.lr)

@@ -16,6 +16,7 @@ Reproduce: ``.venv/bin/python benchmarks/torchrec_ranks.py --dataset runs/scale/
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import socket
@@ -26,6 +27,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale import plain_torchrec_student  # noqa: E402  (the same plain-TorchRec student as scale.py's arm)
 WARMUP = 10  # steps left out of the rate, as the training loop's steady throughput
 
 
@@ -34,17 +38,13 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
-    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
     from torchrec.datasets.utils import Batch
     from torchrec.distributed.model_parallel import DistributedModelParallel
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
-    from torchrec.modules.crossnet import LowRankCrossNet
-    from torchrec.modules.mlp import MLP
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
     from recsys_committee.data.prepared import open_prepared
-    from recsys_committee.models import build_model
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import quiet_library_logs
 
@@ -54,33 +54,27 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
     cfg = load_config(ROOT / "configs/rec/student.yaml", [])
     params = cfg.model.params
     data = open_prepared(dataset)
-    student = build_model("student", data.cardinalities, data.num_dense, data=data, **params)
-    feats = student.embeddings.features
-    tables = [EmbeddingBagConfig(name=t.name, embedding_dim=t.embedding_dim, num_embeddings=t.num_embeddings, feature_names=t.feature_names, pooling=t.pooling)
-              for t in student.embeddings.ebc.embedding_bag_configs()]
-    dim = len(feats) * params["embedding_dim"]
+    plain, feats = plain_torchrec_student(data, params)
     cached = []
     for b in data.train.batches(batch, shuffle=True, generator=torch.Generator().manual_seed(0)):
         cached.append(Batch(dense_features=torch.zeros(batch, 1), sparse_features=b.kjt(feats), labels=b.labels))
         if len(cached) == steps:
             break
 
-    class Plain(torch.nn.Module):
+    class WithLoss(torch.nn.Module):
+        """(loss, logits) of a torchrec ``Batch``: the model interface TrainPipelineSparseDist drives."""
+
         def __init__(self) -> None:
             super().__init__()
-            self.ebc = EmbeddingBagCollection(tables=tables)
-            self.dense = torch.nn.Sequential(LowRankCrossNet(dim, params["cross_layers"], params["cross_rank"]),
-                                             MLP(dim, params["hidden"]), torch.nn.Linear(params["hidden"][-1], 1))
+            self.model = copy.deepcopy(plain)  # the same initial weights in every build
 
         def forward(self, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            pooled = self.ebc(b.sparse_features)
-            logits = self.dense(torch.cat([pooled[f] for f in feats], 1)).squeeze(-1)
+            logits = self.model(b.sparse_features)
             return F.binary_cross_entropy_with_logits(logits, b.labels), logits
 
     def build() -> tuple[Any, Any]:
-        torch.manual_seed(0)
-        module = Plain()
-        apply_optimizer_in_backward(RowWiseAdagrad, module.ebc.parameters(), {"lr": cfg.optim.embedding_lr})
+        module = WithLoss()
+        apply_optimizer_in_backward(RowWiseAdagrad, module.model.ebc.parameters(), {"lr": cfg.optim.embedding_lr})
         model = DistributedModelParallel(module, device=torch.device("cpu"))
         return model, torch.optim.AdamW([p for n, p in model.named_parameters() if "ebc" not in n], lr=cfg.optim.lr)
 
