@@ -1,11 +1,13 @@
-"""How plain TorchRec itself scales from 1 to 2 ranks on this machine: the reference for the
-streaming student's 2-workers / 1-worker ratio (benchmarks/scale.py).
+"""How plain TorchRec itself, and our streaming student without Ray, scale from 1 to 2 ranks on
+this machine: the reference for the streaming student's 2-workers / 1-worker ratio under Ray
+(benchmarks/scale.py).
 
 The same EBC + low-rank cross + MLP + head as scale.py's plain-TorchRec arm, DMP-sharded, FBGEMM's
 fused row-wise Adagrad, AdamW on the dense part, gloo on loopback, one thread per rank, each
 rank's batches read from the prepared dataset beforehand (no reading in the timed loop, no Ray).
 Two loops: the plain one (forward, backward, step) and TorchRec's ``TrainPipelineSparseDist``
-(the next batch's input distribution during this step). 1 and 2 ranks, ``--repeats`` rounds
+(the next batch's input distribution during this step); and, third, our streaming student
+(``run_train`` on the same ranks: reading the prepared shards, our loop) with no Ray. 1 and 2 ranks, ``--repeats`` rounds
 interleaved, the median reported; entries ``plain_torchrec_ranks`` of ``benchmarks/results/scale.json``
 (other entries kept).
 
@@ -45,8 +47,9 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
     from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
-    from recsys_committee.train.distributed import quiet_library_logs
+    from recsys_committee.train.distributed import DistContext, Launch, quiet_library_logs
 
     torch.set_num_threads(1)
     quiet_library_logs()
@@ -108,10 +111,22 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
         dist.barrier()
         return n * batch * world / (time.perf_counter() - start)
 
-    rates: dict[str, list[float]] = {"loop": [], "train_pipeline_sparse_dist": []}
+    def ours() -> float:
+        """Our streaming student (``run_train``: the prepared reader, RecBatch, our loop with the
+        input distributed ahead) on the same plain gloo ranks: the no-Ray twin of scale.py's run."""
+        run_cfg = load_config(ROOT / "configs/rec/student.yaml", [
+            "train.epochs=1", f"train.max_steps_per_epoch={steps}", f"train.batch_size={batch}", "train.progress=false"])
+        folder = Path(out).parent / f"ours-{world}-ranks"
+        m = run_train(run_cfg, folder, data=data, launch=Launch(DistContext.from_process_group(), report=lambda path, state: None, out_prepared=True),
+                      overwrite=True)
+        h = m["history"][0]
+        return h["steady_batches"] * batch * world / h["steady_seconds"]
+
+    rates: dict[str, list[float]] = {"loop": [], "train_pipeline_sparse_dist": [], "our_streaming_student": []}
     for _ in range(repeats):
         rates["loop"].append(loop())
         rates["train_pipeline_sparse_dist"].append(pipelined())
+        rates["our_streaming_student"].append(ours())
     if rank == 0:
         Path(out).write_text(json.dumps(rates))
     dist.destroy_process_group()
@@ -137,18 +152,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
     rows = sum(manifest["rows"].values())
-    scratch = Path(args.dataset).parent / "torchrec_ranks.json"
+    scratch = Path(args.dataset).parent / "ranks" / "rates.json"
+    for world in (1, 2):
+        (scratch.parent / f"ours-{world}-ranks").mkdir(parents=True, exist_ok=True)
     entries = []
     by_world = {world: run(world, args, scratch) for world in (1, 2)}
     for world, rates in by_world.items():
         for loop, rounds in rates.items():
             median = sorted(rounds)[len(rounds) // 2]
-            entries.append({"kind": "plain_torchrec_ranks", "loop": loop, "rows": rows, "workers": world, "samples_per_s": median, "rounds": rounds,
+            entries.append({"kind": "plain_torchrec_ranks", "loop": loop, "reads": "the prepared reader" if loop == "our_streaming_student" else "batches in memory", "rows": rows, "workers": world, "samples_per_s": median, "rounds": rounds,
                             "batch_size": args.batch_size, "steps": args.steps, "peak_rss_gib_per_worker": None})
-            print(f"plain TorchRec, {world} rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)})")
+            print(f"{world} gloo rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)})")
     for loop in by_world[1]:
         one, two = (next(e for e in entries if e["workers"] == w and e["loop"] == loop) for w in (1, 2))
-        print(f"plain TorchRec {loop}: 2 ranks / 1 = {two['samples_per_s'] / one['samples_per_s']:.2f}x")
+        print(f"{loop}: 2 ranks / 1 = {two['samples_per_s'] / one['samples_per_s']:.2f}x")
     path = Path(args.results)
     kept = [r for r in json.loads(path.read_text()) if not (r.get("kind") == "plain_torchrec_ranks" and r.get("rows") == rows)] if path.is_file() else []
     path.write_text(json.dumps(kept + entries, indent=2))
