@@ -91,7 +91,8 @@ def train_run(rows: int, dataset: Path, out: Path, workers: int, steps: int, bat
     seconds, _, _ = measured(cmd, ONE_THREAD)
     entry = train_entry(rows, out, workers, batch)
     print(f"train student {rows:,} rows, {workers} worker(s), input distribution {'ahead' if overlap else 'inline'}: {entry['samples_per_s']:,.0f} samples/s, "
-          f"peak RSS/worker {max(entry['peak_rss_gib_per_worker']):.2f} GiB, test AUC {entry['test_auc']:.4f} ({seconds:.0f}s)", flush=True)
+          f"peak RSS/worker {max(entry['peak_rss_gib_per_worker']):.2f} GiB, test AUC {entry['test_auc']:.4f}, "
+          f"training thread preempted {entry['preemptions_per_s'] or 0:,.0f}/s ({seconds:.0f}s)", flush=True)
     return entry
 
 
@@ -104,7 +105,8 @@ def train_entry(rows: int, out: Path, workers: int, batch: int) -> dict[str, Any
             "samples_per_s": h["steady_batches"] * batch * workers / h["steady_seconds"],  # after the first 10 batches' one-off costs
             "peak_rss_gib_per_worker": m["peak_rss_gib_per_rank"], "samples_per_s_whole_epoch": h["step"] * batch * workers / h["seconds"],
             "steps": h["step"], "batch_size": batch, "train_seconds": h["seconds"], "test_auc": m["test"]["auc"],
-            "prefetched_steps": m.get("prefetched_steps")}
+            "prefetched_steps": m.get("prefetched_steps"),
+            "preemptions_per_s": h.get("steady_preemptions_per_s")}  # rank 0's training thread: the core taken from it
 
 
 def train_runs(rows: int, dataset: Path, out: Path, workers: list[int], steps: int, batch: int, repeats: int) -> list[dict[str, Any]]:
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         runs += loop_comparison(dataset, rows_prepared, args.steps, args.batch_size, out / tag, args.repeats)
     path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = [r for r in json.loads(path.read_text()) if r.get("kind") not in OWN_KINDS] if path.is_file() else []  # scale_drill's, lm_cache_actors'
+    rerun = {r["rows"] for r in runs}  # entries of sizes not rerun, and other scripts' (scale_drill, lm_cache_actors, torchrec_ranks), are kept
+    kept = [r for r in json.loads(path.read_text()) if r.get("kind") not in OWN_KINDS or r.get("rows") not in rerun] if path.is_file() else []
     path.write_text(json.dumps(runs + kept, indent=2))
     print(f"wrote {args.results}")
     summarise(runs)

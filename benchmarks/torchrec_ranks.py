@@ -120,9 +120,11 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
         m = run_train(run_cfg, folder, data=data, launch=Launch(DistContext.from_process_group(), report=lambda path, state: None, out_prepared=True),
                       overwrite=True)
         h = m["history"][0]
+        rates["our_streaming_student_preemptions_per_s"].append(h.get("steady_preemptions_per_s"))
         return h["steady_batches"] * batch * world / h["steady_seconds"]
 
-    rates: dict[str, list[float]] = {"loop": [], "train_pipeline_sparse_dist": [], "our_streaming_student": []}
+    rates: dict[str, list[float]] = {"loop": [], "train_pipeline_sparse_dist": [], "our_streaming_student": [],
+                                     "our_streaming_student_preemptions_per_s": []}  # rank 0's training thread, per round
     for _ in range(repeats):
         rates["loop"].append(loop())
         rates["train_pipeline_sparse_dist"].append(pipelined())
@@ -158,11 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     by_world = {world: run(world, args, scratch) for world in (1, 2)}
     for world, rates in by_world.items():
+        preempted = rates.pop("our_streaming_student_preemptions_per_s")
         for loop, rounds in rates.items():
             median = sorted(rounds)[len(rounds) // 2]
-            entries.append({"kind": "plain_torchrec_ranks", "loop": loop, "reads": "the prepared reader" if loop == "our_streaming_student" else "batches in memory", "rows": rows, "workers": world, "samples_per_s": median, "rounds": rounds,
+            entries.append({"kind": "plain_torchrec_ranks", "loop": loop, "reads": "the prepared reader" if loop == "our_streaming_student" else "batches in memory",
+                            "rows": rows, "workers": world, "samples_per_s": median, "rounds": rounds,
                             "batch_size": args.batch_size, "steps": args.steps, "peak_rss_gib_per_worker": None})
-            print(f"{world} gloo rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)})")
+            note = ""
+            if loop == "our_streaming_student":
+                entries[-1]["preemptions_per_s"] = preempted[rounds.index(median)]  # the median round's
+                note = f", training thread preempted {preempted[rounds.index(median)] or 0:,.0f}/s"
+            print(f"{world} gloo rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)}){note}")
     for loop in by_world[1]:
         one, two = (next(e for e in entries if e["workers"] == w and e["loop"] == loop) for w in (1, 2))
         print(f"{loop}: 2 ranks / 1 = {two['samples_per_s'] / one['samples_per_s']:.2f}x")

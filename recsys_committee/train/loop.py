@@ -58,6 +58,18 @@ def with_next(items: Iterator[Any]) -> Iterator[tuple[Any, Optional[Any]]]:
 _END = object()
 
 
+def preemptions() -> Optional[int]:
+    """Times the kernel took the core from this thread (involuntary context switches; Linux).
+    Why in the history: ranks in lockstep wait for each other, so on a small machine every
+    process that wakes on a rank's core (other ranks' threads, a cluster's daemons) costs
+    throughput; this is how often that happened during the steady part of an epoch."""
+    import resource
+
+    if not hasattr(resource, "RUSAGE_THREAD"):
+        return None
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+
+
 @dataclass
 class FitResult:
     val: dict[str, Any]
@@ -185,7 +197,7 @@ def fit(
             generator.set_state(st.epoch_generator_state)  # rebuild this epoch's order (a resumed run: mid-epoch or at its start)
         bar = tqdm(total=n_batches, initial=st.batch_in_epoch, desc=f"{description} epoch {st.epoch}", disable=not (show and on_terminal()), leave=False, mininterval=1.0)
         loss_sum, seen = (st.epoch_loss_sum, st.batch_in_epoch) if st.batch_in_epoch else (0.0, 0)
-        steady_from, steady_start = seen + WARMUP_BATCHES, None  # throughput after the first batches' one-off costs
+        steady_from, steady_start, preempted_before = seen + WARMUP_BATCHES, None, None  # throughput after the first batches' one-off costs
         batches = data.train.batches(train_cfg.batch_size, shuffle=True, generator=generator, rows=ctx.train_rows, start=st.batch_in_epoch)
         # at most the batches the loop always drew (its n_batches and the one that ends the epoch),
         # so the data generator's state at the epoch's end is what it was without the look-ahead
@@ -212,7 +224,7 @@ def fit(
             st.step += 1
             st.batch_in_epoch += 1
             if seen == steady_from:
-                steady_start = time.perf_counter()
+                steady_start, preempted_before = time.perf_counter(), preemptions()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
             if on_step is not None:
@@ -220,12 +232,14 @@ def fit(
             if checkpointer is not None and checkpointer.every and st.step % checkpointer.every == 0 and st.batch_in_epoch < n_batches:
                 checkpointer.save(st, best_state)
         bar.close()
-        train_end = time.perf_counter()
+        train_end, preempted = time.perf_counter(), preemptions()
         st.seconds.append(train_end - start)
         val = evaluate(predictor, "val")
         st.history.append({"epoch": st.epoch, "step": st.step, "train_loss": loss_sum / max(seen, 1), f"val_{metric}": val[metric], "seconds": st.seconds[-1]})
         if steady_start is not None and seen > steady_from:
             st.history[-1].update(steady_batches=seen - steady_from, steady_seconds=train_end - steady_start)
+            if preempted is not None and preempted_before is not None:
+                st.history[-1]["steady_preemptions_per_s"] = (preempted - preempted_before) / (train_end - steady_start)
         if show:
             print(f"{description} epoch {st.epoch}: train loss {st.history[-1]['train_loss']:.4f}  val {metric} {val[metric]:.4f}  ({st.seconds[-1]:.1f}s)")
         stop = False

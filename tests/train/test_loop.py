@@ -8,7 +8,7 @@ import torch
 from recsys_committee.cli import main as cli_main
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys_committee.train.config import load_config
-from recsys_committee.train.loop import NonFiniteLossError, fit, seed_everything, with_next
+from recsys_committee.train.loop import NonFiniteLossError, fit, preemptions, seed_everything, with_next
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.rec_domain import REC, load_trained_model, run_train
 
@@ -156,3 +156,33 @@ def test_with_next_pairs_each_item_with_the_one_after_and_reads_no_further():
     assert next(pairs) == (0, 1) and pulled == [0, 1]
     assert list(pairs) == [(1, 2), (2, 3), (3, None)]
     assert list(with_next(iter([]))) == []
+
+
+def test_preemptions_count_this_threads_involuntary_switches():
+    """The counter behind a history's ``steady_preemptions_per_s``: this thread's involuntary
+    context switches (Linux): being run off the core by another busy thread on it counts."""
+    import os
+    import threading
+    import time
+
+    if preemptions() is None:
+        pytest.skip("no per-thread rusage on this platform")
+    allowed = os.sched_getaffinity(0)
+    core = sorted(allowed)[0]
+
+    def spin(seconds: float) -> None:
+        os.sched_setaffinity(0, {core})
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    os.sched_setaffinity(0, {core})
+    try:
+        busy = threading.Thread(target=spin, args=(0.3,))
+        start = preemptions()
+        busy.start()
+        spin(0.3)  # two busy threads on one core: the kernel switches between them
+        busy.join()
+        assert preemptions() > start
+    finally:
+        os.sched_setaffinity(0, allowed)
