@@ -30,7 +30,8 @@ class RecBatch:
     sparse: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (values, lengths)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row tensors riding along (streamed teacher caches)
     _kjt_cache: dict[tuple[str, ...], KeyedJaggedTensor] = field(default_factory=dict, repr=False)
-    _layout: dict[object, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets; ("owner", column): the column whose row layout it shares
+    _layout: dict[str, object] = field(default_factory=dict, repr=False)  # per column: True (one value a row) or its offsets
+    _owner: dict[str, str] = field(default_factory=dict, repr=False)  # jagged column -> the first column with its row layout
 
     def _single_valued(self, name: str, values: torch.Tensor, lengths: torch.Tensor) -> bool:
         if name not in self._layout:
@@ -44,17 +45,17 @@ class RecBatch:
 
     def _layout_owner(self, name: str, lengths: torch.Tensor) -> str:
         """The first jagged column with exactly these row lengths (``name`` itself if none)."""
-        key = ("owner", name)
-        if key not in self._layout:
+        if name not in self._owner:
             owner = name
-            for other, (_, other_lengths) in self.sparse.items():
+            for other, (other_values, other_lengths) in self.sparse.items():
                 if other == name:
                     break
-                if not self._single_valued(other, *self.sparse[other]) and other_lengths.shape == lengths.shape and torch.equal(other_lengths, lengths):
+                if (not self._single_valued(other, other_values, other_lengths) and other_lengths.shape == lengths.shape
+                        and torch.equal(other_lengths, lengths)):
                     owner = other
                     break
-            self._layout[key] = owner
-        return self._layout[key]
+            self._owner[name] = owner
+        return self._owner[name]
 
     def __len__(self) -> int:
         return int(self.labels.numel())

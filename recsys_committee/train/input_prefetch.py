@@ -64,7 +64,7 @@ class _Target:
 
     def restore(self) -> None:
         self.starting = self.ready = None
-        self.module.forward = self.original
+        self.module.__dict__.pop("forward", None)  # drop the instance attribute: the class's forward shows again
 
 
 class InputDistPrefetch:
