@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from recsys_committee.errors import UserError
 from recsys_committee.registry import Registry
 from recsys_committee.train.out_dir import MODEL_FILE, STUDENT_FILE
 
@@ -77,6 +78,14 @@ class Domain(abc.ABC):
     def run_facts(self, data: Any) -> dict[str, Any]:
         """Extra metrics.json entries describing the data (e.g. ``train_rows``)."""
         return {}
+
+    def with_transfer(self, data: Any) -> Any:
+        """The data whose train split also holds its transfer rows (rows without a label that
+        only the teachers teach on: ``committee.transfer``). The data object provides them
+        (``data.with_transfer()``); a data kind without transfer rows is refused by name."""
+        if not hasattr(data, "with_transfer"):
+            raise UserError(f"committee.transfer: {type(data).__name__} has no transfer rows (this data path does not build them)")
+        return data.with_transfer()
 
     def probe_batch(self, data: Any, rows: int = 256) -> Any:
         """A few training rows the committee probes its members on."""

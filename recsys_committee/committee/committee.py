@@ -22,7 +22,7 @@ from torch import nn
 from recsys_committee.committee.baselines import MethodSpec, method_spec
 from recsys_committee.committee.config import CommitteeConfig, CommitteeConfigError, NonFiniteLossError
 from recsys_committee.committee.gate import GATES, ForwardCounter, Gate, GateDecision
-from recsys_committee.committee.losses import LOSSES, LossSpec, StepContext, TeacherView, build_loss
+from recsys_committee.committee.losses import LOSSES, LossSpec, StepContext, TeacherView, build_loss, labeled_rows
 from recsys_committee.committee.qa import QAModule, TeacherInfo
 from recsys_committee.committee.taps import TapPathError, resolve_module
 from recsys_committee.committee.teacher import TeacherAdapter
@@ -214,6 +214,11 @@ class Committee(nn.Module):
     def forward(self, batch: Batch, step: int) -> CommitteeStepOutput:
         out = self.student(batch)
         labels = batch.labels
+        labeled = labeled_rows(labels)  # None unless the step holds transfer rows
+        row_weight = None
+        if labeled is not None:
+            labels = torch.where(labeled, labels, torch.zeros_like(labels))  # placeholders: every label-reading loss is masked there
+            row_weight = torch.where(labeled, 1.0, float(self.config.transfer_weight)).to(out.logits.dtype)
         b, k_total = out.logits.shape[0], len(self.teachers)
         teacher_names = [t.name for t in self.teachers]
         teacher_losses = {n: m for n, m in self.losses.items() if m.scope == "teacher"}
@@ -230,7 +235,7 @@ class Committee(nn.Module):
                 decision = self.gate(out.h0.flatten(1), step, out.logits.detach())
             else:
                 decision = self.gate(out.h0.flatten(1), step)
-            self.counter.add_batch(b)
+            self.counter.add_batch(b, transfer=0 if labeled is None else int((~labeled).sum()))
             if self.reads_teacher_logits:  # [B, K(, C)] only for the step losses that combine them
                 t_logits = out.logits.new_zeros((b, k_total, *self.logit_shape))
                 has_logits = torch.zeros(b, k_total, dtype=torch.bool, device=out.logits.device)
@@ -285,6 +290,8 @@ class Committee(nn.Module):
                 for name, module in teacher_losses.items():
                     values = module(view)
                     if values is not None:
+                        if labeled is not None:
+                            values = values * rows(labeled if module.reads_labels else row_weight).to(values.dtype)
                         cols[name].append((k, idx, values))
 
         terms: dict[str, torch.Tensor] = {}
@@ -302,14 +309,22 @@ class Committee(nn.Module):
             pair_losses = {n: self.weights[n] * m for n, m in per_sample.items() if self.weights.get(n, 0.0) != 0.0}
         ctx = StepContext(
             student=out, labels=labels, task=self.task, decision=decision, gate=self.gate,
-            teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample, pair_losses=pair_losses,
+            teacher_logits=t_logits, has_logits=has_logits, per_sample=per_sample, pair_losses=pair_losses, labeled=labeled,
         )
         for name, module in self.losses.items():
             if module.scope != "step":
                 continue
             value = module(ctx)
-            if value is not None:
-                terms[name] = value.mean() if value.dim() else value
+            if value is None:
+                continue
+            if not value.dim():
+                terms[name] = value
+            elif labeled is None:
+                terms[name] = value.mean()
+            elif module.reads_labels:  # the mean over the labeled rows: the same scale whatever the transfer share
+                terms[name] = (value * labeled).sum() / labeled.sum().clamp_min(1)
+            else:
+                terms[name] = (value * row_weight).mean()
         ordered = {n: terms[n] for n in self.losses if n in terms}
         self._check_finite(ordered, step)
         loss = sum(self.weights[n] * t for n, t in ordered.items() if self.weights[n] != 0.0)

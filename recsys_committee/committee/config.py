@@ -132,8 +132,15 @@ class CommitteeConfig:
     # extra keyword arguments of a loss builder, by loss name, e.g. {feature_kd: {normalize: true}}
     loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     task: str = "auto"  # auto | binary | multiclass (auto: logits [B] -> binary, [B, C] -> multiclass)
+    # train on the data's transfer rows too (rows without a label: the data spec's ``transfer:``);
+    # every loss that reads a label skips them, every loss that reads teachers runs on them
+    transfer: bool = False
+    # weight of a transfer row's teacher-reading losses relative to a labeled row's
+    transfer_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (self.transfer_weight >= 0 and math.isfinite(self.transfer_weight)):
+            raise CommitteeConfigError(f"transfer_weight must be >= 0, got {self.transfer_weight}")
         if self.answer_mode not in ANSWER_MODES:
             raise CommitteeConfigError(f"answer_mode must be one of {ANSWER_MODES}, got '{self.answer_mode}'")
         if self.task not in TASKS:

@@ -407,11 +407,14 @@ class ForwardCounter:
 
     def reset(self) -> None:
         self.samples = 0
+        self.transfer_samples = 0  # of ``samples``: rows without a label (transfer rows)
         self.per_teacher = {n: 0 for n in self.names}
         self.padding = 0  # rows run only to keep ranks in step (distributed); not in ``run``
 
-    def add_batch(self, batch_size: int) -> None:
+    def add_batch(self, batch_size: int, transfer: int = 0) -> None:
+        """``transfer``: how many of the batch's rows are transfer rows (no label)."""
         self.samples += int(batch_size)
+        self.transfer_samples += int(transfer)
 
     def add(self, k: int, n_rows: int) -> None:
         self.per_teacher[self.names[k]] += int(n_rows)
@@ -425,22 +428,31 @@ class ForwardCounter:
             "run": run,
             "dense": self.samples * len(self.names),
             "samples": self.samples,
+            "labeled_samples": self.samples - self.transfer_samples,
+            "transfer_samples": self.transfer_samples,
             "per_teacher": dict(self.per_teacher),
             "padding": self.padding,
         }
 
     def totals(self) -> list[int]:
-        return [self.samples, self.padding, *self.per_teacher.values()]
+        """[samples, padding, per teacher..., transfer samples] (the transfer count last, so
+        totals saved before it existed still resume)."""
+        return [self.samples, self.padding, *self.per_teacher.values(), self.transfer_samples]
 
     def add_totals(self, totals: list[int]) -> None:
         """Add counts saved by ``totals`` (a resumed run continues counting)."""
         self.samples += int(totals[0])
         self.padding += int(totals[1])
-        for name, n in zip(self.names, totals[2:]):
+        k = len(self.names)
+        for name, n in zip(self.names, totals[2:2 + k]):
             self.per_teacher[name] += int(n)
+        if len(totals) > 2 + k:
+            self.transfer_samples += int(totals[2 + k])
 
     def reduce(self, sum_ints: Callable[[list[int]], list[int]]) -> None:
         """Replace the counts by their sum over ranks (``sum_ints`` is a collective)."""
         totals = sum_ints(self.totals())
+        k = len(self.names)
         self.samples, self.padding = totals[0], totals[1]
-        self.per_teacher = dict(zip(self.names, totals[2:]))
+        self.per_teacher = dict(zip(self.names, totals[2:2 + k]))
+        self.transfer_samples = totals[2 + k]

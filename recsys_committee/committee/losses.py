@@ -114,10 +114,22 @@ class StepContext:
     has_logits: Optional[torch.Tensor]  # [B, K] bool: teacher ran on the sample and has logits
     per_sample: Mapping[str, torch.Tensor] = field(default_factory=dict)  # teacher-scope [B, K], built when read
     pair_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # weight * teacher-scope [B, K], weighted ones only
+    labeled: Optional[torch.Tensor] = None  # [B] bool where the step mixes in transfer rows (labels there are 0 placeholders)
+
+
+def labeled_rows(labels: torch.Tensor) -> Optional[torch.Tensor]:
+    """[B] bool, True where the row has a label (binary: not NaN; multiclass: >= 0), or None
+    when every row has one (the usual step: no masking work at all). Rows without a label are
+    transfer rows: only the teachers' answers teach on them."""
+    mask = ~torch.isnan(labels) if labels.is_floating_point() else labels >= 0
+    return None if bool(mask.all()) else mask
 
 
 class LossModule(nn.Module):
     scope = "teacher"  # "teacher" | "step"
+    # a loss that compares with the label: the committee masks it on rows without one (transfer
+    # rows); a loss that reads only teachers runs there, weighted by ``transfer_weight``
+    reads_labels = False
     # a step loss that combines every teacher's logits sets this: the committee then fills
     # StepContext.teacher_logits / has_logits ([B, K(, C)]); otherwise they are None
     reads_teacher_logits = False
@@ -140,6 +152,7 @@ def build_loss(name: str, spec: LossSpec, **options: Any) -> LossModule:
 
 class TaskLoss(LossModule):
     scope = "step"
+    reads_labels = True
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return task_loss(ctx.student.logits, ctx.labels, ctx.task)
@@ -158,6 +171,8 @@ class KDLoss(LossModule):
 
 class AnswerLoss(LossModule):
     """L_task(H(â_k), y): the answer must predict the label through the shared head H."""
+
+    reads_labels = True
 
     def forward(self, view: TeacherView) -> Optional[torch.Tensor]:
         if view.answer_hat is None:
@@ -252,6 +267,8 @@ class CAMKDLoss(_MultiTeacherKD):
         t = ctx.teacher_logits.detach()
         k = t.shape[1]
         ce = torch.stack([task_loss(t[:, j], ctx.labels, ctx.task) for j in range(k)], dim=1)  # [B, K]
+        if ctx.labeled is not None:  # no label, no confidence to weigh by: equal weights (average KD) there
+            ce = ce * ctx.labeled[:, None]
         kd = torch.stack([kd_loss(ctx.student.logits, t[:, j], self.temperature, ctx.task) for j in range(k)], dim=1)
         neg_inf = torch.full_like(ce, float("-inf"))
         w = torch.softmax(torch.where(ctx.has_logits, -ce, neg_inf), dim=1)

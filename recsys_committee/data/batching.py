@@ -121,8 +121,11 @@ class RecDataset(RowSplit):
         self.labels = torch.from_numpy(frame["label"].to_numpy()[take].astype(np.float32))
         self.example_ids = torch.from_numpy(frame["example_id"].to_numpy()[take].astype(np.int64))
         self.users = torch.from_numpy(frame["user_id"].to_numpy()[take].astype(np.int64))
-        dense = torch.from_numpy(frame.select(table.dense_names).to_numpy()[take].astype(np.float32))
-        self.dense = (dense - dense_mean) / dense_std
+        if table.dense_names:
+            dense = torch.from_numpy(frame.select(table.dense_names).to_numpy()[take].astype(np.float32))
+            self.dense = (dense - dense_mean) / dense_std
+        else:  # a spec without dense columns: [n, 0], so every model keeps one code path
+            self.dense = torch.zeros(len(take), 0)
         self.scalars = {k: torch.from_numpy(frame[k].to_numpy()[take].astype(np.int64)) for k in table.layout.scalar}
         self.jagged = {}
         for name, (values, offsets) in table.jagged.items():

@@ -9,6 +9,7 @@ the same second.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import polars as pl
 import torch
@@ -33,10 +34,17 @@ class FeatureTable:
 
 
 def user_histories(
-    user: torch.Tensor, timestamp: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, window: int
+    user: torch.Tensor, timestamp: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, window: int,
+    contributes: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For rows sorted by (user, timestamp): the last ``window`` items the user rated strictly
-    before the row's timestamp -> (item values, rating values, lengths)."""
+    before the row's timestamp -> (item values, rating values, lengths).
+
+    ``contributes`` (bool per row; default all) marks the rows that enter histories. Rows that
+    do not (transfer rows: pairs nobody logged) still get their own history, cut from the
+    contributing rows only, so a sampled pair never shows up in any row's past."""
+    if contributes is not None and not bool(contributes.all()):
+        return _histories_of_contributors(user, timestamp, item, rating, window, contributes)
     n = user.numel()
     idx = torch.arange(n)
     new_user = torch.ones(n, dtype=torch.bool)
@@ -48,3 +56,25 @@ def user_histories(
     start = torch.maximum(user_start, second_start - window)
     lengths = second_start - start
     return gather_ranges(item, start, lengths), gather_ranges(rating, start, lengths), lengths
+
+
+def _histories_of_contributors(
+    user: torch.Tensor, timestamp: torch.Tensor, item: torch.Tensor, rating: torch.Tensor, window: int, contributes: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``user_histories`` where only ``contributes`` rows are history: each row's (user, second)
+    boundaries are counted in contributing rows (an exclusive cumulative count), and the ranges
+    are cut from the contributing rows' items."""
+    n = user.numel()
+    idx = torch.arange(n)
+    new_user = torch.ones(n, dtype=torch.bool)
+    new_user[1:] = user[1:] != user[:-1]
+    new_second = new_user.clone()
+    new_second[1:] |= timestamp[1:] != timestamp[:-1]
+    user_start = torch.cummax(torch.where(new_user, idx, 0), 0).values
+    second_start = torch.cummax(torch.where(new_second, idx, 0), 0).values
+    before = torch.zeros(n + 1, dtype=torch.long)  # contributing rows before each position
+    torch.cumsum(contributes.long(), 0, out=before[1:])
+    user_start_c, second_start_c = before[user_start], before[second_start]
+    start = torch.maximum(user_start_c, second_start_c - window)
+    lengths = second_start_c - start
+    return gather_ranges(item[contributes], start, lengths), gather_ranges(rating[contributes], start, lengths), lengths

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import polars as pl
@@ -64,6 +64,9 @@ def split_rows(spec: DataSpec, n: int) -> Split:
     return Split(train=order[:n_train].sort().values, val=order[n_train:n_train + n_val].sort().values, test=order[n_train + n_val:].sort().values)
 
 
+CONTRIBUTES = "__contributes"  # False on transfer rows: they get past-only features but are nobody's past
+
+
 def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0) -> pl.DataFrame:
     """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly earlier."""
     aggs = [pl.len().alias("n"), like.sum().alias("likes")]
@@ -72,6 +75,24 @@ def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: O
     per_second = frame.group_by([key, time]).agg(aggs).sort([key, time])
     cols = ["n", "likes"] + (["s"] if rating else [])
     cum = per_second.with_columns([(pl.col(c).cum_sum().over(key) - pl.col(c)).alias(f"prev_{c}") for c in cols])
+    return _stats_columns(cum, key, time, prefix, rating, prior)
+
+
+def _past_stats_asof(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float) -> pl.DataFrame:
+    """``_past_stats`` when some rows do not contribute (``CONTRIBUTES`` False): sums over the
+    contributing rows, read by every row as of the last second strictly before its own. One row
+    per (key, time) of ``frame``."""
+    aggs = [pl.len().alias("n"), like.sum().alias("likes")] + ([pl.col(rating).sum().alias("s")] if rating else [])
+    cols = ["n", "likes"] + (["s"] if rating else [])
+    per_second = frame.filter(pl.col(CONTRIBUTES)).group_by([key, time]).agg(aggs).sort([key, time])
+    cum = per_second.select(key, time, *[pl.col(c).cum_sum().over(key).alias(f"prev_{c}") for c in cols]).sort(time)
+    wanted = frame.select(key, time).unique().sort(time)
+    joined = wanted.join_asof(cum, on=time, by=key, strategy="backward", allow_exact_matches=False, check_sortedness=False)  # both sorted by time just above
+    joined = joined.with_columns([pl.col(f"prev_{c}").fill_null(0) for c in cols])
+    return _stats_columns(joined, key, time, prefix, rating, prior)
+
+
+def _stats_columns(cum: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], prior: float) -> pl.DataFrame:
     out = [pl.col(key), pl.col(time), pl.col("prev_n").cast(pl.Float64).log1p().alias(f"{prefix}_prev_log_count")]
     if rating:
         out.append(((pl.col("prev_s") + prior * RATING_PRIOR_WEIGHT) / (pl.col("prev_n") + RATING_PRIOR_WEIGHT)).alias(f"{prefix}_prev_mean_rating"))
@@ -89,8 +110,9 @@ def past_stats_of_rows(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: st
     """``_past_stats`` of ``key`` joined back to every row of ``frame`` (columns key, timestamp,
     label(, rating)), in ``frame``'s row order: only the ``{prefix}_prev_*`` columns."""
     prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
-    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []))
-    stats = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
+    partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
+    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []), *([CONTRIBUTES] if partial else []))
+    stats = (_past_stats_asof if partial else _past_stats)(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
     joined = src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
     return joined.drop(key, "timestamp")
 
@@ -187,9 +209,12 @@ def _categorical_source(c: Any, rows: pl.DataFrame) -> pl.Series:
     return src.cast(pl.String).fill_null("").str.slice(0, int(c.prefix)) if c.prefix is not None else src
 
 
-def build_spec_features(spec: DataSpec, rows: pl.DataFrame) -> tuple[FeatureTable, Split, Vocabularies]:
+def build_spec_features(spec: DataSpec, rows: pl.DataFrame,
+                        extend: Optional[Callable[[pl.DataFrame, Split], pl.DataFrame]] = None) -> tuple[FeatureTable, Split, Vocabularies]:
     """``rows`` (from ``reader.read_rows``, in time order) -> the FeatureTable, the split and the
-    vocabularies fitted on its train split."""
+    vocabularies fitted on its train split. ``extend(rows, split)`` may append rows that are
+    featurised with them but split into none of train / val / test (the transfer rows: they
+    follow the labeled rows in the table, whose positions do not move)."""
     n = rows.height
     split = split_rows(spec, n)
     for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
@@ -198,7 +223,7 @@ def build_spec_features(spec: DataSpec, rows: pl.DataFrame) -> tuple[FeatureTabl
     train_mask = torch.zeros(n, dtype=torch.bool)
     train_mask[split.train] = True
     vocab = fit_vocabularies(spec, rows, pl.Series(train_mask.numpy()))
-    return featurize(spec, rows, vocab), split, vocab
+    return featurize(spec, extend(rows, split) if extend is not None else rows, vocab), split, vocab
 
 
 def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_ids: Optional[pl.Series] = None,
@@ -244,6 +269,8 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_i
     if spec.rating:
         frame = frame.with_columns(rows[spec.rating].alias("rating"))
     frame = frame.with_columns(entity_key(rows[spec.user]).alias("__user_key"), entity_key(rows[spec.item]).alias("__item_key"))
+    if CONTRIBUTES in rows.columns:
+        frame = frame.with_columns(rows[CONTRIBUTES])
     # ---- derived, past-only (computed over every row: a row's past includes earlier val/test rows, as in production)
     dense_names: list[str] = []
     like_min = spec.like_threshold if spec.like_threshold is not None else spec.label.min
@@ -259,7 +286,7 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_i
             frame = frame.hstack(stats)
             dense_names += list(stats.columns)
         jagged.update(_histories(spec, frame, like_min))
-    frame = frame.drop("__user_key", "__item_key")
+    frame = frame.drop("__user_key", "__item_key", *([CONTRIBUTES] if CONTRIBUTES in frame.columns else []))
     for d in spec.dense:
         frame = frame.with_columns(rows[d].alias(d))
         dense_names.append(d)
@@ -286,8 +313,10 @@ def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -
             wanted["history_long"] = 50  # liked/disliked/rated histories are cut from the long history
     if not any(v is not None for v in wanted.values()):
         return {}
-    by_user = frame.select("__user_key", "timestamp", "item_id", *(["rating"] if rated else ["label"])).with_row_index("_row").sort(
-        ["__user_key", "timestamp", "item_id"], maintain_order=True)
+    partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
+    by_user = frame.select("__user_key", "timestamp", "item_id", *(["rating"] if rated else ["label"]), *([CONTRIBUTES] if partial else [])
+                           ).with_row_index("_row").sort(["__user_key", "timestamp", "item_id"], maintain_order=True)
+    contributes = torch.from_numpy(by_user[CONTRIBUTES].to_numpy()) if partial else None
     u = torch.from_numpy(by_user["__user_key"].to_numpy().astype(np.int64))
     t = torch.from_numpy(by_user["timestamp"].to_numpy().astype(np.int64))
     i = torch.from_numpy(by_user["item_id"].to_numpy().astype(np.int64))
@@ -302,10 +331,10 @@ def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -
         out[name] = (v, offsets_from_lengths(l))
 
     if wanted["history"] is not None:
-        items, _, lengths = user_histories(u, t, i, r, wanted["history"])
+        items, _, lengths = user_histories(u, t, i, r, wanted["history"], contributes)
         put("history", items, lengths)
     if wanted["history_long"] is not None:
-        items, scores, lengths = user_histories(u, t, i, r, wanted["history_long"])
+        items, scores, lengths = user_histories(u, t, i, r, wanted["history_long"], contributes)
         put("history_long", items, lengths)
         threshold = like_min if (rated and like_min is not None) else 0.5
         if "liked" in spec.derived:

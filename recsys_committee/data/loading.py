@@ -6,6 +6,7 @@ the same rows, features, vocabularies and normalisation, so they all come throug
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,10 @@ from recsys_committee.data.features import FeatureTable
 from recsys_committee.data.featurize import build_spec_features
 from recsys_committee.data.layout import RunDataFacts
 from recsys_committee.data.reader import read_rows, side_table
-from recsys_committee.data.schema import RawTables
+from recsys_committee.data.schema import DataValidationError, RawTables
 from recsys_committee.data.spec import DataSpec
 from recsys_committee.data.split import Split
+from recsys_committee.data.transfer import transfer_rows, with_contributes
 
 
 @dataclass
@@ -34,6 +36,18 @@ class RecData(RunDataFacts):
     vocab: Any = None  # the spec's Vocabularies (train split), saved with every model for scoring
     dense_stats: Any = None  # (mean, std) of the dense features on the train split
 
+    transfer: RecDataset | None = None  # rows without a label for distillation (the spec's ``transfer:``), None if it has none
+
+    def with_transfer(self) -> "RecData":
+        """The same data whose train split also holds the transfer rows (shuffled in with the
+        labeled ones): what a distillation run with ``committee.transfer`` trains on."""
+        if self.transfer is None or len(self.transfer) == 0:
+            raise DataValidationError("committee.transfer is on but the data has no transfer rows: declare them in the data spec's "
+                                      "'transfer:' section (e.g. transfer: {sampled: {per_row: 2}})")
+        index = torch.cat([self.train.index, self.transfer.index])
+        mean, std = self.dense_stats
+        return dataclasses.replace(self, train=RecDataset(self.table, index, mean, std))
+
     def warm_users(self) -> torch.Tensor:
         """Users with at least one training row (the rest of val/test users are cold)."""
         return torch.unique(self.train.users)
@@ -44,7 +58,12 @@ def load_spec_data(spec: DataSpec) -> RecData:
     """Read, join and check the spec's tables, build the features and split them; dense
     features are standardised with the train split's mean and std."""
     rows = read_rows(spec)
-    table, split, vocab = build_spec_features(spec, rows)
+    extend = None
+    if spec.transfer:
+        items = side_table(spec.items, spec)
+        item_columns = list(items.columns) if items is not None else []
+        extend = lambda labeled, split: with_contributes(labeled, transfer_rows(spec, labeled, split, item_columns))  # noqa: E731
+    table, split, vocab = build_spec_features(spec, rows, extend)
     if table.dense_names:
         dense_all = torch.from_numpy(table.frame.select(table.dense_names).to_numpy().copy()).float()
         mean = dense_all[split.train].mean(0)
@@ -57,4 +76,5 @@ def load_spec_data(spec: DataSpec) -> RecData:
         users = users.with_columns(pl.col(spec.user).cast(pl.Int64).alias("user_id")) if users is not None else None
         items = items.with_columns(pl.col(spec.item).cast(pl.Int64).alias("item_id")) if items is not None else None
     raw = RawTables(inter=rows, users=users, items=items)
-    return RecData(table=table, split=split, raw=raw, spec=spec, vocab=vocab, dense_stats=(mean, std), **datasets)
+    transfer = RecDataset(table, torch.arange(rows.height, table.num_rows), mean, std) if table.num_rows > rows.height else None
+    return RecData(table=table, split=split, raw=raw, spec=spec, vocab=vocab, dense_stats=(mean, std), transfer=transfer, **datasets)

@@ -14,6 +14,9 @@ every model takes. Unknown keys fail with the close matches, like the run config
       dense: [price]
       derived: {history: {length: 20}}
     split: {kind: temporal, fractions: [0.8, 0.1, 0.1]}
+    transfer:                       # rows without labels that distillation may learn from
+      sampled: {per_row: 2}         # per train row, 2 items the user had not rated by then
+      unlabeled: {interactions: logs/impressions-*.parquet}   # logged rows without a label
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class DataSpec:
     split_seed: int = 0
     max_rows: Optional[int] = None
     text: dict[str, str] = field(default_factory=dict)
+    transfer: dict[str, dict[str, Any]] = field(default_factory=dict)  # {sampled: {per_row, seed}, unlabeled: {interactions}}
     path: Optional[str] = None  # the YAML file (for error messages)
 
     def where(self, key: str) -> str:
@@ -98,7 +102,10 @@ class DataSpec:
 
 
 KNOWN = {
-    "": ("source", "columns", "features", "split", "text", "max_rows", "ids", "like_threshold"),
+    "": ("source", "columns", "features", "split", "text", "max_rows", "ids", "like_threshold", "transfer"),
+    "transfer": ("sampled", "unlabeled"),
+    "transfer.sampled": ("per_row", "seed"),
+    "transfer.unlabeled": ("interactions",),
     "source": ("interactions", "users", "items", "csv"),
     "source.csv": ("separator",),
     "columns": ("user", "item", "time", "label", "rating"),
@@ -196,14 +203,36 @@ def parse_spec(data: dict[str, Any], path: str = "<data spec>", base: Optional[P
     if not isinstance(text, dict) or any(k not in ("item", "user", "preset") for k in text) or (text and "item" not in text and "preset" not in text):
         raise DataSpecError(f"{path}: text must map 'item' (and optionally 'user') to a template over columns, or name a preset "
                             f"(preset: movielens), got {text!r}")
+    transfer = _parse_transfer(top.get("transfer"), path, base, bool(columns.get("time")))
     return DataSpec(
         interactions=_resolve(base, str(source["interactions"])), users=_resolve(base, source.get("users")), items=_resolve(base, source.get("items")),
         separator=str(csv.get("separator", ",")), user=str(columns["user"]), item=str(columns["item"]), time=columns.get("time"),
         label=label_spec, rating=columns.get("rating"), ids=ids, categorical=categorical, multi_valued=multi,
         dense=[str(d) for d in feats.get("dense") or []], derived={k: (v or {}) for k, v in derived.items()},
         like_threshold=top.get("like_threshold"), split_kind=kind, fractions=fractions, split_seed=int(split.get("seed", 0)),
-        max_rows=top.get("max_rows"), text={k: str(v) for k, v in text.items()}, path=path,
+        max_rows=top.get("max_rows"), text={k: str(v) for k, v in text.items()}, transfer=transfer, path=path,
     )
+
+
+def _parse_transfer(node: Any, path: str, base: Path, has_time: bool) -> dict[str, dict[str, Any]]:
+    """``transfer:``: ``sampled: {per_row: N, seed: S}`` and / or ``unlabeled: {interactions:
+    FILES}``. Both are featurised past-only at their time, so they need ``columns.time``."""
+    top = _check_keys(node, "transfer", path)
+    out: dict[str, dict[str, Any]] = {}
+    if "sampled" in top:
+        sampled = _check_keys(top["sampled"], "transfer.sampled", path)
+        per_row = sampled.get("per_row")
+        if not isinstance(per_row, int) or isinstance(per_row, bool) or per_row < 1:
+            raise DataSpecError(f"{path}: transfer.sampled.per_row must be a positive integer, got {per_row!r}")
+        out["sampled"] = {"per_row": per_row, "seed": int(sampled.get("seed", 0))}
+    if "unlabeled" in top:
+        unlabeled = _check_keys(top["unlabeled"], "transfer.unlabeled", path)
+        if not unlabeled.get("interactions"):
+            raise DataSpecError(f"{path}: transfer.unlabeled needs 'interactions' (the files of logged rows without a label)")
+        out["unlabeled"] = {"interactions": _resolve(base, str(unlabeled["interactions"]))}
+    if out and not has_time:
+        raise DataSpecError(f"{path}: transfer rows are featurised past-only at their time: they need columns.time")
+    return out
 
 
 def load_spec(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> DataSpec:

@@ -1,9 +1,17 @@
-"""The student: embeddings -> one DCN-v2 cross layer -> MLP -> h -> logit.
+"""The student: pooled embeddings + a bottom MLP over the dense vector -> one DCN-v2 cross
+layer -> MLP -> h -> logit.
 
 Why this shape: it is the deployable model (small, cheap, one forward). It exposes ``h`` (the
-representation right before its head) and ``h0`` (the pooled embeddings it computes anyway),
-which the committee's QA module and gate read (METHOD.md); after distillation it is exported
-alone, with no extra inference cost.
+representation right before its head) and ``h0`` (the pooled embeddings and the dense vector's
+embedding it computes anyway), which the committee's QA module and gate read (METHOD.md); after
+distillation it is exported alone, with no extra inference cost.
+
+Why it reads every cheap input the data declares (``inputs: all``): distillation transfers how
+a teacher uses an input; it cannot transfer an input the student never sees. The experts win
+with the past-only user and item statistics (the dense vector) and the long, liked, disliked
+and rated histories. All of those are cheap at serving time: the histories are bags over the
+item table the student already owns (no new table), the rated history a bag over a table of a
+handful of rating values, the dense vector a small DLRM-style bottom MLP.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from torchrec.modules.crossnet import LowRankCrossNet
 from torchrec.modules.mlp import MLP
 
 from recsys_committee.committee.types import StudentOutput
+from recsys_committee.train.config import ConfigError
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.models.embeddings import make_ebc
 from recsys_committee.models.registry import register_model, resolve_layout
@@ -35,6 +44,38 @@ class PooledEmbeddings(nn.Module):
         return torch.stack([pooled[f] for f in self.features], dim=1)
 
 
+STUDENT_INPUTS = ("basic", "all")
+
+
+def student_features(layout: FeatureLayout, inputs: str) -> list[str]:
+    """``basic``: ids, the short history, categorical and list columns (the layout's ``student``
+    list); ``all``: also the long / liked / disliked histories and the long history's ratings,
+    whichever the data has."""
+    if inputs not in STUDENT_INPUTS:
+        raise ConfigError(f"student inputs must be one of {STUDENT_INPUTS}, got {inputs!r}")
+    features = list(layout.student)
+    if inputs == "all":
+        extra = list(layout.expert_extra) + [f for f in layout.sequence[2:]]  # sequence = [item, history_long(, its ratings)]
+        features += [f for f in extra if f not in features]
+    return features
+
+
+class DenseBottom(nn.Module):
+    """DLRM's bottom MLP: the standardised dense vector -> one more embedding-sized vector.
+    With no dense column it returns a [B, 0] tensor, so the student's code has one path."""
+
+    def __init__(self, num_dense: int, hidden: list[int], out_dim: int):
+        super().__init__()
+        self.num_dense = num_dense
+        self.out_dim = out_dim if num_dense else 0
+        self.mlp = MLP(num_dense, list(hidden) + [out_dim]) if num_dense else nn.Identity()
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        if self.out_dim == 0:
+            return dense[:, :0]
+        return self.mlp(dense)
+
+
 class RecStudent(nn.Module):
     def __init__(
         self,
@@ -46,10 +87,13 @@ class RecStudent(nn.Module):
         cross_rank: int,
         hidden: list[int],
         dropout: float,
+        num_dense: int = 0,
+        dense_hidden: list[int] = (),
     ):
         super().__init__()
         self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
-        in_dim = len(features) * embedding_dim
+        self.bottom = DenseBottom(num_dense, list(dense_hidden), embedding_dim)
+        in_dim = len(features) * embedding_dim + self.bottom.out_dim
         self.cross = LowRankCrossNet(in_dim, cross_layers, cross_rank) if cross_layers else nn.Identity()
         self.mlp = MLP(in_dim, list(hidden))
         self.dropout = nn.Dropout(dropout)
@@ -57,7 +101,7 @@ class RecStudent(nn.Module):
         self.hidden_dim = hidden[-1]
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        h0 = self.embeddings(batch).flatten(1)
+        h0 = torch.cat([self.embeddings(batch).flatten(1), self.bottom(batch.dense)], dim=1)
         h = self.mlp(self.cross(h0))
         logits = self.head(self.dropout(h)).squeeze(-1)
         return StudentOutput(logits=logits, hidden=h, h0=h0)
@@ -76,8 +120,16 @@ def student(
     cross_rank: int = 64,
     hidden: list[int] = (512, 256),
     dropout: float = 0.0,
+    inputs: str = "basic",
+    dense_hidden: list[int] = (),
 ) -> RecStudent:
-    """Reads the data's student features (user, item, the short history, the categorical and
-    list columns of the spec; ``features`` overrides the list)."""
+    """Reads the data's student features (``inputs: basic``: user, item, the short history, the
+    categorical and list columns of the spec; ``all``: also every longer history and the dense
+    vector through a bottom MLP of widths ``dense_hidden``; ``features`` overrides the list).
+    ``basic`` is the default so that model files written before ``inputs`` existed rebuild as
+    they were trained; the shipped configs ask for ``all``."""
     resolved = resolve_layout(data, layout)
-    return RecStudent(cardinalities, list(features or resolved.student), resolved, embedding_dim, cross_layers, cross_rank, list(hidden), dropout)
+    chosen = list(features or student_features(resolved, inputs))
+    reads_dense = num_dense if inputs == "all" else 0
+    return RecStudent(cardinalities, chosen, resolved, embedding_dim, cross_layers, cross_rank, list(hidden), dropout,
+                      num_dense=reads_dense, dense_hidden=list(dense_hidden))

@@ -86,7 +86,7 @@ def probe_batch(program: ServingStudent, rows: int = PROBE_ROWS, seed: int = 0) 
     lengths[0] = 1  # the first feature (the user) is single-valued, as in every request
     values = [torch.randint(0, rows_of[f], (int(lengths[i].sum()),), generator=g) for i, f in enumerate(program.features)]
     kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(program.features), values=torch.cat(values), lengths=lengths.flatten())
-    return kjt, torch.zeros(rows, 0)
+    return kjt, torch.randn(rows, program.num_dense, generator=g)  # standardised dense values
 
 
 def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False, fused_tables: bool = False) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "program": PROGRAMS[quantize],
         "quantize": quantize,
         "table_lookup": "fused (TorchRec inference EBC)" if fused else "per table (the training EBC)",
-        "inputs": {"features": "KeyedJaggedTensor with keys in 'features' order, one bag per row each", "dense": "float [B, num_dense] (unused by the student)"},
+        "inputs": {"features": "KeyedJaggedTensor with keys in 'features' order, one bag per row each", "dense": "float [B, num_dense], standardised with features.json's dense_mean / dense_std" + ("" if not eager.reads_dense else " (read by the student)")},
         "output": "click probability [B]",
         "features": eager.features,
         "tables": table_facts(eager),

@@ -32,8 +32,9 @@ class ExportError(UserError):
 class ServingStudent(nn.Module):
     """The student's modules with a KJT + dense signature (TorchRec inference's input).
 
-    ``dense`` is accepted and unused: the student reads only sparse features, and keeping it in
-    the signature means a server's request shape does not change with the model."""
+    ``dense`` is the standardised dense vector (``score`` and the data path standardise it with
+    the train split's mean and std, which travel in ``features.json``); a student built with
+    ``inputs: basic`` ignores it, so a server's request shape does not change with the model."""
 
     def __init__(self, student: nn.Module):
         super().__init__()
@@ -48,6 +49,10 @@ class ServingStudent(nn.Module):
         # splitting it into a per-feature dict to concatenate it again is skipped.
         ebc_order = [f for config in self.ebc.embedding_bag_configs() for f in config.feature_names]
         self.ebc_order_is_student_order: bool = ebc_order == self.features
+        bottom = getattr(student, "bottom", None)
+        self.reads_dense: bool = bottom is not None and bottom.out_dim > 0
+        self.num_dense: int = int(bottom.num_dense) if self.reads_dense else 0
+        self.bottom = copy.deepcopy(bottom.mlp) if self.reads_dense else nn.Identity()
         self.cross = copy.deepcopy(student.cross)
         self.mlp = copy.deepcopy(student.mlp)
         self.head = copy.deepcopy(student.head)
@@ -59,6 +64,8 @@ class ServingStudent(nn.Module):
         else:
             pooled = self.ebc(features).to_dict()
             h0 = torch.cat([pooled[name] for name in self.features], dim=1)  # the student's feature order
+        if self.reads_dense:
+            h0 = torch.cat([h0, self.bottom(dense)], dim=1)
         return torch.sigmoid(self.head(self.mlp(self.cross(h0))).squeeze(-1))
 
 

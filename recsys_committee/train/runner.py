@@ -163,6 +163,11 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     check_splits(data, cfg)
     context = TeacherContext(data=data, progress=cfg.train.progress)
     teachers = build_teachers(cfg.teachers, cfg.teacher_dir, context) if ccfg.method != "no_kd" else []
+    labeled_rows = len(data.train)
+    if ccfg.transfer and teachers:  # without a teacher nothing can be learnt from a row without a label
+        data = domain.with_transfer(data)
+    transfer = {"rows": len(data.train) - labeled_rows, "per_labeled_row": (len(data.train) - labeled_rows) / max(labeled_rows, 1),
+                "weight": ccfg.transfer_weight}
     student = domain.build_model(cfg, data)
     committee = Committee.build(student, teachers, domain.probe_batch(data), ccfg)
     params = committee_params(committee)  # counted before sharding: a sharded table's parameters are local shards
@@ -187,6 +192,7 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
         **domain.run_facts(data),
         **params,
         "teacher_forwards": committee.teacher_forwards(),
+        "transfer": transfer,
         **result.as_metrics(),
     }
     return finish_run(metrics, result, trained if launch.sharded else None, out, launch.ctx, f"{ccfg.method} (seed {cfg.seed})")
