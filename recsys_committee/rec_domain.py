@@ -45,13 +45,28 @@ def data_spec(cfg: DataConfig) -> DataSpec:
         raise ConfigError(f"data.dataset: recommendation runs read a data spec (data.spec / --data FILE), got dataset '{cfg.dataset}'")
     changed = lambda value, default: value if value != default else None  # noqa: E731
     if cfg.spec is None:
-        return movielens_spec(cfg.root, cfg.name, changed(cfg.history_len, DEFAULTS.history_len), changed(cfg.long_history_len, DEFAULTS.long_history_len),
+        spec = movielens_spec(cfg.root, cfg.name, changed(cfg.history_len, DEFAULTS.history_len), changed(cfg.long_history_len, DEFAULTS.long_history_len),
                               changed(list(cfg.fractions), DEFAULTS.fractions), cfg.max_rows)
+        return with_transfer_per_row(spec, cfg.transfer_per_row)
     spec = load_spec(cfg.spec)
     if cfg.max_rows is not None:
         spec.max_rows = cfg.max_rows
     if list(cfg.fractions) != DEFAULTS.fractions:
         spec.fractions = list(cfg.fractions)
+    return with_transfer_per_row(spec, cfg.transfer_per_row)
+
+
+def with_transfer_per_row(spec: DataSpec, per_row: Optional[int]) -> DataSpec:
+    """``data.transfer_per_row`` over the spec's ``transfer.sampled.per_row`` (0 drops the
+    sampled rows; a spec without a ``sampled`` entry gets one with the default seed)."""
+    if per_row is None:
+        return spec
+    if per_row < 0:
+        raise ConfigError(f"data.transfer_per_row must be >= 0, got {per_row}")
+    transfer = {k: v for k, v in spec.transfer.items() if k != "sampled"}
+    if per_row > 0:
+        transfer["sampled"] = {"seed": 0, **spec.transfer.get("sampled", {}), "per_row": per_row}
+    spec.transfer = transfer
     return spec
 
 

@@ -20,6 +20,7 @@ train row's time is a train row). Their label is NaN: every loss that reads a la
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -109,7 +110,7 @@ def unlabeled_rows(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor) -> p
     path = spec.transfer["unlabeled"]["interactions"]
     raw = read_frame(path, spec.separator)
     raw = raw.with_row_index(ORDER_TIEBREAK).with_columns(pl.col(ORDER_TIEBREAK).cast(pl.Int64))
-    checked = check_rows(raw, spec, side_tables(spec), require_label=False)
+    checked = check_rows(raw, dataclasses.replace(spec, interactions=path, rating=None), side_tables(spec), require_label=False)  # errors name this file; no outcome columns needed
     if spec.time is None:
         raise DataValidationError(f"{spec.where('transfer.unlabeled')}: unlabeled rows need columns.time")
     last_train = rows[spec.time].gather(pl.Series(train.numpy())).max()

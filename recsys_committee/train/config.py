@@ -40,6 +40,7 @@ class DataConfig:
     long_history_len: int = 50
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     max_rows: Optional[int] = None  # keep the first rows in time (real-data slices for tests)
+    transfer_per_row: Optional[int] = None  # overrides the spec's transfer.sampled.per_row (0: no sampled transfer rows)
 
     def __post_init__(self) -> None:
         if len(self.fractions) != 3 or any(not f > 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:

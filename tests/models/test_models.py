@@ -44,3 +44,45 @@ def test_empty_history_is_finite(ml_slice):
     for name in ("student", "expert_din_dcn"):
         out = build_model(name, ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice)(batch)
         assert torch.isfinite(out.logits).all()
+
+
+def _shipped_student(data):
+    from recsys_committee.train.config import load_config
+
+    cfg = load_config("configs/rec/student.yaml", [])
+    return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+
+
+def test_shipped_student_reads_every_cheap_input(ml_slice):
+    """The dense vector and every history the experts read; within the 38x budget of the LM
+    teacher (22,812,033 parameters with its head)."""
+    torch.manual_seed(0)
+    student = _shipped_student(ml_slice)
+    assert {"history_long", "history_liked", "history_disliked", "history_long_rating"} <= set(student.embeddings.features)
+    assert 22_812_033 / count_params(student) >= 38.0
+    # no new item table: every item history shares the candidate's
+    tables = {c.name: c.feature_names for c in student.embeddings.ebc.embedding_bag_configs()}
+    assert sum("item_id" in f for f in tables.values()) == 1 and {"history_long", "history_liked"} <= set(tables["t_item"])
+    student.eval()
+    batch = ml_slice.train.batch(torch.arange(32))
+    before = student(batch).logits
+    batch.dense = batch.dense + 1.0
+    assert not torch.allclose(before, student(batch).logits)  # the dense vector is read
+
+
+def test_spec_without_dense_columns_or_histories_trains(real_data_dir):
+    """Only user, item and time: no dense feature, no history (batching used to fail here)."""
+    from recsys_committee.data.loading import load_spec_data
+    from recsys_committee.data.movielens import MOVIELENS_SPEC
+    from recsys_committee.data.spec import load_spec
+
+    spec = load_spec(MOVIELENS_SPEC, {"features": {}, "text": None, "max_rows": 3_000})
+    data = load_spec_data(spec)
+    assert data.num_dense == 0 and not data.table.jagged
+    student = _shipped_student(data)
+    batch = data.train.batch(torch.arange(64))
+    assert batch.dense.shape == (64, 0)
+    out = student(batch)
+    torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.labels).backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
+    assert student.embeddings.features == ["user_id", "item_id"]
