@@ -165,7 +165,12 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     teachers = build_teachers(cfg.teachers, cfg.teacher_dir, context) if ccfg.method != "no_kd" else []
     labeled_rows = len(data.train)
     if ccfg.transfer and teachers:  # without a teacher nothing can be learnt from a row without a label
-        data = domain.with_transfer(data)
+        if len(getattr(data, "transfer", None) or ()) == 0:
+            if launch.ctx.is_main:
+                print("distill: committee.transfer is on but the data declares no transfer rows (the data spec's 'transfer:' section); "
+                      "distilling on the labeled rows only", flush=True)
+        else:
+            data = domain.with_transfer(data)
     transfer = {"rows": len(data.train) - labeled_rows, "per_labeled_row": (len(data.train) - labeled_rows) / max(labeled_rows, 1),
                 "weight": ccfg.transfer_weight}
     student = domain.build_model(cfg, data)

@@ -1,0 +1,257 @@
+"""The teacher-student gap three ways: how much of it the shipped distillation recovers, against
+the best teacher, the LM teacher and a same-inputs ceiling, beside every baseline given the same
+transfer rows.
+
+Reproduce (recommendation, MovieLens-100K spec; about an hour on 2 cores):
+    .venv/bin/python benchmarks/gap.py --seeds 0 1 2 3 4 --reference-seeds 0 1 2
+
+What it runs, in order (``--reuse`` reads finished runs instead of rerunning them):
+  1. references: each expert trained with every reference seed (``OUT/refs/seed<s>/<expert>``);
+     the seed-0 experts are the committee's frozen teachers. The best teacher is the one with
+     the best mean validation AUC; the same-inputs ceiling is the best expert architecture
+     trained on exactly the student's inputs (the shipped student reads every input the experts
+     read, so those are the expert runs themselves: the script checks the feature sets agree);
+  2. the no-KD student (``no_kd``) with every seed, and the student before it read every cheap
+     input (``no_kd_basic_inputs``: ids, short history and categorical features only);
+  3. a one-seed screen on validation of every baseline and of the shipped method without its
+     transfer rows; the best baseline (best validation AUC) and the shipped method then run
+     with every seed;
+  4. per method: test AUC mean/std over seeds, the share of each gap recovered
+     ((mean method - mean no_kd) / (mean reference - mean no_kd); null when the reference is
+     less than 2 no-KD seed stds above the no-KD mean), and 95% intervals of the paired
+     difference over test rows (``benchmarks/paired_test.py``'s bootstrap) against no-KD and the
+     best baseline. Selection reads validation only.
+
+Writes ``benchmarks/results/gap.json`` (its ``rec`` entry; other domains' entries are kept),
+``gap_rec.md`` and ``gap_rec_val_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import mean_std, paired_bootstrap, plot_val_curves, reusable_metrics  # noqa: E402
+
+from recsys_committee.metrics.binary import auc  # noqa: E402
+from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_distill, run_train  # noqa: E402
+from recsys_committee.train.config import load_config  # noqa: E402
+
+EXPERTS = {"dlrm": "expert_dlrm", "din_dcn": "expert_din_dcn"}
+BASELINES = ["logit_kd_dlrm", "logit_kd_din_dcn", "feature_kd_dlrm", "feature_kd_din_dcn", "avg_kd", "camkd"]
+SHIPPED = "diverse_distill"
+BASIC_INPUTS = ["model.params.inputs=basic", "model.params.hidden=[864, 256]", "model.params.dense_hidden=[]"]  # the student before it read every input
+CONFIGS = ROOT / "configs" / "rec"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self._data: dict[str, Any] = {}
+        self.scores: dict[tuple[str, int], torch.Tensor] = {}
+
+    def data(self, cfg: Any) -> Any:
+        key = str(cfg.data)
+        if key not in self._data:
+            self._data[key] = load_data(cfg.data)
+        return self._data[key]
+
+    def run(self, kind: str, config: str, run_dir: Path, seed: int, extra: list[str]) -> dict[str, Any]:
+        cfg = load_config(CONFIGS / f"{config}.yaml", [f"seed={seed}", "train.progress=false", *self.args.overrides, *extra])
+        metrics = reusable_metrics(run_dir, cfg) if self.args.reuse else None
+        start = time.perf_counter()
+        if metrics is None:
+            runner = run_train if kind == "train" else run_distill
+            metrics = runner(cfg, run_dir, data=self.data(cfg), overwrite=True)
+        print(f"{run_dir.name} seed {seed}: val {metrics['val']['auc']:.4f} test {metrics['test']['auc']:.4f} "
+              f"best epoch {metrics['best_epoch']} of {len(metrics['history'])} ({time.perf_counter() - start:.0f}s)", flush=True)
+        return metrics
+
+    def teacher_dir(self, seed: int) -> Path:
+        return self.out / "refs" / f"seed{seed}"
+
+    def distill(self, method: str, config: str, seed: int, extra: list[str] = ()) -> dict[str, Any]:
+        teachers = [f"teacher_dir={self.teacher_dir(self.args.reference_seeds[0])}"]
+        return self.run("distill", config, self.out / f"{method}-seed{seed}", seed, teachers + list(extra))
+
+    def test_scores(self, method: str, seed: int) -> torch.Tensor:
+        if (method, seed) not in self.scores:
+            run = self.out / f"{method}-seed{seed}"
+            cfg = load_config(run / "config.yaml")
+            data = self.data(cfg)
+            self.scores[(method, seed)] = predict(load_trained_model(run / "student.safetensors", data), data.test, cfg.train.eval_batch_size)
+        return self.scores[(method, seed)]
+
+    def ci_rows(self, a: str, b: str, seeds: list[int]) -> list[float]:
+        labels = None
+        pairs = []
+        for seed in seeds:
+            pairs.append((self.test_scores(a, seed), self.test_scores(b, seed)))
+            run = self.out / f"{a}-seed{seed}"
+            labels = self.data(load_config(run / "config.yaml")).test.labels
+        return paired_bootstrap(auc, pairs, labels, draws=self.args.draws)["ci95"]
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    test, val = [r["test"]["auc"] for r in runs], [r["val"]["auc"] for r in runs]
+    steady = [h for r in runs for h in r["history"] if h.get("steady_batches")]
+    step_ms = 1000 * sum(h["steady_seconds"] for h in steady) / sum(h["steady_batches"] for h in steady) if steady else None
+    t = runs[0].get("transfer") or {}
+    return {
+        "test_mean": statistics.mean(test), "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+        "val_mean": statistics.mean(val), "test_per_seed": test, "val_per_seed": val,
+        "epochs_run": [len(r["history"]) for r in runs], "best_epoch": [r["best_epoch"] for r in runs],
+        "step_ms": step_ms, "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in runs),
+        "transfer_rows_per_labeled_row": t.get("per_labeled_row", 0.0),
+        "student_params": runs[0].get("student_params") or runs[0].get("params"),
+    }
+
+
+def gap(method: float, base: float, base_std: float, reference: Optional[float], name: str) -> tuple[Optional[float], Optional[str]]:
+    if reference is None:
+        return None, f"no {name} reference"
+    if reference - base < 2 * base_std:
+        return None, f"the {name} ({reference:.4f}) is less than 2 no-KD seed stds ({base_std:.4f}) above the no-KD mean ({base:.4f})"
+    return (method - base) / (reference - base), None
+
+
+def same_inputs(bench: Bench) -> tuple[bool, str]:
+    """Does the shipped student read exactly the experts' inputs? Then the expert runs are the ceiling."""
+    from recsys_committee.models import build_model
+
+    cfg = load_config(CONFIGS / "student.yaml", list(bench.args.overrides))
+    data = bench.data(cfg)
+    student = build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
+    layout = data.table.layout
+    expert_inputs = set(layout.student) | set(layout.expert_extra) | set(layout.sequence)
+    student_inputs = set(student.embeddings.features) | {"item_id"}
+    reads_dense = getattr(student.bottom, "out_dim", 0) > 0 or data.num_dense == 0
+    ok = student_inputs == expert_inputs and reads_dense
+    return ok, (f"the student reads {sorted(student_inputs)} and the dense vector: the experts' inputs exactly, so the ceiling is the "
+                "best expert architecture's own runs" if ok else f"the student reads {sorted(student_inputs)}, the experts {sorted(expert_inputs)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--reference-seeds", type=int, nargs="+", default=[0, 1, 2], help="expert seeds; the first one's experts are the teachers")
+    parser.add_argument("--screen-seed", type=int, default=0)
+    parser.add_argument("--baselines", nargs="+", default=BASELINES)
+    parser.add_argument("--out", default="runs/gap")
+    parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--reuse", action="store_true", help="read runs whose metrics.json exists (with the same config) instead of rerunning")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value applied to every run (e.g. data.transfer_per_row=1)")
+    args = parser.parse_args()
+    bench = Bench(args)
+
+    # 1. references
+    ref_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXPERTS}
+    for seed in args.reference_seeds:
+        for name, config in EXPERTS.items():
+            ref_runs[name].append(bench.run("train", config, bench.teacher_dir(seed) / config, seed, []))
+    refs = {name: summary(runs) for name, runs in ref_runs.items()}
+    best_teacher = max(refs, key=lambda n: refs[n]["val_mean"])
+    lm_metrics = Path(args.out) / "refs" / "lm_teacher" / "metrics.json"
+    lm_test = json.loads(lm_metrics.read_text())["test"]["auc"] if lm_metrics.exists() else None
+    ceiling_ok, ceiling_why = same_inputs(bench)
+
+    # 2. no-KD, before and after the student read every input
+    no_kd = [bench.distill("no_kd", "no_kd", s) for s in args.seeds]
+    no_kd_basic = [bench.distill("no_kd_basic_inputs", "no_kd", s, BASIC_INPUTS) for s in args.seeds]
+
+    # 3. screen on validation, then every seed for the shipped method and the best baseline
+    screen = {m: bench.distill(m, m, args.screen_seed) for m in args.baselines}
+    screen["diverse_distill_no_transfer"] = bench.distill("diverse_distill_no_transfer", SHIPPED, args.screen_seed, ["committee.transfer=false"])
+    best_baseline = max(args.baselines, key=lambda m: screen[m]["val"]["auc"])
+    methods: dict[str, list[dict[str, Any]]] = {SHIPPED: [bench.distill(SHIPPED, SHIPPED, s) for s in args.seeds],
+                                                best_baseline: [bench.distill(best_baseline, best_baseline, s) for s in args.seeds]}
+    for m, r in screen.items():
+        methods.setdefault(m, [r])
+
+    base = summary(no_kd)
+    b_mean, b_std = base["test_mean"], base["test_std"]
+    references = {"best_teacher": best_teacher, "best_teacher_test": refs[best_teacher]["test_mean"], "lm_test": lm_test,
+                  "ceiling_test": refs[best_teacher]["test_mean"] if ceiling_ok else None, "ceiling_why": ceiling_why,
+                  "teachers": {n: {k: r[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed")} for n, r in refs.items()}}
+    if lm_test is None:
+        references["lm_why"] = "no LM teacher was trained for this run (OUT/refs/lm_teacher/metrics.json)"
+    out_methods = {}
+    for m, runs in methods.items():
+        s = summary(runs)
+        entry = {k: s[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "step_ms",
+                                   "epoch_seconds", "transfer_rows_per_labeled_row")}
+        entry["seeds"] = [r["seed"] for r in runs]
+        for key, ref, label in (("gap_vs_best_teacher", references["best_teacher_test"], "best teacher"), ("gap_vs_lm", lm_test, "LM teacher"),
+                                ("gap_vs_ceiling", references["ceiling_test"], "same-inputs ceiling")):
+            entry[key], why = gap(s["test_mean"], b_mean, b_std, ref, label)
+            if why:
+                entry[f"{key}_why"] = why
+        if len(runs) == len(args.seeds):
+            entry["vs_no_kd_ci_rows"] = bench.ci_rows(m, "no_kd", args.seeds)
+            if m != best_baseline:
+                entry["vs_best_baseline_ci_rows"] = bench.ci_rows(m, best_baseline, args.seeds)
+        out_methods[m] = entry
+    rec = {
+        "shipped": SHIPPED, "metric": "test AUC (ML-100K spec, temporal 80/10/10)", "seeds": args.seeds, "screen_seed": args.screen_seed,
+        "no_kd": {k: base[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "student_params")},
+        "no_kd_basic_inputs": {k: summary(no_kd_basic)[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "student_params")},
+        "references": references, "best_baseline": best_baseline,
+        "screen_val": {m: r["val"]["auc"] for m, r in screen.items()},
+        "methods": out_methods,
+        "command": "python benchmarks/gap.py " + shlex.join(sys.argv[1:]),
+    }
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / "gap.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["rec"] = rec
+    path.write_text(json.dumps(payload, indent=2))
+    table = markdown(rec)
+    (results / "gap_rec.md").write_text(table)
+    plot_val_curves({"no_kd": [r["history"] for r in no_kd], **{m: [r["history"] for r in runs] for m, runs in methods.items() if len(runs) > 1}},
+                    "val_auc", results / "gap_rec_val_curves.png", "MovieLens-100K: validation AUC per epoch (mean over seeds)")
+    print("\n" + table)
+    return 0
+
+
+def _pct(x: Optional[float]) -> str:
+    return "null" if x is None else f"{100 * x:.0f}%"
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    r = rec["references"]
+    lines = [
+        f"No-KD student: test AUC {rec['no_kd']['test_mean']:.4f} ± {rec['no_kd']['test_std']:.4f} ({rec['no_kd']['student_params']:,} parameters); "
+        f"before it read every input: {rec['no_kd_basic_inputs']['test_mean']:.4f} ± {rec['no_kd_basic_inputs']['test_std']:.4f}.",
+        f"Best teacher (validation): {r['best_teacher']} {r['best_teacher_test']:.4f}; LM {r['lm_test'] if r['lm_test'] is not None else 'not run'}; "
+        f"same-inputs ceiling {r['ceiling_test'] if r['ceiling_test'] is not None else 'null'}.",
+        "",
+        "| method | seeds | test AUC | gap vs best teacher | gap vs ceiling | vs no-KD, test rows 95% | vs best baseline, test rows 95% | epochs (best) | transfer / labeled | ms/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m, e in rec["methods"].items():
+        ci = lambda k: "" if k not in e else f"[{e[k][0]:+.4f}, {e[k][1]:+.4f}]"  # noqa: E731
+        lines.append(f"| {m}{' (shipped)' if m == rec['shipped'] else ''}{' (best baseline)' if m == rec['best_baseline'] else ''} | {len(e['seeds'])} | "
+                     f"{e['test_mean']:.4f} ± {e['test_std']:.4f} | {_pct(e['gap_vs_best_teacher'])} | {_pct(e['gap_vs_ceiling'])} | {ci('vs_no_kd_ci_rows')} | "
+                     f"{ci('vs_best_baseline_ci_rows')} | {max(e['epochs_run'])} ({max(e['best_epoch'])}) | {e['transfer_rows_per_labeled_row']:.2f} | "
+                     f"{'' if e['step_ms'] is None else f'{e['step_ms']:.1f}'} |")
+    return "\n".join(lines) + f"\n\n{rec['command']}\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
