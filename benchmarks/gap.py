@@ -249,7 +249,7 @@ def markdown(rec: dict[str, Any]) -> str:
         lines.append(f"| {m}{' (shipped)' if m == rec['shipped'] else ''}{' (best baseline)' if m == rec['best_baseline'] else ''} | {len(e['seeds'])} | "
                      f"{e['test_mean']:.4f} ± {e['test_std']:.4f} | {_pct(e['gap_vs_best_teacher'])} | {_pct(e['gap_vs_ceiling'])} | {ci('vs_no_kd_ci_rows')} | "
                      f"{ci('vs_best_baseline_ci_rows')} | {max(e['epochs_run'])} ({max(e['best_epoch'])}) | {e['transfer_rows_per_labeled_row']:.2f} | "
-                     f"{'' if e['step_ms'] is None else f'{e['step_ms']:.1f}'} |")
+                     f"{'' if e['step_ms'] is None else format(e['step_ms'], '.1f')} |")
     return "\n".join(lines) + f"\n\n{rec['command']}\n"
 
 
