@@ -14,6 +14,7 @@ selection uses it only). Every image has a global ``example_ids`` (train 0..5999
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -87,6 +88,18 @@ class VisionData:
     test: VisionSplit
     num_classes: int = NUM_CLASSES
     everything: Optional[VisionSplit] = None  # all 70,000 images by id (kept when train is a slice)
+    transfer: Optional[VisionSplit] = None  # train images the slice does not use, label -1 (distillation's transfer rows)
+
+    def with_transfer(self) -> "VisionData":
+        """The same data whose train split also holds the transfer images (labels -1: every
+        loss that reads a label skips them; the teachers still answer on them)."""
+        if self.transfer is None or len(self.transfer) == 0:
+            raise VisionDataError("committee.transfer is on but there are no transfer images: set data.transfer_per_row > 0 with a "
+                                  "data.max_rows slice that leaves training images unused")
+        t = self.transfer
+        train = VisionSplit(torch.cat([self.train.images, t.images]), torch.cat([self.train.labels, t.labels]),
+                            torch.cat([self.train.example_ids, t.example_ids]))
+        return dataclasses.replace(self, train=train)
 
     def splits(self) -> dict[str, VisionSplit]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -115,21 +128,26 @@ def read_fashion_mnist(root: str | Path, train: bool):
         ) from None
 
 
-def load_fashion_mnist(root: str | Path = "data", max_train_rows: Optional[int] = None) -> VisionData:
+def load_fashion_mnist(root: str | Path = "data", max_train_rows: Optional[int] = None, transfer_per_row: int = 0) -> VisionData:
     """Train / val / test splits. ``max_train_rows`` keeps the first rows of the (shuffled)
-    training split only: the validation and test splits stay whole, so slices stay comparable."""
+    training split only: the validation and test splits stay whole, so slices stay comparable.
+    ``transfer_per_row``: that many of the training images the slice leaves unused per image it
+    uses (the next ones of the same shuffle, never a validation image), labels dropped (-1)."""
     train_set, test_set = read_fashion_mnist(root, True), read_fashion_mnist(root, False)
     if len(train_set) != TRAIN_IMAGES or train_set.data.shape[1:] != (28, 28):
         raise VisionDataError(f"Fashion-MNIST training set under {root} has shape {tuple(train_set.data.shape)}, expected (60000, 28, 28)")
     images, labels = normalize(train_set.data), train_set.targets.long()
     perm = torch.randperm(TRAIN_IMAGES, generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_rows, train_rows = perm[:VAL_ROWS], perm[VAL_ROWS:]
+    unused = torch.zeros(0, dtype=torch.long)
     if max_train_rows is not None:
-        train_rows = train_rows[:max_train_rows]
+        train_rows, unused = train_rows[:max_train_rows], train_rows[max_train_rows:]
+    transfer_rows = unused[: int(transfer_per_row) * len(train_rows)]
     test = VisionSplit(normalize(test_set.data), test_set.targets.long(), torch.arange(len(test_set)) + TRAIN_IMAGES)
     return VisionData(
         train=VisionSplit(images[train_rows], labels[train_rows], train_rows.clone()),
         val=VisionSplit(images[val_rows], labels[val_rows], val_rows.clone()),
         test=test,
         everything=VisionSplit(torch.cat([images, test.images]), torch.cat([labels, test.labels]), torch.arange(TRAIN_IMAGES + len(test))),
+        transfer=VisionSplit(images[transfer_rows], torch.full((len(transfer_rows),), -1, dtype=torch.long), transfer_rows.clone()) if len(transfer_rows) else None,
     )

@@ -51,7 +51,7 @@ class VisionDomain(Domain):
 
     def load_data(self, cfg: RunConfig) -> VisionData:
         self.check_config(cfg)
-        return load_fashion_mnist(cfg.data.root, max_train_rows=cfg.data.max_rows)
+        return load_fashion_mnist(cfg.data.root, max_train_rows=cfg.data.max_rows, transfer_per_row=cfg.data.transfer_per_row or 0)
 
     def build_model(self, cfg: RunConfig, data: Any = None) -> nn.Module:
         VISION_MODELS.get(cfg.model.name)  # unknown names fail with the close matches

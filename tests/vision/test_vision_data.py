@@ -55,3 +55,16 @@ def test_batches_cover_each_row_once_and_subset(fashion_slice) -> None:
 def test_missing_files_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(VisionDataError, match="make data"):
         load_fashion_mnist(tmp_path)
+
+
+def test_transfer_images_are_unused_train_images_without_labels(fashion_root: Path) -> None:
+    data = load_fashion_mnist(fashion_root, max_train_rows=1000, transfer_per_row=2)
+    train_ids, val_ids = set(data.train.example_ids.tolist()), set(data.val.example_ids.tolist())
+    transfer_ids = set(data.transfer.example_ids.tolist())
+    assert len(transfer_ids) == 2000 and not transfer_ids & (train_ids | val_ids) and max(transfer_ids) < 60_000
+    assert bool((data.transfer.labels == -1).all())
+    assert torch.equal(data.all_images().images[data.transfer.example_ids[:3]], data.transfer.images[:3])
+    mixed = data.with_transfer()
+    assert len(mixed.train) == 3000 and len(mixed.val) == VAL_ROWS
+    with pytest.raises(VisionDataError, match="no transfer images"):
+        load_fashion_mnist(fashion_root, max_train_rows=1000).with_transfer()
