@@ -64,7 +64,8 @@ def test_counters_are_exact_and_resettable(student, teachers):
     assert counts["run"] < counts["dense"]
     assert all(isinstance(v, int) for v in counts["per_teacher"].values())
     committee.reset_teacher_forwards()
-    assert committee.teacher_forwards() == {"run": 0, "dense": 0, "samples": 0, "per_teacher": {"mlp": 0, "tfm": 0, "mlp2": 0}, "padding": 0}
+    assert committee.teacher_forwards() == {"run": 0, "dense": 0, "samples": 0, "labeled_samples": 0, "transfer_samples": 0,
+                                            "per_teacher": {"mlp": 0, "tfm": 0, "mlp2": 0}, "padding": 0}
 
 
 def test_warmup_is_dense_then_sparse_and_eval_is_deterministic(student, teachers, batch):
