@@ -45,14 +45,7 @@ def user_histories(
     contributing rows only, so a sampled pair never shows up in any row's past."""
     if contributes is not None and not bool(contributes.all()):
         return _histories_of_contributors(user, timestamp, item, rating, window, contributes)
-    n = user.numel()
-    idx = torch.arange(n)
-    new_user = torch.ones(n, dtype=torch.bool)
-    new_user[1:] = user[1:] != user[:-1]
-    new_second = new_user.clone()
-    new_second[1:] |= timestamp[1:] != timestamp[:-1]
-    user_start = torch.cummax(torch.where(new_user, idx, 0), 0).values
-    second_start = torch.cummax(torch.where(new_second, idx, 0), 0).values  # first row of this (user, second)
+    user_start, second_start = _group_starts(user, timestamp)
     start = torch.maximum(user_start, second_start - window)
     lengths = second_start - start
     return gather_ranges(item, start, lengths), gather_ranges(rating, start, lengths), lengths
@@ -64,6 +57,18 @@ def _histories_of_contributors(
     """``user_histories`` where only ``contributes`` rows are history: each row's (user, second)
     boundaries are counted in contributing rows (an exclusive cumulative count), and the ranges
     are cut from the contributing rows' items."""
+    user_start, second_start = _group_starts(user, timestamp)
+    before = torch.zeros(user.numel() + 1, dtype=torch.long)  # contributing rows before each position
+    torch.cumsum(contributes.long(), 0, out=before[1:])
+    user_start_c, second_start_c = before[user_start], before[second_start]
+    start = torch.maximum(user_start_c, second_start_c - window)
+    lengths = second_start_c - start
+    return gather_ranges(item[contributes], start, lengths), gather_ranges(rating[contributes], start, lengths), lengths
+
+
+def _group_starts(user: torch.Tensor, timestamp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows sorted by (user, timestamp): the position of each row's user's first row and of
+    its (user, second)'s first row."""
     n = user.numel()
     idx = torch.arange(n)
     new_user = torch.ones(n, dtype=torch.bool)
@@ -72,9 +77,4 @@ def _histories_of_contributors(
     new_second[1:] |= timestamp[1:] != timestamp[:-1]
     user_start = torch.cummax(torch.where(new_user, idx, 0), 0).values
     second_start = torch.cummax(torch.where(new_second, idx, 0), 0).values
-    before = torch.zeros(n + 1, dtype=torch.long)  # contributing rows before each position
-    torch.cumsum(contributes.long(), 0, out=before[1:])
-    user_start_c, second_start_c = before[user_start], before[second_start]
-    start = torch.maximum(user_start_c, second_start_c - window)
-    lengths = second_start_c - start
-    return gather_ranges(item[contributes], start, lengths), gather_ranges(rating[contributes], start, lengths), lengths
+    return user_start, second_start

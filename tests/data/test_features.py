@@ -74,3 +74,23 @@ def test_gather_jagged_matches_python():
     got, lengths = gather_jagged(values, offsets, torch.tensor([3, 0, 1, 3]))
     assert got.tolist() == [7, 8, 9, 0, 1, 2, 7, 8, 9]
     assert lengths.tolist() == [3, 3, 0, 3]
+
+
+def test_histories_cut_from_contributing_rows_only():
+    """Rows that do not contribute (transfer rows) get the last N contributing items strictly
+    before their second, and are in nobody's history: brute force on random rows."""
+    from recsys_committee.data.features import user_histories
+
+    g = torch.Generator().manual_seed(0)
+    n, window = 400, 4
+    user = torch.randint(0, 12, (n,), generator=g)
+    time = torch.randint(0, 30, (n,), generator=g)
+    order = sorted(range(n), key=lambda i: (int(user[i]), int(time[i])))
+    user, time = user[order], time[order]
+    item = torch.randint(1, 50, (n,), generator=g)
+    contributes = torch.rand(n, generator=g) < 0.6
+    items, _, lengths = user_histories(user, time, item, item.double(), window, contributes)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    for i in range(n):
+        past = [int(item[j]) for j in range(n) if contributes[j] and user[j] == user[i] and time[j] < time[i]]
+        assert items[offsets[i]:offsets[i + 1]].tolist() == past[len(past) - min(window, len(past)):], i
