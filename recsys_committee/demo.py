@@ -28,12 +28,12 @@ DEMO_DATA = [f"data.transfer_per_row={DEMO_TRANSFER_PER_ROW}"]  # every stage re
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = f"{'model':<34} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9} {'teacher fwd':>12}"
+    header = f"{'model':<46} {'params':>10} {'test AUC':>9} {'logloss':>8} {'GAUC':>7} {'cold AUC':>9} {'warm AUC':>9} {'teacher fwd':>12}"
     lines = [header, "-" * len(header)]
     for r in rows:
         t = r["test"]
         lines.append(
-            f"{r['name']:<34} {r['params']:>10,} {t['auc']:>9.4f} {t['logloss']:>8.4f} {t.get('gauc', float('nan')):>7.4f} "
+            f"{r['name']:<46} {r['params']:>10,} {t['auc']:>9.4f} {t['logloss']:>8.4f} {t.get('gauc', float('nan')):>7.4f} "
             f"{t.get('cold', {}).get('auc', float('nan')):>9.4f} {t.get('warm', {}).get('auc', float('nan')):>9.4f} {r.get('forwards', ''):>12}"
         )
     return "\n".join(lines)
@@ -50,7 +50,7 @@ def gap_lines(rows: list[dict[str, Any]], experts: dict[str, dict[str, Any]]) ->
     lines = [f"\nGap recovered (test AUC), against {best['name']} (best expert on validation), one seed:"]
     for r in rows:
         if r["name"].startswith("student <- ") and r["name"] != "student <- no_kd":
-            lines.append(f"  {r['name'][11:]:<32} {100 * (r['test']['auc'] - base) / (ref - base):6.0f}%")
+            lines.append(f"  {r['name'][11:]:<36} {100 * (r['test']['auc'] - base) / (ref - base):6.0f}%")
     return "\n".join(lines)
 
 

@@ -58,14 +58,14 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
         skipped = f"{100 * (1 - f['run'] / f['dense']):.0f}% skipped" if f["dense"] else "-"
         rows.append({"name": f"student <- {label}", "params": m["student_params"], "top1": m["test"]["top1"], "val": m["val"]["top1"],
                      "forwards": skipped, "seconds": m["epoch_seconds"]})
-    header = f"{'model':<34} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
+    header = f"{'model':<46} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
     print(f"\nFashion-MNIST demo: teachers {len(data.train):,} training images x 3 epochs, students {len(student_data.train):,} x 8 epochs "
           "(cosine), best-validation epoch, test = official 10,000.")
     imagenet = imagenet_mobilenet_v2_params()
     print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({imagenet:,}) / {imagenet / rows[-1]['params']:.2f}.")
     print(header + "\n" + "-" * len(header))
     for r in rows:
-        print(f"{r['name']:<34} {r['params']:>10,} {r['top1']:>10.4f} {r['forwards']:>12} {r['seconds']:>8.1f}")
+        print(f"{r['name']:<46} {r['params']:>10,} {r['top1']:>10.4f} {r['forwards']:>12} {r['seconds']:>8.1f}")
     best = max(rows[: len(TEACHERS)], key=lambda r: r["val"])
     base = next(r for r in rows if r["name"] == "student <- no_kd")["top1"]
     if best["top1"] > base:
