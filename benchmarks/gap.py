@@ -24,6 +24,12 @@ What it runs, in order (``--reuse`` reads finished runs instead of rerunning the
 
 Writes ``benchmarks/results/gap.json`` (its ``rec`` entry; other domains' entries are kept),
 ``gap_rec.md`` and ``gap_rec_val_curves.png``.
+
+Vision (``--domain vision``, after ``make demo``; ~30 minutes): the demo's protocol and its
+seed-0 teachers (``--teacher-dir runs/vision_demo``), no-KD and the shipped method over the seeds,
+a one-seed validation screen of average KD, CA-MKD and logit KD from the foundation model, the
+best of them over the seeds; the "LM" gap is against the foundation model; writes the ``vision``
+entry of gap.json.
 """
 
 from __future__ import annotations
@@ -106,8 +112,8 @@ class Bench:
         return paired_bootstrap(auc, pairs, labels, draws=self.args.draws)["ci95"]
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    test, val = [r["test"]["auc"] for r in runs], [r["val"]["auc"] for r in runs]
+def summary(runs: list[dict[str, Any]], metric: str = "auc") -> dict[str, Any]:
+    test, val = [r["test"][metric] for r in runs], [r["val"][metric] for r in runs]
     steady = [h for r in runs for h in r["history"] if h.get("steady_batches")]
     step_ms = 1000 * sum(h["steady_seconds"] for h in steady) / sum(h["steady_batches"] for h in steady) if steady else None
     t = runs[0].get("transfer") or {}
@@ -145,8 +151,85 @@ def same_inputs(bench: Bench) -> tuple[bool, str]:
                 "best expert architecture's own runs" if ok else f"the student reads {sorted(student_inputs)}, the experts {sorted(expert_inputs)}")
 
 
+VISION_BASELINES = ["avg_kd", "camkd", "logit_kd_foundation"]
+
+
+class VisionBench(Bench):
+    """The demo's protocol (``vision_committee/demo.py``): teachers trained once on 8,000 images
+    (``--teacher-dir``, e.g. ``make demo``'s runs/vision_demo), students on 2,000 images for 8
+    cosine epochs with the teachers run live; transfer images from the distillation configs."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        from vision_committee.demo import GATE_WARMUP, STUDENT_BUDGET
+
+        base = load_config(ROOT / "configs" / "vision" / "distill_base.yaml")
+        live = json.dumps([{**t, "cached": False} for t in base.teachers])
+        self.student_budget = [*STUDENT_BUDGET, *GATE_WARMUP, f"teacher_dir={args.teacher_dir}", "teachers=" + live]
+
+    def data(self, cfg: Any) -> Any:
+        from vision_committee.domain import load_vision_data
+
+        key = str(cfg.data)
+        if key not in self._data:
+            self._data[key] = load_vision_data(cfg)
+        return self._data[key]
+
+    def distill(self, method: str, config: str, seed: int, extra: list[str] = ()) -> dict[str, Any]:
+        from vision_committee.domain import run_vision_distill
+
+        cfg = load_config(ROOT / "configs" / "vision" / f"{config}.yaml", [f"seed={seed}", "train.progress=false", *self.student_budget, *extra])
+        run_dir = self.out / f"{method}-seed{seed}"
+        metrics = reusable_metrics(run_dir, cfg) if self.args.reuse else None
+        start = time.perf_counter()
+        if metrics is None:
+            metrics = run_vision_distill(cfg, run_dir, data=self.data(cfg), overwrite=True)
+        print(f"{run_dir.name}: val {metrics['val']['top1']:.4f} test {metrics['test']['top1']:.4f} best epoch {metrics['best_epoch']} "
+              f"of {len(metrics['history'])} ({time.perf_counter() - start:.0f}s)", flush=True)
+        return metrics
+
+    def ci_rows(self, a: str, b: str, seeds: list[int]) -> list[float]:
+        from paired_test import vision_scores, weighted_top1
+
+        pairs, labels = [], None
+        for seed in seeds:
+            (pa, labels), (pb, _) = vision_scores(self.out / f"{a}-seed{seed}"), vision_scores(self.out / f"{b}-seed{seed}")
+            pairs.append((pa, pb))
+        return paired_bootstrap(weighted_top1, pairs, labels, draws=self.args.draws)["ci95"]
+
+
+def vision_main(args: argparse.Namespace) -> dict[str, Any]:
+    bench = VisionBench(args)
+    teachers = {n: json.loads((Path(args.teacher_dir) / n / "metrics.json").read_text()) for n in ("foundation", "expert_wide", "expert_deep")}
+    best_teacher = max(teachers, key=lambda n: teachers[n]["val"]["top1"])
+    no_kd = [bench.distill("no_kd", "no_kd", s) for s in args.seeds]
+    screen = {m: bench.distill(m, m, args.screen_seed) for m in VISION_BASELINES}
+    screen["diverse_distill_no_transfer"] = bench.distill("diverse_distill_no_transfer", SHIPPED, args.screen_seed, ["committee.transfer=false"])
+    best_baseline = max(VISION_BASELINES, key=lambda m: screen[m]["val"]["top1"])
+    methods = {SHIPPED: [bench.distill(SHIPPED, SHIPPED, s) for s in args.seeds], best_baseline: [bench.distill(best_baseline, best_baseline, s) for s in args.seeds]}
+    for m, r in screen.items():
+        methods.setdefault(m, [r])
+    base = summary(no_kd, "top1")
+    foundation = teachers["foundation"]["test"]["top1"]
+    references = {"best_teacher": best_teacher, "best_teacher_test": teachers[best_teacher]["test"]["top1"], "lm_test": foundation,
+                  "lm_is": "the foundation model (ImageNet MobileNetV2, fine-tuned)", "ceiling_test": None,
+                  "ceiling_why": "recommendation only", "teachers_seed": 0,
+                  "teachers": {n: {"test": t["test"]["top1"], "val": t["val"]["top1"]} for n, t in teachers.items()}}
+    return {
+        "shipped": SHIPPED, "metric": "test top-1 (Fashion-MNIST, official 10,000 test images)",
+        "protocol": "make demo's: teachers 8,000 images x 3 epochs (seed 0), students 2,000 images x 8 cosine epochs, 2 transfer images per labeled image",
+        "seeds": args.seeds, "screen_seed": args.screen_seed,
+        "no_kd": {k: base[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "student_params")},
+        "references": references, "best_baseline": best_baseline, "screen_val": {m: r["val"]["top1"] for m, r in screen.items()},
+        "methods": method_entries(bench, methods, base, references, foundation, best_baseline, args.seeds, "top1"),
+        "command": "python benchmarks/gap.py " + shlex.join(sys.argv[1:]),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", choices=["rec", "vision"], default="rec")
+    parser.add_argument("--teacher-dir", default="runs/vision_demo", help="vision: the trained foundation / expert_wide / expert_deep (make demo's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--reference-seeds", type=int, nargs="+", default=[0, 1, 2], help="expert seeds; the first one's experts are the teachers")
     parser.add_argument("--screen-seed", type=int, default=0)
@@ -157,6 +240,14 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="read runs whose metrics.json exists (with the same config) instead of rerunning")
     parser.add_argument("overrides", nargs="*", help="key.sub=value applied to every run (e.g. data.transfer_per_row=1)")
     args = parser.parse_args()
+    if args.domain == "vision":
+        vision = vision_main(args)
+        path = Path(args.results) / "gap.json"
+        payload = json.loads(path.read_text()) if path.exists() else {}
+        payload["vision"] = vision
+        path.write_text(json.dumps(payload, indent=2))
+        print(json.dumps({m: {k: e[k] for k in ("test_mean", "test_std", "gap_vs_best_teacher", "gap_vs_lm") if k in e} for m, e in vision["methods"].items()}, indent=1))
+        return 0
     bench = Bench(args)
 
     # 1. references
@@ -184,28 +275,12 @@ def main() -> int:
         methods.setdefault(m, [r])
 
     base = summary(no_kd)
-    b_mean, b_std = base["test_mean"], base["test_std"]
     references = {"best_teacher": best_teacher, "best_teacher_test": refs[best_teacher]["test_mean"], "lm_test": lm_test,
                   "ceiling_test": refs[best_teacher]["test_mean"] if ceiling_ok else None, "ceiling_why": ceiling_why,
                   "teachers": {n: {k: r[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed")} for n, r in refs.items()}}
     if lm_test is None:
         references["lm_why"] = "no LM teacher was trained for this run (OUT/refs/lm_teacher/metrics.json)"
-    out_methods = {}
-    for m, runs in methods.items():
-        s = summary(runs)
-        entry = {k: s[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "step_ms",
-                                   "epoch_seconds", "transfer_rows_per_labeled_row")}
-        entry["seeds"] = [r["seed"] for r in runs]
-        for key, ref, label in (("gap_vs_best_teacher", references["best_teacher_test"], "best teacher"), ("gap_vs_lm", lm_test, "LM teacher"),
-                                ("gap_vs_ceiling", references["ceiling_test"], "same-inputs ceiling")):
-            entry[key], why = gap(s["test_mean"], b_mean, b_std, ref, label)
-            if why:
-                entry[f"{key}_why"] = why
-        if len(runs) == len(args.seeds):
-            entry["vs_no_kd_ci_rows"] = bench.ci_rows(m, "no_kd", args.seeds)
-            if m != best_baseline:
-                entry["vs_best_baseline_ci_rows"] = bench.ci_rows(m, best_baseline, args.seeds)
-        out_methods[m] = entry
+    out_methods = method_entries(bench, methods, base, references, lm_test, best_baseline, args.seeds)
     rec = {
         "shipped": SHIPPED, "metric": "test AUC (ML-100K spec, temporal 80/10/10)", "seeds": args.seeds, "screen_seed": args.screen_seed,
         "no_kd": {k: base[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "student_params")},
@@ -227,6 +302,28 @@ def main() -> int:
                     "val_auc", results / "gap_rec_val_curves.png", "MovieLens-100K: validation AUC per epoch (mean over seeds)")
     print("\n" + table)
     return 0
+
+
+def method_entries(bench: Any, methods: dict[str, list[dict[str, Any]]], base: dict[str, Any], references: dict[str, Any],
+                   lm_test: Optional[float], best_baseline: str, seeds: list[int], metric: str = "auc") -> dict[str, Any]:
+    """gap.json's per-method entries: seed statistics, the three gaps, paired test-row intervals."""
+    out = {}
+    for m, runs in methods.items():
+        s = summary(runs, metric)
+        entry = {k: s[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "step_ms",
+                                   "epoch_seconds", "transfer_rows_per_labeled_row")}
+        entry["seeds"] = [r["seed"] for r in runs]
+        for key, ref, label in (("gap_vs_best_teacher", references["best_teacher_test"], "best teacher"), ("gap_vs_lm", lm_test, "LM / foundation teacher"),
+                                ("gap_vs_ceiling", references["ceiling_test"], "same-inputs ceiling")):
+            entry[key], why = gap(s["test_mean"], base["test_mean"], base["test_std"], ref, label)
+            if why:
+                entry[f"{key}_why"] = why
+        if len(runs) == len(seeds):
+            entry["vs_no_kd_ci_rows"] = bench.ci_rows(m, "no_kd", seeds)
+            if m != best_baseline:
+                entry["vs_best_baseline_ci_rows"] = bench.ci_rows(m, best_baseline, seeds)
+        out[m] = entry
+    return out
 
 
 def _pct(x: Optional[float]) -> str:
