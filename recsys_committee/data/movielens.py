@@ -44,6 +44,11 @@ def movielens_spec(root: str | Path = SPEC_ROOT, name: str = SPEC_NAME, history_
 
 
 def load_movielens(root: str | Path = SPEC_ROOT, name: str = SPEC_NAME, history_len: Optional[int] = None, long_history_len: Optional[int] = None,
-                   fractions: Optional[tuple] = None, max_rows: Optional[int] = None) -> RecData:
-    """MovieLens (or a fixture in its shape) read through its data spec."""
-    return load_spec_data(movielens_spec(root, name, history_len, long_history_len, fractions, max_rows))
+                   fractions: Optional[tuple] = None, max_rows: Optional[int] = None, transfer: bool = False) -> RecData:
+    """MovieLens (or a fixture in its shape) read through its data spec; its transfer rows only
+    with ``transfer`` (they double the featurising and triple a distillation epoch, which the
+    fixtures built on this do not need)."""
+    spec = movielens_spec(root, name, history_len, long_history_len, fractions, max_rows)
+    if not transfer:
+        spec.transfer = {}
+    return load_spec_data(spec)
