@@ -6,7 +6,7 @@ benchmarks/results/lm_teacher.json:
   lm_margin: the LM's mean validation AUC above the student's, in student standard deviations
     and in the standard deviation of the difference of the two means;
   token_cache: rows, bytes on disk, build seconds (its index.json); lm_epoch_seconds;
-  gap_recovered_vs_lm / gap_recovered_vs_best_teacher: {method: mean %} (METHOD.md: 100 (M(method)
+  gap_recovered_vs_lm / gap_recovered_vs_best_teacher: {method: mean %} (docs/METHOD.md: 100 (M(method)
     - M(no-KD)) / (M(reference) - M(no-KD)), test AUC, paired by seed), with their std;
   lm_only_share_of_lm_gap: logit KD from the LM alone (the paper: < 40%);
   averaging_vs_single_teacher: average KD against the best single-teacher KD (the paper's point 2).

@@ -1,6 +1,6 @@
 """Image classifiers for the committee: a ResNet-style CNN family and the MobileNetV2 foundation model.
 
-Why one CNN family for the student and the experts: METHOD.md wants experts that "share the
+Why one CNN family for the student and the experts: docs/METHOD.md wants experts that "share the
 student's architectural characteristics"; they differ from the student in width and depth
 only. Every model returns ``StudentOutput`` (logits, hidden h = the pooled features before the
 head, h0 = the pooled stem output, computed anyway and cheap) so any of them can be a student;

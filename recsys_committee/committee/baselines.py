@@ -1,6 +1,6 @@
 """Method -> which teachers run, how they are routed, which losses apply.
 
-Why a table and not branches in the committee: every baseline of METHOD.md runs in the same
+Why a table and not branches in the committee: every baseline of docs/METHOD.md runs in the same
 harness (same student, data, loop, counters); only this spec differs, so a comparison can
 never be skewed by a second code path.
 """

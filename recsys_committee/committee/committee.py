@@ -1,4 +1,4 @@
-"""The committee: one training step of any method (METHOD.md), in the order the method reads.
+"""The committee: one training step of any method (docs/METHOD.md), in the order the method reads.
 
     student forward -> gate decides (before any teacher runs) -> for each teacher: gather the
     rows routed to it, run it frozen on that sub-batch, ask/answer on those rows, per-row

@@ -1,7 +1,7 @@
 """Typed settings of the committee core, and its error types.
 
 Why plain dataclasses: the YAML loader in ``train/config.py`` fills them field by field and
-rejects unknown keys, so every knob of the method (METHOD.md "choose ... make it a config key")
+rejects unknown keys, so every knob of the method (docs/METHOD.md: every choice of the method is a config key)
 is visible here with its default, and nothing is read from an untyped dict deep in the code.
 Names that point into registries (``method``, ``gate``, loss names) are checked when the
 committee is built, with the close matches in the error.
@@ -61,7 +61,7 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 @dataclass
 class GateConfig:
-    """The gates' settings (METHOD.md "Importance gate"; the budget gates random / sampled / value
+    """The gates' settings (docs/METHOD.md "Gates"; the budget gates random / sampled / value
     read skip_target and reweight)."""
 
     rho: float = 0.5  # active if g_k >= rho * max_j g_j (0 = dense, 1 = top-1 only)

@@ -1,4 +1,4 @@
-"""Export: the bare student, with nothing of the distillation module left (METHOD.md "Export").
+"""Export: the bare student, with nothing of the distillation module left (docs/METHOD.md "Export").
 
 Why a deep copy in eval mode: the deployable model must carry zero inference overhead and no
 key of the QA module, gate or loss projectors, and it must not change if training of the

@@ -1,4 +1,4 @@
-"""Which teachers run on which samples (METHOD.md "Importance gate"), and the forward counter.
+"""Which teachers run on which samples (docs/METHOD.md "Gates"), and the forward counter.
 
 Why the gate decides BEFORE any teacher runs: the point is to skip forward passes, so the
 decision may only use what the student computed anyway (h0, stop-gradient). The gate learns

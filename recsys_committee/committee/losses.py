@@ -1,4 +1,4 @@
-"""Distillation losses, all per sample (METHOD.md "Losses", "Baselines").
+"""Distillation losses, all per sample (docs/METHOD.md "Losses", "Baselines").
 
 Two scopes, so that routing stays exact:
   * ``scope = "teacher"``: computed on ONE teacher's sub-batch (the rows routed to it) and

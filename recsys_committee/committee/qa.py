@@ -1,4 +1,4 @@
-"""The Question-Answer mechanism (METHOD.md "Question Augmenter", "Teacher answer",
+"""The Question-Answer mechanism (docs/METHOD.md "Question Augmenter", "Teacher answer",
 "Answer Augmenter").
 
 Why per teacher and per sub-batch: a teacher runs only on the rows the gate routes to it, so

@@ -1,6 +1,6 @@
 """Read (and, for ``reenter``, extend) a frozen model's intermediate outputs through hooks.
 
-Why hooks: METHOD.md requires "no architectural surgery" on teachers. A teacher is tapped by a
+Why hooks: docs/METHOD.md requires "no architectural surgery" on teachers. A teacher is tapped by a
 module path from the config (``encoder.layer.3``, ``features.12``), a forward hook records that
 module's output, and the hook is removed when the ``with`` block ends, even if the forward
 raised, so a teacher is never left carrying our code (torchdistill's pattern).

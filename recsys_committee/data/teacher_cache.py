@@ -1,6 +1,6 @@
 """Teacher outputs computed once, stored on disk, served by example id.
 
-Why: on CPU the LM teacher forwards ~37 examples/s (DATA.md); a committee that ran it every
+Why: on CPU the LM teacher forwards ~37 examples/s (docs/DATA.md); a committee that ran it every
 step would train for days. Its tapped features and logits are computed once for every row of
 the table and stored as safetensors shards plus a JSON index; training then reads them with
 ``PrecomputedTeacher`` (``committee/teacher.py``), by ``batch.example_ids``.

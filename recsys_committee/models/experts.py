@@ -1,7 +1,7 @@
 """Domain experts: the student's family (TorchRec embeddings + interaction + MLP), larger, and
 seeing more.
 
-Why they beat the student (METHOD.md): not size alone, which does not help on this data, but
+Why they beat the student (docs/METHOD.md): not size alone, which does not help on this data, but
 what they see and how they model it:
   * both read 50 past items instead of 20, split by whether the user liked them, plus
     past-only statistics of the user and the item (count, mean rating, like rate);

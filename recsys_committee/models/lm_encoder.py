@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub (DATA.md)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub (docs/DATA.md)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from recsys_committee.data.features import FeatureTable  # noqa: E402

@@ -4,12 +4,12 @@ Why this design:
   * The texts are rendered and tokenised ONCE, when the model is built, and held as buffers
     indexed by example id; ``forward(batch)`` only looks rows up by ``batch.example_ids``. No
     tokenizer runs inside a training step.
-  * On CPU the encoder is frozen (``finetune: head``, DATA.md: ~37 examples/s forward). Then the
+  * On CPU the encoder is frozen (``finetune: head``, docs/DATA.md: ~37 examples/s forward). Then the
     mean-pooled output of each example is computed at most once: read from a teacher cache
     (``feature_cache``, built and resumed by ``data/teacher_cache.py``) or memoised in memory
     the first time a row is seen. Training the head costs an MLP on [B, 384] per step.
     ``top_k`` (the top k layers train) and ``full`` run the encoder every step: a GPU preset.
-  * As a committee teacher it stays what METHOD.md asks: frozen, tapped by module path through
+  * As a committee teacher it stays what docs/METHOD.md asks: frozen, tapped by module path through
     hooks (``encoder.layer.3``, relative to the BertModel), its padding masked, and able to take
     the student's question as an extra token at the tapped layer (``reenter``); forward hooks
     append the token and widen the attention mask, nothing in the model is edited.

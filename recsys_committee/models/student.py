@@ -3,7 +3,7 @@ layer -> MLP -> h -> logit.
 
 Why this shape: it is the deployable model (small, cheap, one forward). It exposes ``h`` (the
 representation right before its head) and ``h0`` (the pooled embeddings and the dense vector's
-embedding it computes anyway), which the committee's QA module and gate read (METHOD.md); after
+embedding it computes anyway), which the committee's QA module and gate read (docs/METHOD.md); after
 distillation it is exported alone, with no extra inference cost.
 
 Why it reads every cheap input the data declares (``inputs: all``): distillation transfers how

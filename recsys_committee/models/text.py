@@ -13,7 +13,7 @@ Template ``v1``, e.g. (``include_ratings: true``)::
     movie: Toy Story (1995) - animation children comedy. user: 24 male technician. recent:
     GoldenEye - action adventure thriller 3/5; Four Rooms - thriller 4/5.
 
-Options that give the LM the collaborative ("ID") signal METHOD.md allows when text alone does
+Options that give the LM the collaborative ("ID") signal docs/METHOD.md allows when text alone does
 not beat the student: ``include_ratings`` (the user's past ratings of the listed titles),
 ``include_stats`` (past-only mean rating and rating count of the movie and of the user: the
 same no-leakage statistics the student reads as dense features) and ``id_tokens`` (``user 259

@@ -203,7 +203,7 @@ MANUAL_TYPES = ("row_wise",)
 
 def manual_plan(module: nn.Module, ctx: DistContext, sharding_type: str):
     """A plan built with TorchRec's plan helpers: TorchRec's CPU planner only proposes
-    table/column-wise and data-parallel sharding, yet row-wise shards run on CPU (DATA.md), and
+    table/column-wise and data-parallel sharding, yet row-wise shards run on CPU (docs/DATA.md), and
     row-wise is what a 1M-row table needs. Every table of every collection is split by rows."""
     from torchrec import EmbeddingBagCollection, EmbeddingCollection
     from torchrec.distributed.sharding_plan import construct_module_sharding_plan, row_wise

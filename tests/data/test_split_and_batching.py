@@ -14,7 +14,7 @@ def test_split_sizes_and_order(ml100k):
 
 def test_most_test_users_are_cold(ml100k):
     warm = torch.isin(ml100k.test.users, ml100k.warm_users()).float().mean()
-    assert 0.05 < warm < 0.4  # METHOD.md: ~85% of test rows are from users unseen in training
+    assert 0.05 < warm < 0.4  # docs/METHOD.md: ~85% of test rows are from users unseen in training
 
 
 def test_bad_fractions():
