@@ -69,11 +69,8 @@ CONTRIBUTES = "__contributes"  # False on transfer rows: they get past-only feat
 
 def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0) -> pl.DataFrame:
     """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly earlier."""
-    aggs = [pl.len().alias("n"), like.sum().alias("likes")]
-    if rating:
-        aggs.append(pl.col(rating).sum().alias("s"))
+    aggs, cols = _stat_sums(rating, like)
     per_second = frame.group_by([key, time]).agg(aggs).sort([key, time])
-    cols = ["n", "likes"] + (["s"] if rating else [])
     cum = per_second.with_columns([(pl.col(c).cum_sum().over(key) - pl.col(c)).alias(f"prev_{c}") for c in cols])
     return _stats_columns(cum, key, time, prefix, rating, prior)
 
@@ -82,14 +79,19 @@ def _past_stats_asof(frame: pl.DataFrame, key: str, time: str, prefix: str, rati
     """``_past_stats`` when some rows do not contribute (``CONTRIBUTES`` False): sums over the
     contributing rows, read by every row as of the last second strictly before its own. One row
     per (key, time) of ``frame``."""
-    aggs = [pl.len().alias("n"), like.sum().alias("likes")] + ([pl.col(rating).sum().alias("s")] if rating else [])
-    cols = ["n", "likes"] + (["s"] if rating else [])
+    aggs, cols = _stat_sums(rating, like)
     per_second = frame.filter(pl.col(CONTRIBUTES)).group_by([key, time]).agg(aggs).sort([key, time])
     cum = per_second.select(key, time, *[pl.col(c).cum_sum().over(key).alias(f"prev_{c}") for c in cols]).sort(time)
     wanted = frame.select(key, time).unique().sort(time)
     joined = wanted.join_asof(cum, on=time, by=key, strategy="backward", allow_exact_matches=False, check_sortedness=False)  # both sorted by time just above
     joined = joined.with_columns([pl.col(f"prev_{c}").fill_null(0) for c in cols])
     return _stats_columns(joined, key, time, prefix, rating, prior)
+
+
+def _stat_sums(rating: Optional[str], like: pl.Expr) -> tuple[list[pl.Expr], list[str]]:
+    """The per-(key, second) sums the statistics are made of, and their names."""
+    aggs = [pl.len().alias("n"), like.sum().alias("likes")] + ([pl.col(rating).sum().alias("s")] if rating else [])
+    return aggs, ["n", "likes"] + (["s"] if rating else [])
 
 
 def _stats_columns(cum: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], prior: float) -> pl.DataFrame:

@@ -58,9 +58,9 @@ def load_spec_data(spec: DataSpec) -> RecData:
     """Read, join and check the spec's tables, build the features and split them; dense
     features are standardised with the train split's mean and std."""
     rows = read_rows(spec)
+    users, items = side_table(spec.users, spec), side_table(spec.items, spec)
     extend = None
     if spec.transfer:
-        items = side_table(spec.items, spec)
         item_columns = list(items.columns) if items is not None else []
         extend = lambda labeled, split: with_contributes(labeled, transfer_rows(spec, labeled, split, item_columns))  # noqa: E731
     table, split, vocab = build_spec_features(spec, rows, extend)
@@ -71,7 +71,6 @@ def load_spec_data(spec: DataSpec) -> RecData:
     else:
         mean = std = torch.zeros(0)
     datasets = {name: RecDataset(table, split[name], mean, std) for name in ("train", "val", "test")}
-    users, items = side_table(spec.users, spec), side_table(spec.items, spec)
     if spec.ids == "raw":  # the side tables' keys as the features' ids (the LM teacher's texts join on them)
         users = users.with_columns(pl.col(spec.user).cast(pl.Int64).alias("user_id")) if users is not None else None
         items = items.with_columns(pl.col(spec.item).cast(pl.Int64).alias("item_id")) if items is not None else None

@@ -33,13 +33,12 @@ from recsys_committee.data.schema import DataValidationError
 from recsys_committee.data.spec import DataSpec
 from recsys_committee.data.split import Split
 
-SOURCE = "__transfer_source"  # 0 labeled, 1 sampled, 2 unlabeled logs
 OVERSAMPLE = 4  # candidates drawn per wanted pair; the ones the user had rated are dropped
 
 
-def transfer_rows(spec: DataSpec, rows: pl.DataFrame, split: Split, item_columns: list[str]) -> pl.DataFrame:
-    """The spec's transfer rows, with ``rows``' columns (plus ``CONTRIBUTES`` False and
-    ``SOURCE``): label NaN, rating null. ``rows`` are the labeled rows in time order;
+def transfer_rows(spec: DataSpec, rows: pl.DataFrame, split: Split, item_columns: list[str]) -> Optional[pl.DataFrame]:
+    """The spec's transfer rows (None if it yields none), with ``rows``' columns plus
+    ``CONTRIBUTES`` False: label NaN, rating null. ``rows`` are the labeled rows in time order;
     ``item_columns`` are the item side table's columns (they follow the sampled item)."""
     parts = []
     if "sampled" in spec.transfer:
@@ -49,16 +48,16 @@ def transfer_rows(spec: DataSpec, rows: pl.DataFrame, split: Split, item_columns
         parts.append(unlabeled_rows(spec, rows, split.train))
     parts = [p for p in parts if p.height]
     if not parts:
-        return rows.head(0).with_columns(pl.lit(False).alias(CONTRIBUTES), pl.lit(0, dtype=pl.Int8).alias(SOURCE))
+        return None
     out = pl.concat(parts, how="vertical_relaxed")
     start = int(rows[ORDER_TIEBREAK].max()) + 1 if rows.height else 0
     # stable, unique source-row ids after the labeled rows'
     return out.with_columns(pl.Series(ORDER_TIEBREAK, np.arange(out.height, dtype=np.int64) + start))
 
 
-def _unlabel(spec: DataSpec, frame: pl.DataFrame, source: int) -> pl.DataFrame:
-    """No outcome on a transfer row: label NaN, rating and label column null."""
-    cols = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES), pl.lit(source, dtype=pl.Int8).alias(SOURCE)]
+def _unlabel(spec: DataSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """No outcome on a transfer row: label NaN, rating and label column null; nobody's past."""
+    cols = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
     if spec.rating:
         cols.append(pl.lit(None, dtype=frame[spec.rating].dtype).alias(spec.rating))
     if spec.label.column in frame.columns and spec.label.column != spec.rating:
@@ -101,7 +100,7 @@ def sampled_pairs(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor, per_r
     from_rows = rows[cand["__from"].to_numpy()]
     follow = [item, *[c for c in item_columns if c in rows.columns and c != item]]
     out = anchor_rows.with_columns([from_rows[c].alias(c) for c in follow])
-    return _unlabel(spec, out, source=1)
+    return _unlabel(spec, out)
 
 
 def unlabeled_rows(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor) -> pl.DataFrame:
@@ -119,13 +118,13 @@ def unlabeled_rows(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor) -> p
     for c in missing:  # columns the labeled rows carry and these do not (label, rating): null
         checked = checked.with_columns(pl.lit(None, dtype=rows[c].dtype).alias(c))
     checked = checked.select(rows.columns).sort([c for c in (spec.time, spec.user, spec.item) if c], maintain_order=True)
-    return _unlabel(spec, checked, source=2)
+    return _unlabel(spec, checked)
 
 
 def with_contributes(rows: pl.DataFrame, transfer: Optional[pl.DataFrame]) -> pl.DataFrame:
     """Labeled rows (contributing, source 0) followed by the transfer rows: the labeled rows keep
     their positions (their example ids, hence every teacher cache keyed by them, are unchanged)."""
-    labeled = rows.with_columns(pl.lit(True).alias(CONTRIBUTES), pl.lit(0, dtype=pl.Int8).alias(SOURCE))
-    if transfer is None or transfer.height == 0:
-        return labeled
+    if transfer is None:
+        return rows
+    labeled = rows.with_columns(pl.lit(True).alias(CONTRIBUTES))
     return pl.concat([labeled, transfer.select(labeled.columns)], how="vertical_relaxed")
