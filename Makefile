@@ -23,8 +23,9 @@ $(STAMP): requirements/lock-cpu.txt pyproject.toml
 
 data: $(DATA_STAMP)
 
-$(DATA_STAMP): $(STAMP) recsys_committee/data/fetch.py
-	$(PY) -m recsys_committee.data.fetch
+$(DATA_STAMP): $(STAMP) recsys_committee/fetch.py recsys_committee/data/logs/downloads.py vision_committee/downloads.py
+	$(PY) -m recsys_committee.data.logs.downloads
+	$(PY) -m vision_committee.downloads
 	touch $@
 
 test: $(DATA_STAMP)

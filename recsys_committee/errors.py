@@ -14,6 +14,10 @@ class UserError(Exception):
     """Something the user can fix: the message names the file, key, teacher or step."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config file or override is malformed; the message names the key."""
+
+
 def one_line(exc: BaseException) -> str:
     """The error's message on one line (multi-line library messages are folded)."""
     return " ".join(str(exc).split())

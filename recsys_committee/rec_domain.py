@@ -20,7 +20,7 @@ from torch import nn
 from recsys_committee.data.batching import RecDataset
 from recsys_committee.data.loading import load_spec_data
 from recsys_committee.data.model_data import save_data_facts
-from recsys_committee.data.movielens import RecData, movielens_spec
+from recsys_committee.data.movielens import SPEC_NAME, SPEC_ROOT, RecData, movielens_spec
 from recsys_committee.data.spec import DataSpec, load_spec
 from recsys_committee.data import streamed_cache  # noqa: F401  (registers the streamed_cache teacher)
 from recsys_committee.domain import Domain, DOMAINS, register_domain
@@ -30,28 +30,24 @@ from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, r
 from recsys_committee.models.registry import embedding_parameters
 from recsys_committee.train import runner
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from recsys_committee.train.config import ConfigError, DataConfig, RunConfig
+from recsys_committee.errors import ConfigError
+from recsys_committee.train.config import DataConfig, RunConfig
 from recsys_committee.train.distributed import DistContext, Launch
 from recsys_committee.train.rows import predict_logits
-
-DEFAULTS = DataConfig()
-
 
 def data_spec(cfg: DataConfig) -> DataSpec:
     """The run's data spec: ``data.spec`` (``--data FILE``), else MovieLens-100K's; the run
     config's ``data.root`` / ``data.name`` (where MovieLens-shaped files are), ``max_rows``,
     ``fractions`` and history lengths override it when set."""
-    if cfg.dataset != DEFAULTS.dataset:
+    if cfg.dataset not in (None, "movielens"):
         raise ConfigError(f"data.dataset: recommendation runs read a data spec (data.spec / --data FILE), got dataset '{cfg.dataset}'")
-    changed = lambda value, default: value if value != default else None  # noqa: E731
     if cfg.spec is None:
-        spec = movielens_spec(cfg.root, cfg.name, changed(cfg.history_len, DEFAULTS.history_len), changed(cfg.long_history_len, DEFAULTS.long_history_len),
-                              changed(list(cfg.fractions), DEFAULTS.fractions), cfg.max_rows)
+        spec = movielens_spec(cfg.root or SPEC_ROOT, cfg.name or SPEC_NAME, cfg.history_len, cfg.long_history_len, cfg.fractions, cfg.max_rows)
         return with_transfer_per_row(spec, cfg.transfer_per_row)
     spec = load_spec(cfg.spec)
     if cfg.max_rows is not None:
         spec.max_rows = cfg.max_rows
-    if list(cfg.fractions) != DEFAULTS.fractions:
+    if cfg.fractions is not None:
         spec.fractions = list(cfg.fractions)
     return with_transfer_per_row(spec, cfg.transfer_per_row)
 

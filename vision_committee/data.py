@@ -124,7 +124,7 @@ def read_fashion_mnist(root: str | Path, train: bool):
     except RuntimeError as exc:  # torchvision: "Dataset not found. You can use download=True ..."
         raise VisionDataError(
             f"Fashion-MNIST not found under {Path(root) / 'FashionMNIST' / 'raw'} ({exc}). "
-            "Fetch it with `make data` (python -m recsys_committee.data.fetch fashion-mnist)."
+            "Fetch it with `make data` (python -m vision_committee.downloads fashion-mnist)."
         ) from None
 
 

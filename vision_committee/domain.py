@@ -18,7 +18,8 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from recsys_committee.domain import DOMAINS, Domain, register_domain
 from recsys_committee.train.runner import run_distill, run_train
-from recsys_committee.train.config import ConfigError, RunConfig
+from recsys_committee.errors import ConfigError
+from recsys_committee.train.config import RunConfig
 from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.rows import predict_logits
 from vision_committee import teachers as _teachers  # noqa: F401  (registers the vision teachers)
@@ -27,6 +28,7 @@ from vision_committee.data import NUM_CLASSES, VisionData, load_fashion_mnist
 from vision_committee.models import VISION_MODELS, build_vision_model
 
 DATASETS = ("fashion_mnist",)
+DATA_ROOT = "data"  # where `make data` puts FashionMNIST/ (data.root overrides)
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -44,14 +46,14 @@ class VisionDomain(Domain):
     metric = "top1"
 
     def check_config(self, cfg: RunConfig) -> None:
-        if cfg.data.dataset not in DATASETS:
+        if (cfg.data.dataset or DATASETS[0]) not in DATASETS:
             raise ConfigError(f"data.dataset: the vision runs read {DATASETS}, got '{cfg.data.dataset}'")
         if cfg.dist.num_workers > 1 or cfg.dist.use_gpu:
             raise ConfigError("dist.*: vision runs are single-process (no sharded tables); multi-worker training is the recommendation side's")
 
     def load_data(self, cfg: RunConfig) -> VisionData:
         self.check_config(cfg)
-        return load_fashion_mnist(cfg.data.root, max_train_rows=cfg.data.max_rows, transfer_per_row=cfg.data.transfer_per_row or 0)
+        return load_fashion_mnist(cfg.data.root or DATA_ROOT, max_train_rows=cfg.data.max_rows, transfer_per_row=cfg.data.transfer_per_row or 0)
 
     def build_model(self, cfg: RunConfig, data: Any = None) -> nn.Module:
         VISION_MODELS.get(cfg.model.name)  # unknown names fail with the close matches

@@ -126,7 +126,7 @@ def load_imagenet_mobilenet_v2(weights: str | Path = MOBILENET_WEIGHTS) -> nn.Mo
 
     path = Path(weights)
     if not path.is_file():
-        raise PretrainedWeightsError(f"MobileNetV2 ImageNet weights not found at {path}: run `make data` (python -m recsys_committee.data.fetch mobilenet-v2)")
+        raise PretrainedWeightsError(f"MobileNetV2 ImageNet weights not found at {path}: run `make data` (python -m vision_committee.downloads mobilenet-v2)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file

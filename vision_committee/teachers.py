@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
-from recsys_committee.data.fetch import sha256_of
+from recsys_committee.files import file_sha256
 from recsys_committee.data.teacher_cache import LOGITS, open_or_build
 from vision_committee.checkpoint import load_vision_model
 
@@ -49,7 +49,7 @@ def vision_model_teacher(
 
     # keyed by the teacher file, the tap and the images themselves: another model or slice never reads this cache
     images_digest = hashlib.sha256(images.images.numpy().tobytes()).hexdigest()
-    key = {"teacher": sha256_of(Path(checkpoint)), "taps": [tap], "rows": len(images), "images": images_digest, "dtype": cache_dtype}
+    key = {"teacher": file_sha256(Path(checkpoint)), "taps": [tap], "rows": len(images), "images": images_digest, "dtype": cache_dtype}
     cache = open_or_build(Path(checkpoint).parent / "cache" / tap, key, len(images), compute, batch_size=512, shard_rows=16384,
                           progress=context.progress, description=f"{name} cache", meta={"teacher_params": sum(p.numel() for p in teacher.model.parameters())})
     precomputed = cache.teacher(name, tap, always_on=always_on)

@@ -42,7 +42,7 @@ from recsys_committee.data.featurize import Vocabularies, crc32_of, entity_key, 
 from recsys_committee.data.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.schema import DataValidationError
 from recsys_committee.data.spec import DataSpec
-from recsys_committee.files import file_sha256, write_json
+from recsys_committee.files import atomic_path, file_sha256, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "recsys-committee-prepared/1"
@@ -64,11 +64,9 @@ def is_prepared(path: str | Path) -> bool:
 
 # --------------------------------------------------------------------------- small helpers
 def _write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Optional[int] = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-    pq.write_table(table, tmp, row_group_size=row_group_rows)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_rows)
 
 
 def bucket_of(series: pl.Series, buckets: int) -> pl.Series:

@@ -248,7 +248,3 @@ def load_spec(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> D
     if overrides:
         data = {**data, **overrides}
     return parse_spec(data, str(path))
-
-
-def spec_fields() -> list[str]:
-    return [f.name for f in fields(DataSpec)]

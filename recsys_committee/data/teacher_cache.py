@@ -22,9 +22,7 @@ fp32 tensor [n, ...]}`` callable (``models/lm_teacher.py`` has the LM one).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from safetensors.torch import save as st_save
 from tqdm.auto import tqdm
 
 from recsys_committee.committee.teacher import PrecomputedTeacher
+from recsys_committee.files import sha256_hex, write_bytes
 from recsys_committee.progress import on_terminal
 from recsys_committee.train.checkpoint import CheckpointError
 
@@ -66,7 +65,7 @@ class IncompleteCacheError(TeacherCacheError):
 
 
 def key_hash(key: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_hex(json.dumps(key, sort_keys=True, default=str).encode())
 
 
 def _short(value: Any) -> str:
@@ -93,19 +92,6 @@ def diff_keys(have: Mapping[str, Any], want: Mapping[str, Any], subset: Sequence
         elif got != wanted:
             diffs.append(f"{field}: cache {_short(got)} vs now {_short(wanted)}")
     return diffs
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _shard_name(i: int) -> str:
@@ -146,7 +132,7 @@ class TeacherCache:
                 f"teacher cache {self.root}: shard {shard['file']} is truncated or altered ({len(data)} bytes, the index says "
                 f"{shard['bytes']}). {_CORRUPT_HINT}"
             )
-        if _sha256(data) != shard["sha256"]:
+        if sha256_hex(data) != shard["sha256"]:
             raise CorruptCacheError(f"teacher cache {self.root}: shard {shard['file']} fails its sha256 checksum. {_CORRUPT_HINT}")
         try:
             tensors = st_load(data)
@@ -388,12 +374,12 @@ def _store_shard(root: Path, index: dict[str, Any], i: int, start: int, stop: in
         raise ValueError(f"compute stopped returning output(s) {sorted(missing)}")
     data = st_save(stored, metadata={"start": str(start), "stop": str(stop)})
     name = _shard_name(i)
-    _write_atomic(root / name, data)
-    return {"file": name, "start": start, "stop": stop, "bytes": len(data), "sha256": _sha256(data), "max_abs_error": errors}
+    write_bytes(root / name, data, fsync=True)
+    return {"file": name, "start": start, "stop": stop, "bytes": len(data), "sha256": sha256_hex(data), "max_abs_error": errors}
 
 
 def _write_index(root: Path, index: dict[str, Any]) -> None:
-    _write_atomic(root / INDEX, json.dumps(index, indent=1, sort_keys=True).encode())
+    write_bytes(root / INDEX, json.dumps(index, indent=1, sort_keys=True).encode())
 
 
 def _wipe(root: Path) -> None:

@@ -21,7 +21,7 @@ from torchrec.modules.crossnet import LowRankCrossNet
 from torchrec.modules.mlp import MLP
 
 from recsys_committee.committee.types import StudentOutput
-from recsys_committee.train.config import ConfigError
+from recsys_committee.errors import ConfigError
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.models.embeddings import make_ec
 from recsys_committee.data.layout import FeatureLayout

@@ -45,7 +45,7 @@ from recsys_committee.models.lm_checkpoint import load_lm_teacher_model, load_lm
 from recsys_committee.models.lm_encoder import _table_and_raw
 from recsys_committee.models.lm_model import LMTeacherModel, build_lm_model
 from recsys_committee.models.registry import register_model
-from recsys_committee.train.config import ConfigError
+from recsys_committee.errors import ConfigError
 
 
 @register_model("lm_teacher")

@@ -24,7 +24,7 @@ from torchrec.modules.crossnet import LowRankCrossNet
 from torchrec.modules.mlp import MLP
 
 from recsys_committee.committee.types import StudentOutput
-from recsys_committee.train.config import ConfigError
+from recsys_committee.errors import ConfigError
 from recsys_committee.data.batching import RecBatch
 from recsys_committee.models.embeddings import make_ebc
 from recsys_committee.models.registry import register_model, resolve_layout

@@ -10,23 +10,20 @@ rename: a crash never leaves metadata pointing at missing weights.
 Why atomic and validated: a crash or a NaN must never cost the last good model, and a corrupt or
 foreign file must fail with a message naming it, not load half a model or start fresh silently.
 
-Model files written before this format (torch pickles, ``model.pt``) are refused; one you trust
-converts with ``python -m recsys_committee.train.checkpoint OLD.pt NEW.safetensors`` (a
-weights-only load: plain containers and tensors, no code).
+A torch pickle given as a model file is refused by name, never unpickled.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from recsys_committee.errors import UserError
+from recsys_committee.files import atomic_path
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -98,13 +95,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint {path}: the payload besides state_dict must be JSON (str, numbers, lists, dicts): {exc}") from exc
     tensors = _tensors_for_file(payload["state_dict"], path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={META_KEY: meta})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("state_dict",)) -> dict[str, Any]:
@@ -126,8 +118,7 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("state_dict",
     except Exception as exc:  # truncated file, bad header, another file type
         if _looks_like_pickle(path):
             raise CheckpointError(
-                f"checkpoint {path} is a torch pickle (the format before {SUFFIX}); it is not loaded because a pickle can run code. "
-                f"Convert a file you trust with: python -m recsys_committee.train.checkpoint {path} {path.with_suffix(SUFFIX)}"
+                f"checkpoint {path} is a torch pickle; it is not loaded because a pickle can run code (model files are {SUFFIX})"
             ) from exc
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from exc
     try:
@@ -150,39 +141,3 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], p
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
-
-
-def convert_legacy(old: str | Path, new: str | Path) -> dict[str, Any]:
-    """Rewrite a torch-pickle model file (format diverse-distill/1) as a safetensors one. The
-    old file is read with ``weights_only=True`` (tensors and plain containers only: no code)."""
-    old, new = Path(old), Path(new)
-    try:
-        payload = torch.load(old, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - not a torch file, or one holding more than weights
-        raise CheckpointError(f"checkpoint {old} does not load as weights only (tensors and plain containers): {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != "diverse-distill/1" or "state_dict" not in payload:
-        raise CheckpointError(f"checkpoint {old} is not a diverse-distill/1 checkpoint")
-    save_checkpoint(new, {k: v for k, v in payload.items() if k != "format"})
-    return load_checkpoint(new)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from recsys_committee.cli_support import add_debug_flag, run_command
-
-    parser = argparse.ArgumentParser(prog="python -m recsys_committee.train.checkpoint",
-                                     description="Convert an old torch-pickle model file (model.pt / student.pt) to safetensors.")
-    parser.add_argument("old", help="the .pt file (read weights-only)")
-    parser.add_argument("new", help="the .safetensors file to write")
-    add_debug_flag(parser)
-
-    def command(args: argparse.Namespace) -> int:
-        payload = convert_legacy(args.old, args.new)
-        print(f"wrote {args.new}: {len(payload['state_dict'])} tensors, model {payload.get('model')!r}")
-        return 0
-
-    args = parser.parse_args(argv)
-    return run_command(command, args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,8 +7,6 @@ dataclass field types so ``train.epochs=ten`` fails here and not in epoch one.
 
 from __future__ import annotations
 
-from recsys_committee.errors import UserError
-
 import dataclasses
 import difflib
 import types
@@ -19,31 +17,32 @@ from typing import Any, Optional, TypeVar, Union
 
 import yaml
 
+from recsys_committee.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override is malformed; the message names the key."""
 
 
 @dataclass
 class DataConfig:
-    """``spec``: a data-spec YAML (``--data FILE``; recommendation runs default to
-    configs/data/ml-100k.yaml). The other keys are the built-in readers' (vision) and, for a
-    spec, overrides of it: ``root`` (the folder of its source files), ``max_rows``, ``fractions``."""
+    """Where a run's data comes from. Every key is optional and the domain fills what is unset
+    (why: the core knows no dataset; each domain has its own default source).
+
+    ``spec``: a data-spec YAML or a prepared folder (``--data``; recommendation). ``dataset``: a
+    domain's built-in reader (vision: ``fashion_mnist``). ``root`` / ``name``: where that
+    reader's files are. The rest override the source's own settings when set."""
 
     spec: Optional[str] = None
-    dataset: str = "movielens"
-    root: str = "data/ml-100k"
-    name: str = "ml-100k"
-    history_len: int = 20
-    long_history_len: int = 50
-    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    dataset: Optional[str] = None
+    root: Optional[str] = None
+    name: Optional[str] = None
+    history_len: Optional[int] = None
+    long_history_len: Optional[int] = None
+    fractions: Optional[list[float]] = None  # train, val, test shares
     max_rows: Optional[int] = None  # keep the first rows in time (real-data slices for tests)
     transfer_per_row: Optional[int] = None  # overrides the spec's transfer.sampled.per_row (0: no sampled transfer rows)
 
     def __post_init__(self) -> None:
-        if len(self.fractions) != 3 or any(not f > 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
+        if self.fractions is not None and (len(self.fractions) != 3 or any(not f > 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6):
             raise ConfigError(f"data.fractions must be three positive shares (train, val, test) summing to 1, got {self.fractions}")
 
 

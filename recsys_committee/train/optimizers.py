@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.distributed.optim import _apply_optimizer_in_backward
 
-from recsys_committee.train.config import ConfigError, OptimConfig
+from recsys_committee.errors import ConfigError
+from recsys_committee.train.config import OptimConfig
 
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "dense")
 

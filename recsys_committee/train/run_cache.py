@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recsys_committee.train.config import ConfigError, RunConfig
+from recsys_committee.errors import ConfigError
+from recsys_committee.train.config import RunConfig
 
 TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "include_stats", "id_tokens", "head_hidden", "dropout",
                "finetune", "top_k", "autocast")

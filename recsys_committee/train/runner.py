@@ -24,7 +24,8 @@ from recsys_committee.committee.config import NonFiniteLossError
 from recsys_committee.domain import Domain
 from recsys_committee.errors import UserError
 from recsys_committee.train.checkpoint import save_checkpoint
-from recsys_committee.train.config import ConfigError, RunConfig, dump_config, from_dict
+from recsys_committee.errors import ConfigError
+from recsys_committee.train.config import RunConfig, dump_config, from_dict
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
 from recsys_committee.train.input_prefetch import InputDistPrefetch
 from recsys_committee.files import write_json

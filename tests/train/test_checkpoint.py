@@ -1,5 +1,5 @@
 """Model files are safetensors: bit-exact, loadable with no pickle at all, atomic, and an old
-torch-pickle file is refused by name (and converts weights-only)."""
+torch-pickle file is refused by name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recsys_committee.train.checkpoint import CheckpointError, FORMAT, convert_legacy, load_checkpoint, save_checkpoint
+from recsys_committee.train.checkpoint import CheckpointError, FORMAT, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,25 +113,13 @@ def test_model_files_load_without_any_unpickling(tmp_path, tiny_data, monkeypatc
         load_trained_model(tmp_path / "old.pt")
 
 
-def test_old_torch_pickle_converts_weights_only(tmp_path):
+def test_a_torch_pickle_is_refused_by_name(tmp_path):
+    """A torch.save file (zip) given as a model file is refused, naming it, without loading it."""
     lin = torch.nn.Linear(3, 2)
     old = tmp_path / "model.pt"
-    torch.save({"format": "diverse-distill/1", "domain": "rec", "model": "student", "params": {"hidden": [8]}, "state_dict": lin.state_dict(), "epoch": 1}, old)
-    with pytest.raises(CheckpointError, match="convert a file you trust|Convert a file you trust"):
+    torch.save({"format": "diverse-distill/1", "state_dict": lin.state_dict()}, old)
+    with pytest.raises(CheckpointError, match="model.pt is a torch pickle; it is not loaded"):
         load_checkpoint(old)
-    new = tmp_path / "model.safetensors"
-    payload = convert_legacy(old, new)
-    assert payload["model"] == "student" and payload["params"] == {"hidden": [8]} and payload["epoch"] == 1
-    assert_bit_equal(lin.state_dict(), load_checkpoint(new)["state_dict"])
-
-    class Evil:
-        def __reduce__(self):
-            return (print, ("ran code",))
-
-    torch.save({"format": "diverse-distill/1", "state_dict": {}, "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="weights only"):
-        convert_legacy(tmp_path / "evil.pt", tmp_path / "evil.safetensors")
-    assert not (tmp_path / "evil.safetensors").exists()
 
 
 def test_a_failed_save_keeps_the_last_good_file(tmp_path):

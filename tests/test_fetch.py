@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_committee.data.fetch import Artifact, _deb_reader, fetch_artifact
+from recsys_committee.fetch import Artifact, deb_reader, fetch_artifact
 
 
 def make_deb(path: Path, files: dict[str, bytes]) -> Path:
@@ -31,7 +31,7 @@ def make_deb(path: Path, files: dict[str, bytes]) -> Path:
 
 def test_deb_members_are_read_and_gunzipped(tmp_path: Path) -> None:
     deb = make_deb(tmp_path / "x.deb", {"usr/share/a.bin": b"plain", "usr/share/b-ubyte.gz": gzip.compress(b"idx bytes")})
-    read = _deb_reader(deb, tmp_path)
+    read = deb_reader(deb, tmp_path)
     assert read("usr/share/a.bin") == b"plain"
     assert read("usr/share/b-ubyte") == b"idx bytes"  # asked without .gz: decompressed
     with pytest.raises(FileNotFoundError, match="usr/share/missing"):
@@ -42,13 +42,13 @@ def test_not_a_deb_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.deb"
     bad.write_bytes(b"PK\x03\x04 a zip, not a deb")
     with pytest.raises(RuntimeError, match="not a Debian package"):
-        _deb_reader(bad, tmp_path)
+        deb_reader(bad, tmp_path)
 
 
 def test_digest_mismatch_names_the_file(tmp_path: Path) -> None:
     def fetch(tmp: Path) -> Path:
         return make_deb(tmp / "p.deb", {"f.bin": b"tampered"})
 
-    artifact = Artifact("x", "x", fetch, {"f.bin": "f.bin"}, {"f.bin": "0" * 64}, open_archive=_deb_reader)
+    artifact = Artifact("x", "x", fetch, {"f.bin": "f.bin"}, {"f.bin": "0" * 64}, open_archive=deb_reader)
     with pytest.raises(RuntimeError, match="sha256 mismatch for .*f.bin"):
         fetch_artifact(artifact, tmp_path / "root")
