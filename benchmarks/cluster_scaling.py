@@ -27,7 +27,7 @@ def worker(rank: int, world: int, root: str, steps: int, batch_size: int, warmup
     import torch
     import torch.nn.functional as F
 
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
     from recsys_committee.models import build_model, count_params
     from recsys_committee.train.config import OptimConfig, RunConfig
     from recsys_committee.train.distributed import DistContext, describe_plan
@@ -77,7 +77,7 @@ def rss(ranks: list[dict]) -> str:
 
 
 def main() -> int:
-    from recsys_committee.data.synthetic import SyntheticSpec, write_synthetic
+    from recsys_committee.data.logs.synthetic import SyntheticSpec, write_synthetic
     from recsys_committee.train.launch import run_local
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

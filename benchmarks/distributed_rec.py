@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys_committee.train.config import load_config  # noqa: E402
-from recsys_committee.train.ray_entry import run_with_ray  # noqa: E402
+from recsys_committee.rec_domain import run_with_ray  # noqa: E402
 from recsys_committee.rec_domain import run_distill  # noqa: E402
 
 

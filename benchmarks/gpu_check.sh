@@ -15,7 +15,7 @@ assert torch.cuda.is_available(), "no CUDA device visible"
 import fbgemm_gpu  # noqa: F401  (the CUDA build: its TBE kernels must load)
 print(f"cuda: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
 PYEOF
-$PY -m recsys_committee.data.synthetic --out "$OUT/data" --rows 1000000 --users 1000000 --items 100000 --user-zipf 0.8 --item-zipf 1.0
+$PY -m recsys_committee.data.logs.synthetic --out "$OUT/data" --rows 1000000 --users 1000000 --items 100000 --user-zipf 0.8 --item-zipf 1.0
 $PY -m recsys_committee prepare --data "$OUT/data/ml-synth.yaml" --out "$OUT/dataset" --overwrite
 COMMON=(--data "$OUT/dataset" --overwrite --num-workers 1 --use-gpu train.epochs=1 "train.max_steps_per_epoch=$STEPS" "train.batch_size=$BATCH" train.progress=false)
 $PY -m recsys_committee train --config configs/rec/student.yaml --out "$OUT/student" "${COMMON[@]}"

@@ -26,7 +26,7 @@ def bare_forward(rows: int, shard_rows: int) -> float:
     import torch
 
     from recsys_committee.train.config import load_config
-    from recsys_committee.train.run_cache import lm_cache_parts
+    from recsys_committee.lm_cache_command import lm_cache_parts
 
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "configs/rec/lm_cache.yaml", [f"data.max_rows={rows}"])

@@ -19,7 +19,7 @@ import torch
 from recsys_committee.committee import Committee, CommitteeConfig
 from recsys_committee.models import build_model
 from recsys_committee.train.config import load_config
-from recsys_committee.train.run_cache import run_cache
+from recsys_committee.lm_cache_command import run_cache
 from recsys_committee.train.runner import TeacherContext, build_teachers
 from recsys_committee.rec_domain import load_data
 

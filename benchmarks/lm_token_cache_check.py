@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from recsys_committee.metrics.binary import auc
-from recsys_committee.models.lm_cache import attach_token_cache
-from recsys_committee.models.lm_checkpoint import load_lm_weights
-from recsys_committee.models.lm_model import build_lm_model
+from recsys_committee.models.lm.cache import attach_token_cache
+from recsys_committee.models.lm.checkpoint import load_lm_weights
+from recsys_committee.models.lm.model import build_lm_model
 from recsys_committee.rec_domain import load_data
 from recsys_committee.train.config import load_config
-from recsys_committee.train.run_cache import TEXT_PARAMS
+from recsys_committee.lm_cache_command import TEXT_PARAMS
 
 
 def logits_of(model, split, rows: torch.Tensor, batch: int = 256) -> torch.Tensor:

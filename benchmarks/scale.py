@@ -70,7 +70,7 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 def synthetic(rows: int, root: Path) -> Path:
     spec = root / "ml-synth.yaml"
     if not spec.is_file():
-        subprocess.run([PY, "-m", "recsys_committee.data.synthetic", "--out", str(root), "--rows", str(rows), *SYNTHETIC],
+        subprocess.run([PY, "-m", "recsys_committee.data.logs.synthetic", "--out", str(root), "--rows", str(rows), *SYNTHETIC],
                        check=True, cwd=ROOT)
     return spec
 
@@ -174,7 +174,7 @@ def loop_comparison(dataset: Path, rows: int, steps: int, batch: int, out: Path,
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.data.prepared.stream import open_prepared
     from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext, Launch, quiet_library_logs

@@ -40,10 +40,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys_committee.data.batching import RecDataset  # noqa: E402
-from recsys_committee.data.featurize import featurize, split_rows  # noqa: E402
-from recsys_committee.data.model_data import load_data_facts  # noqa: E402
-from recsys_committee.data.reader import read_rows  # noqa: E402
+from recsys_committee.data.model_input.batching import RecDataset  # noqa: E402
+from recsys_committee.data.features.featurize import featurize, split_rows  # noqa: E402
+from recsys_committee.data.model_input.model_data import load_data_facts  # noqa: E402
+from recsys_committee.data.logs.reader import read_rows  # noqa: E402
 from recsys_committee.metrics.binary import auc  # noqa: E402
 
 BATCHES = (1, 512, 4096)
@@ -92,9 +92,9 @@ def expert_server(model_file: Path) -> tuple[Callable, Callable, int]:
 def lm_server(table: Any, raw: Any, model_dir: str | None = None, max_length: int = 64) -> tuple[Callable, Callable, int, str]:
     """MiniLM-L6 + the LM teacher's head over each row's text; the text is rendered beforehand
     (featurisation, excluded for every model) and tokenised inside the timed call."""
-    from recsys_committee.models.lm_encoder import load_tokenizer, masked_mean, tokenize
-    from recsys_committee.models.lm_model import build_lm_model
-    from recsys_committee.models.text import render_texts
+    from recsys_committee.models.lm.encoder import load_tokenizer, masked_mean, tokenize
+    from recsys_committee.models.lm.model import build_lm_model
+    from recsys_committee.models.lm.text import render_texts
 
     model = build_lm_model(texts=False, model_dir=model_dir, max_length=max_length).eval()
     tokenizer = load_tokenizer(model_dir)
@@ -180,7 +180,7 @@ def save_inputs(batch: Any, texts: list[str], folder: Path) -> None:
 def load_inputs(folder: Path) -> tuple[Any, list[str]]:
     from safetensors.torch import load_file
 
-    from recsys_committee.data.batching import RecBatch
+    from recsys_committee.data.model_input.batching import RecBatch
 
     t = load_file(str(folder / "inputs.safetensors"))
     names = sorted({k.split(".")[1] for k in t if k.startswith("sparse.")})
@@ -199,7 +199,7 @@ def rss_probe(kind: str, path: str, inputs: str) -> dict[str, float]:
 
     import recsys_committee.rec_domain  # noqa: F401
     from recsys_committee.heap import release_free_heap
-    from recsys_committee.models.lm_model import build_lm_model  # noqa: F401
+    from recsys_committee.models.lm.model import build_lm_model  # noqa: F401
     from recsys_committee.serve.artifact import load_artifact  # noqa: F401
 
     torch.set_num_threads(1)

@@ -46,7 +46,7 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
     from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
     from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.data.prepared.stream import open_prepared
     from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext, Launch, quiet_library_logs

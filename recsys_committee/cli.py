@@ -34,7 +34,7 @@ def _run(command: str, args: argparse.Namespace) -> dict:
     (``--num-workers 1`` still goes through Ray: sharded path, DCP checkpoints)."""
     cfg = _load(args)
     if args.num_workers is not None or cfg.dist.num_workers > 1 or cfg.dist.use_gpu:
-        from recsys_committee.train.ray_entry import run_with_ray
+        from recsys_committee.rec_domain import run_with_ray
 
         return run_with_ray(command, cfg, Path(args.out), overwrite=args.overwrite)
     from recsys_committee.rec_domain import run_distill, run_train
@@ -58,8 +58,8 @@ def _distill(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     if args.teacher is not None:  # a frozen model over a prepared dataset: distributed batch inference
-        from recsys_committee.data.prepare import is_prepared
-        from recsys_committee.data.streamed_cache import build_streamed_cache
+        from recsys_committee.data.prepared.build import is_prepared
+        from recsys_committee.data.prepared.teacher_outputs import build_streamed_cache
         from recsys_committee.errors import UserError
 
         if args.data is None or not is_prepared(args.data):
@@ -71,7 +71,7 @@ def _cache(args: argparse.Namespace) -> int:
         from recsys_committee.errors import UserError
 
         raise UserError("cache needs --config (the LM teacher's) or --teacher MODEL with --data DATASET_DIR")
-    from recsys_committee.train.run_cache import run_cache
+    from recsys_committee.lm_cache_command import run_cache
 
     cfg = _load(args)
     print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache, workers=args.num_workers), indent=2))
@@ -95,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from recsys_committee.data.prepare import PrepareOptions, prepare_command
+    from recsys_committee.data.prepared.build import PrepareOptions, prepare_command
 
     options = PrepareOptions(bucket_rows=args.bucket_rows, chunk_rows=args.chunk_rows, row_group_rows=args.row_group_rows, num_workers=args.num_workers)
     manifest = prepare_command(Path(args.data), Path(args.out), options, overwrite=args.overwrite)

@@ -17,19 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_committee.data.batching import RecDataset
-from recsys_committee.data.loading import load_spec_data
-from recsys_committee.data.model_data import save_data_facts
-from recsys_committee.data.movielens import SPEC_NAME, SPEC_ROOT, RecData, movielens_spec
-from recsys_committee.data.spec import DataSpec, load_spec
-from recsys_committee.data import streamed_cache  # noqa: F401  (registers the streamed_cache teacher)
+from recsys_committee.data.model_input.batching import RecDataset
+from recsys_committee.data.features.loading import load_spec_data
+from recsys_committee.data.model_input.model_data import save_data_facts
+from recsys_committee.data.logs.movielens import SPEC_NAME, SPEC_ROOT, RecData, movielens_spec
+from recsys_committee.data.logs.spec import DataSpec, load_spec
+from recsys_committee.data.prepared import teacher_outputs  # noqa: F401  (registers the streamed_cache teacher)
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model
-from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
+from recsys_committee.models.trained import RecModelTeacher, load_trained_model  # noqa: F401  (registers the rec_model teacher; re-exported)
 from recsys_committee.models.registry import embedding_parameters
 from recsys_committee.train import runner
-from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from recsys_committee.errors import ConfigError
 from recsys_committee.train.config import DataConfig, RunConfig
 from recsys_committee.train.distributed import DistContext, Launch
@@ -70,20 +69,10 @@ def load_data(cfg: DataConfig) -> RecData:
     """The run's data: a prepared dataset folder (``--data DATASET_DIR``, told apart by its
     manifest) is streamed; a data spec is read and featurised in memory."""
     if cfg.spec is not None and Path(cfg.spec).is_dir():
-        from recsys_committee.data.prepared import open_prepared
+        from recsys_committee.data.prepared.stream import open_prepared
 
         return open_prepared(cfg.spec)
     return load_spec_data(data_spec(cfg))
-
-
-def load_trained_model(path: str | Path, data: Optional[RecData] = None) -> nn.Module:
-    """Rebuild a model saved by ``train`` or ``distill`` (name + params + cardinalities in the file)."""
-    payload = load_checkpoint(path, required=("state_dict", "model", "params", "cardinalities", "num_dense"))
-    if payload.get("domain", "rec") != "rec":
-        raise CheckpointError(f"checkpoint {path} is not a recommendation model (domain {payload.get('domain')!r})")
-    model = build_model(payload["model"], payload["cardinalities"], payload["num_dense"], data=data, layout=payload.get("layout"), **payload["params"])
-    load_state_strict(model, payload["state_dict"], path)
-    return model
 
 
 def predict(model: nn.Module, dataset: RecDataset, batch_size: int, ctx: Optional[DistContext] = None) -> torch.Tensor:
@@ -163,22 +152,6 @@ class RecDomain(Domain):
 REC: Domain = DOMAINS.get("rec")
 
 
-class RecModelTeacher(TeacherAdapter):
-    """A model trained by ``recsys-committee train``, frozen. Why an adapter and not the model
-    itself: the committee core is domain-free; this is the whole of what it needs to know about
-    calling a recommendation model (``model(batch).logits``). Features are read by a forward hook
-    at ``tap`` (e.g. ``top``, the DLRM top MLP's output), never by editing the model."""
-
-    def forward_model(self, batch: Any) -> Optional[torch.Tensor]:
-        return self.model(batch).logits
-
-
-@register_teacher("rec_model")
-def rec_model_teacher(*, name: str, checkpoint: str, tap: str = "top", always_on: bool = False, context: TeacherContext) -> RecModelTeacher:
-    """A trained model file (``model.safetensors``) as a frozen teacher."""
-    return RecModelTeacher(load_trained_model(checkpoint), name=name, tap=tap, always_on=always_on)
-
-
 def run_train(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launch: Optional[Launch] = None, overwrite: bool = False) -> dict[str, Any]:
     """``recsys-committee train``: one model (student, expert, LM teacher). A non-empty ``out``
     is refused unless ``overwrite``."""
@@ -189,3 +162,11 @@ def run_distill(cfg: RunConfig, out: Path, data: Optional[RecData] = None, launc
     """``recsys-committee distill``: the committee into the student. A non-empty ``out`` is
     refused unless ``overwrite``."""
     return runner.run_distill(REC, cfg, out, data, launch, overwrite)
+
+
+def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None, overwrite: bool = False) -> dict[str, Any]:
+    """``train`` / ``distill`` on ``cfg.dist.num_workers`` Ray Train workers (``train/ray_entry.py``),
+    each running this domain."""
+    from recsys_committee.train import ray_entry
+
+    return ray_entry.run_with_ray(command, cfg, out, f"{__name__}:{REC.name}", name=name, overwrite=overwrite)

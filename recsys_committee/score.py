@@ -1,7 +1,7 @@
 """``recsys-committee score``: a trained model scores raw rows.
 
 Why it needs nothing but the model directory: the directory holds the weights, the data spec,
-the vocabularies and the dense normalisation (``data/model_data.py``), so rows with the training
+the vocabularies and the dense normalisation (``data/model_input/model_data.py``), so rows with the training
 data's columns are featurised exactly as in training: ids through the saved vocabularies (an
 unseen id is the out-of-vocabulary id, counted per feature in the report), dense columns with
 the train split's statistics, histories and past statistics from the rows given (``--history``
@@ -19,11 +19,11 @@ from typing import Any, Callable, Optional
 import polars as pl
 import torch
 
-from recsys_committee.data.batching import RecDataset
-from recsys_committee.data.featurize import featurize, split_rows
-from recsys_committee.data.model_data import load_data_facts, model_file
-from recsys_committee.data.reader import read_rows
-from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.model_input.batching import RecDataset
+from recsys_committee.data.features.featurize import featurize, split_rows
+from recsys_committee.data.model_input.model_data import load_data_facts, model_file
+from recsys_committee.data.logs.reader import read_rows
+from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.metrics import binary_metrics
 
 

@@ -50,7 +50,7 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ml100k(real_data_dir: Path):
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
 
     return load_movielens(real_data_dir)
 
@@ -58,6 +58,6 @@ def ml100k(real_data_dir: Path):
 @pytest.fixture(scope="session")
 def ml_slice(real_data_dir: Path):
     """The first 20,000 rows in time: a real-data slice small enough for CPU tests."""
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
 
     return load_movielens(real_data_dir, max_rows=20_000)

@@ -18,7 +18,7 @@ import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, register_teacher
 from recsys_committee.files import file_sha256
-from recsys_committee.data.teacher_cache import LOGITS, open_or_build
+from recsys_committee.train.teacher_cache import LOGITS, open_or_build
 from vision_committee.checkpoint import load_vision_model
 
 

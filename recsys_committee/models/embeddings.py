@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, EmbeddingCollection, EmbeddingConfig, PoolingType
 
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.model_input.layout import FeatureLayout
 
 
 def _group(features: list[str], layout: FeatureLayout) -> dict[str, list[str]]:

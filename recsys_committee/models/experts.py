@@ -22,9 +22,9 @@ from torchrec.modules.mlp import MLP
 
 from recsys_committee.committee.types import StudentOutput
 from recsys_committee.errors import ConfigError
-from recsys_committee.data.batching import RecBatch
+from recsys_committee.data.model_input.batching import RecBatch
 from recsys_committee.models.embeddings import make_ec
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.model_input.layout import FeatureLayout
 from recsys_committee.models.registry import padded, register_model, resolve_layout
 from recsys_committee.models.student import PooledEmbeddings
 

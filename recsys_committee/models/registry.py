@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from recsys_committee.committee.export import count_params  # noqa: F401  (re-exported: models are counted here too)
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.model_input.layout import FeatureLayout
 from recsys_committee.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")

@@ -25,10 +25,10 @@ from torchrec.modules.mlp import MLP
 
 from recsys_committee.committee.types import StudentOutput
 from recsys_committee.errors import ConfigError
-from recsys_committee.data.batching import RecBatch
+from recsys_committee.data.model_input.batching import RecBatch
 from recsys_committee.models.embeddings import make_ebc
 from recsys_committee.models.registry import register_model, resolve_layout
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.model_input.layout import FeatureLayout
 
 class PooledEmbeddings(nn.Module):
     """EBC over a fixed feature list -> [B, F, D], features in the order given (never the

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_committee.data.model_data import FEATURES_FILE, SPEC_FILE, model_file
+from recsys_committee.data.model_input.model_data import FEATURES_FILE, SPEC_FILE, model_file
 from recsys_committee.errors import UserError
 from recsys_committee.files import file_sha256
 from recsys_committee.serve.program import ServingStudent, inference_tables, script
@@ -100,7 +100,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
     per row at batch 4096 on CPU; see ``benchmarks/serving.py``). int8 tables are always fused."""
     from safetensors.torch import save_file
 
-    from recsys_committee.rec_domain import load_trained_model
+    from recsys_committee.models.trained import load_trained_model
 
     if quantize not in PROGRAMS:
         raise ArtifactError(f"--quantize {quantize!r}: expected one of {sorted(PROGRAMS)}")

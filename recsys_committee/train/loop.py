@@ -105,7 +105,7 @@ class LoopState:
     Most of it is the same on every rank; ``RANK_LOCAL`` names what is not, and a distributed
     checkpoint keeps those fields once per rank (see ``rank_local``)."""
 
-    # Why these differ between ranks: a streamed split (data/prepared.py) draws the permutations
+    # Why these differ between ranks: a streamed split (data/prepared/stream.py) draws the permutations
     # of THIS rank's row groups and windows from the shuffling generator, so from the end of
     # epoch 0 on every rank's generator state is its own; the train-loss sum is over this
     # rank's batches. Restoring rank 0's values on every rank reorders the other ranks' epochs.

@@ -7,12 +7,16 @@ checkpoint when a worker dies (``FailureConfig(max_failures)``), and keeps the c
 ``DistContext``: TorchRec shards the tables (DMP), the rows are split across workers, AUC is
 computed over the gathered predictions, DCP checkpoints are reported with
 ``ray.train.report(..., checkpoint=...)`` and resumed from ``ray.train.get_checkpoint()``.
-TorchRec is imported inside the worker (it loads FBGEMM; the driver does not need it).
+The domain is named, not imported, here (``domain="package.module:name"``): each worker imports
+that module, which registers the domain, so this core module knows no domain and the heavy
+domain imports (TorchRec loads FBGEMM) happen in the workers, not in the driver.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import os
 import signal
 import time
@@ -28,8 +32,8 @@ WORKER_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs in every Ray worker. ``config``: {"command": "train"|"distill", "run": RunConfig
-    as a dict, "out": output folder (shared by the workers)}."""
+    """Runs in every Ray worker. ``config``: {"command": "train"|"distill", "domain":
+    "module:name", "run": RunConfig as a dict, "out": output folder (shared by the workers)}."""
     import ray.train
     import ray.train.torch
 
@@ -58,7 +62,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             time.sleep(5)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    run = _runner(config["command"])
+    run = _runner(config["command"], config["domain"])
     if checkpoint is None:
         run(cfg, out, launch=Launch(ctx, report=report, on_step=fault_drill, out_prepared=True))
         return
@@ -66,18 +70,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         run(cfg, out, launch=Launch(ctx, restore_from=restore_dir, report=report, on_step=fault_drill, out_prepared=True))
 
 
-def _runner(command: str):
-    from recsys_committee.rec_domain import run_distill, run_train  # in the worker: loads TorchRec there
+def _runner(command: str, domain: str):
+    """The runner's ``command`` bound to ``domain`` ("module:name"; importing the module
+    registers the domain)."""
+    from recsys_committee.domain import DOMAINS
+    from recsys_committee.train import runner
 
-    runs = {"train": run_train, "distill": run_distill}
+    runs = {"train": runner.run_train, "distill": runner.run_distill}
     if command not in runs:
         raise ValueError(f"unknown command '{command}' for Ray Train; expected 'train' or 'distill'")
-    return runs[command]
+    module, _, name = domain.partition(":")
+    importlib.import_module(module)
+    return functools.partial(runs[command], DOMAINS.get(name))
 
 
-def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = None, overwrite: bool = False) -> dict[str, Any]:
+def run_with_ray(command: str, cfg: RunConfig, out: Path, domain: str, name: Optional[str] = None, overwrite: bool = False) -> dict[str, Any]:
     """Start the ``TorchTrainer`` (connecting to a running cluster if ``RAY_ADDRESS`` is set or
-    ``ray start`` ran, else a local one) and return rank 0's metrics.json.
+    ``ray start`` ran, else a local one) and return rank 0's metrics.json. ``domain``:
+    "module:name" of the registered domain the workers run (e.g. ``recsys_committee.rec_domain:rec``).
 
     OUT is checked here, once, before any worker starts: a non-empty OUT is refused unless
     ``overwrite``, which removes the previous run's files first (its ``OUT/ray`` storage
@@ -101,7 +111,7 @@ def run_with_ray(command: str, cfg: RunConfig, out: Path, name: Optional[str] = 
     ensure_ray()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"command": command, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},
+        train_loop_config={"command": command, "domain": domain, "run": dataclasses.asdict(cfg), "out": str(out), "cwd": os.getcwd()},
         torch_config=TorchConfig(backend="nccl" if cfg.dist.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.dist.num_workers, use_gpu=cfg.dist.use_gpu, resources_per_worker={"CPU": cfg.dist.cpus_per_worker}

@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_committee.data.features import FeatureTable, user_histories
-from recsys_committee.data.jagged import filter_jagged, gather_jagged, gather_ranges, offsets_from_lengths
-from recsys_committee.data.layout import ITEM_TABLE, FeatureLayout
-from recsys_committee.data.schema import DataValidationError, RawTables
+from recsys_committee.data.features.table import FeatureTable, user_histories
+from recsys_committee.data.features.jagged import filter_jagged, gather_jagged, gather_ranges, offsets_from_lengths
+from recsys_committee.data.model_input.layout import ITEM_TABLE, FeatureLayout
+from recsys_committee.data.logs.schema import DataValidationError, RawTables
 
 AGE_EDGES = [18, 25, 35, 45, 50, 56]  # MovieLens' own age groups
 YEAR_MIN, YEAR_STEP, YEAR_BUCKETS = 1920, 5, 17  # <1920, 1920-24, ..., >=2000

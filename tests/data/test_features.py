@@ -3,8 +3,8 @@ import random
 import polars as pl
 import torch
 
-from recsys_committee.data.jagged import gather_jagged
-from recsys_committee.data.movielens import load_movielens
+from recsys_committee.data.features.jagged import gather_jagged
+from recsys_committee.data.logs.movielens import load_movielens
 
 # the tiny fixture through configs/data/ml-100k.yaml (its 10 rows split 8/1/1 in time)
 
@@ -79,7 +79,7 @@ def test_gather_jagged_matches_python():
 def test_histories_cut_from_contributing_rows_only():
     """Rows that do not contribute (transfer rows) get the last N contributing items strictly
     before their second, and are in nobody's history: brute force on random rows."""
-    from recsys_committee.data.features import user_histories
+    from recsys_committee.data.features.table import user_histories
 
     g = torch.Generator().manual_seed(0)
     n, window = 400, 4

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from recsys_committee.cli import main as cli_main
-from recsys_committee.data.prepare import PrepareOptions, prepare
-from recsys_committee.data.prepared import open_prepared
-from recsys_committee.data.spec import load_spec
+from recsys_committee.data.prepared.build import PrepareOptions, prepare
+from recsys_committee.data.prepared.stream import open_prepared
+from recsys_committee.data.logs.spec import load_spec
 from recsys_committee.train.distributed import DistContext
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def _assert_same_features(mem, prep, src: torch.Tensor) -> None:
 
 
 def test_prepared_movielens_equals_the_in_memory_features(real_data_dir, tmp_path):
-    from recsys_committee.data.loading import load_spec_data
+    from recsys_committee.data.features.loading import load_spec_data
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
     manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024), log=lambda _: None)
@@ -62,8 +62,8 @@ def test_prepared_click_log_equals_in_memory_and_resumes_after_a_crash(tmp_path,
     """String ids, no rating, unseen users in val/test, a list and a dense column; buckets of ~700
     rows. A prepare that dies in its third user bucket, rerun, ends with the same shard bytes as an
     unbroken one (a stale partial file from the crash is never taken for a finished shard)."""
-    import recsys_committee.data.prepare as prep_mod
-    from recsys_committee.data.loading import load_spec_data
+    import recsys_committee.data.prepared.build as prep_mod
+    from recsys_committee.data.features.loading import load_spec_data
 
     spec = load_spec(click_log(tmp_path, rows=3000))
     whole = prepare(spec, tmp_path / "whole", SMALL_BUCKETS, log=lambda _: None)

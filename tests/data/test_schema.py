@@ -3,9 +3,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys_committee.data.movielens import load_movielens, movielens_spec
-from recsys_committee.data.reader import read_rows
-from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.logs.movielens import load_movielens, movielens_spec
+from recsys_committee.data.logs.reader import read_rows
+from recsys_committee.data.logs.schema import DataValidationError
 
 # MovieLens-shaped files through configs/data/ml-100k.yaml: the spec reader's checks
 

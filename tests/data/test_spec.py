@@ -24,8 +24,8 @@ QUICK = ["train.progress=false", "train.batch_size=128", "train.epochs=1", "trai
 def test_movielens_spec_reproduces_the_builtin_features(real_data_dir):
     from movielens_reference import build_features, read_movielens  # the built-in reader the spec replaced
 
-    from recsys_committee.data.loading import load_spec_data
-    from recsys_committee.data.spec import load_spec
+    from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.data.logs.spec import load_spec
 
     new = load_spec_data(load_spec(ROOT / "configs/data/ml-100k.yaml", {"transfer": None}))  # the labeled rows alone
     old = SimpleNamespace(table=build_features(read_movielens(real_data_dir)))
@@ -154,9 +154,9 @@ def test_a_spec_key_that_does_not_exist(log_dir, capsys):
 
 def _split_files(spec_path: Path, out: Path) -> tuple[Path, Path]:
     """The spec's test rows and every earlier row, as raw interaction files (the columns a user has)."""
-    from recsys_committee.data.featurize import split_rows
-    from recsys_committee.data.reader import read_frame, read_rows
-    from recsys_committee.data.spec import load_spec
+    from recsys_committee.data.features.featurize import split_rows
+    from recsys_committee.data.logs.reader import read_frame, read_rows
+    from recsys_committee.data.logs.spec import load_spec
 
     spec = load_spec(spec_path)
     columns = read_frame(spec.interactions, spec.separator).columns
@@ -190,9 +190,9 @@ def test_score_reproduces_the_test_auc_from_raw_rows(tmp_path, capsys):
 
 
 def test_lm_texts_render_from_the_spec_templates(tmp_path):
-    from recsys_committee.data.loading import load_spec_data
-    from recsys_committee.data.spec import load_spec
-    from recsys_committee.models.text_templates import TemplateError, render_template_texts
+    from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.data.logs.spec import load_spec
+    from recsys_committee.models.lm.templates import TemplateError, render_template_texts
 
     spec_path = click_log(tmp_path)
     spec_path.write_text(spec_path.read_text() + 'text: {item: "{product} ({tags})", user: "a {device} visitor"}\n')

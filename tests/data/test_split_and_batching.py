@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_committee.data.split import temporal_split
+from recsys_committee.data.features.split import temporal_split
 
 
 def test_split_sizes_and_order(ml100k):

@@ -31,7 +31,7 @@ def local_ray(monkeypatch):
 
 
 def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_ray, tmp_path, capsys):
-    from recsys_committee.data.prepared import open_prepared
+    from recsys_committee.data.prepared.stream import open_prepared
     from recsys_committee.rec_domain import RecModelTeacher, load_trained_model
 
     spec = click_log(tmp_path, rows=3000)

@@ -1,8 +1,8 @@
 import numpy as np
 import polars as pl
 
-from recsys_committee.data.movielens import load_movielens
-from recsys_committee.data.synthetic import SyntheticSpec, stream_batches, write_synthetic
+from recsys_committee.data.logs.movielens import load_movielens
+from recsys_committee.data.logs.synthetic import SyntheticSpec, stream_batches, write_synthetic
 
 SMALL = SyntheticSpec(rows=20_000, users=2_000, items=500, chunk_rows=3_000, seed=3)
 

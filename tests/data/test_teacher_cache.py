@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsys_committee.committee import PrecomputedTeacher
-from recsys_committee.data.teacher_cache import (
+from recsys_committee.train.teacher_cache import (
     INDEX,
     CorruptCacheError,
     IncompleteCacheError,

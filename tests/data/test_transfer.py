@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 import torch
 
-from recsys_committee.data.loading import load_spec_data
-from recsys_committee.data.movielens import MOVIELENS_SPEC
-from recsys_committee.data.spec import DataSpecError, load_spec
+from recsys_committee.data.features.loading import load_spec_data
+from recsys_committee.data.logs.movielens import MOVIELENS_SPEC
+from recsys_committee.data.logs.spec import DataSpecError, load_spec
 
 ROWS = 6_000  # the first rows in time: a real slice, 4,800 of them train
 

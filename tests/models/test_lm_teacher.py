@@ -9,13 +9,13 @@ import torch
 
 from recsys_committee.committee import Committee, CommitteeConfig, CommitteeConfigError, ReenterNotSupportedError, TapPathError
 from recsys_committee.committee.teacher import TeacherContext
-from recsys_committee.data.teacher_cache import StaleCacheError, build_cache, open_cache
+from recsys_committee.train.teacher_cache import StaleCacheError, build_cache, open_cache
 from recsys_committee.models import build_model, count_params
-from recsys_committee.models.lm_adapters import LMTeacherAdapter
-from recsys_committee.models.lm_cache import POOLED, TOKEN_MASK, LMCacheCompute, attach_token_cache, lm_cache_key, token_tap
-from recsys_committee.models.lm_encoder import LMDataError, load_tokenizer, masked_mean
-from recsys_committee.models.lm_model import build_lm_model
-from recsys_committee.models.lm_teacher import lm_cached_teacher, lm_minilm_teacher
+from recsys_committee.models.lm.adapters import LMTeacherAdapter
+from recsys_committee.models.lm.cache import POOLED, TOKEN_MASK, LMCacheCompute, attach_token_cache, lm_cache_key, token_tap
+from recsys_committee.models.lm.encoder import LMDataError, load_tokenizer, masked_mean
+from recsys_committee.models.lm.model import build_lm_model
+from recsys_committee.models.lm.teacher import lm_cached_teacher, lm_minilm_teacher
 from recsys_committee.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.realdata
@@ -24,7 +24,7 @@ ROWS = 96
 
 @pytest.fixture(scope="module")
 def small(real_data_dir):
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
 
     data = load_movielens(real_data_dir, max_rows=ROWS)
     return data, data.raw

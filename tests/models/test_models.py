@@ -72,9 +72,9 @@ def test_shipped_student_reads_every_cheap_input(ml_slice):
 
 def test_spec_without_dense_columns_or_histories_trains(real_data_dir):
     """Only user, item and time: no dense feature, no history (batching used to fail here)."""
-    from recsys_committee.data.loading import load_spec_data
-    from recsys_committee.data.movielens import MOVIELENS_SPEC
-    from recsys_committee.data.spec import load_spec
+    from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.data.logs.movielens import MOVIELENS_SPEC
+    from recsys_committee.data.logs.spec import load_spec
 
     spec = load_spec(MOVIELENS_SPEC, {"features": {}, "text": None, "max_rows": 3_000})
     data = load_spec_data(spec)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from recsys_committee.data.movielens import load_movielens
-from recsys_committee.models.text import TextOptions, item_strings, render_texts
+from recsys_committee.data.logs.movielens import load_movielens
+from recsys_committee.models.lm.text import TextOptions, item_strings, render_texts
 
 TINY_DEFAULT = {
     0: "movie: Toy Story (1995) - animation comedy. user: 24 male technician. recent: none.",

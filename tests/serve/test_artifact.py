@@ -39,10 +39,10 @@ def artifacts(trained) -> dict[str, Path]:
 
 
 def _test_split(trained: Path):
-    from recsys_committee.data.featurize import featurize, split_rows
-    from recsys_committee.data.batching import RecDataset
-    from recsys_committee.data.model_data import load_data_facts
-    from recsys_committee.data.reader import read_rows
+    from recsys_committee.data.features.featurize import featurize, split_rows
+    from recsys_committee.data.model_input.batching import RecDataset
+    from recsys_committee.data.model_input.model_data import load_data_facts
+    from recsys_committee.data.logs.reader import read_rows
 
     spec, vocab, mean, std = load_data_facts(trained)
     rows = read_rows(spec)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -> dict:
     """Forward, backward and one embedding update of the DMP-sharded student against the same
     student unsharded on the whole batch."""
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
     from recsys_committee.models import build_model
     from recsys_committee.models.registry import embedding_parameters
     from recsys_committee.train.config import OptimConfig
@@ -64,7 +64,7 @@ def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -
 
 
 def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, restore_from: str | None = None) -> dict:
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext
     from recsys_committee.rec_domain import run_distill
@@ -80,7 +80,7 @@ def distill_run(rank: int, world: int, cfg_overrides: list[str], out: str, resto
 
 def train_run(rank: int, world: int, cfg_overrides: list[str], out: str) -> dict:
     """``train`` of the student on ``world`` ranks (sharded, as under Ray Train)."""
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
     from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext, Launch
@@ -115,7 +115,7 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     """Shard a gated committee, train a few steps, and compare each sharded teacher's outputs
     on a fixed batch before and after (and their parameters' requires_grad)."""
     from recsys_committee.committee import Committee
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
     from recsys_committee.models import build_model
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import DistContext

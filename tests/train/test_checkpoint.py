@@ -27,7 +27,7 @@ def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 
 @pytest.fixture
 def tiny_data(tiny_dir):
-    from recsys_committee.data.movielens import load_movielens
+    from recsys_committee.data.logs.movielens import load_movielens
 
     return load_movielens(tiny_dir, "ml-tiny")
 

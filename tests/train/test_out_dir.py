@@ -107,7 +107,7 @@ def test_ray_driver_checks_out_before_starting_ray_and_workers_do_not(tmp_path, 
     from recsys_committee.train.config import load_config
     from recsys_committee.train.distributed import Launch
     from recsys_committee.train.out_dir import OutputExistsError
-    from recsys_committee.train.ray_entry import run_with_ray
+    from recsys_committee.rec_domain import run_with_ray
     from recsys_committee.train.runner import begin_run
 
     out = tmp_path / "run"

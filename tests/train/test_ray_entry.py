@@ -44,7 +44,7 @@ def local_ray(monkeypatch):
 
 
 def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_dir, tmp_path):
-    from recsys_committee.train.ray_entry import run_with_ray
+    from recsys_committee.rec_domain import run_with_ray
 
     cfg = load_config(
         ROOT / "configs/rec/diverse_distill.yaml",
@@ -72,9 +72,9 @@ def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray,
     the same teacher-forward counters and the same test AUC. The kill comes after the epoch-end
     checkpoint (step 8 of 8 per epoch): the resumed epoch 1 must rebuild each rank's own order,
     and a streamed split leaves each rank's shuffling generator in a different state."""
-    from recsys_committee.data.prepare import PrepareOptions, prepare
-    from recsys_committee.data.spec import load_spec
-    from recsys_committee.train.ray_entry import run_with_ray
+    from recsys_committee.data.prepared.build import PrepareOptions, prepare
+    from recsys_committee.data.logs.spec import load_spec
+    from recsys_committee.rec_domain import run_with_ray
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
     spec.max_rows = 20_000  # the rows the teachers were trained on

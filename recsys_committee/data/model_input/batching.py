@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.jagged import gather_jagged, jagged_rows, offsets_from_lengths
+from recsys_committee.data.features.table import FeatureTable
+from recsys_committee.data.features.jagged import gather_jagged, jagged_rows, offsets_from_lengths
 from recsys_committee.train.rows import RowSplit
 
 

@@ -6,7 +6,7 @@ Why this design:
     tokenizer runs inside a training step.
   * On CPU the encoder is frozen (``finetune: head``, docs/DATA.md: ~37 examples/s forward). Then the
     mean-pooled output of each example is computed at most once: read from a teacher cache
-    (``feature_cache``, built and resumed by ``data/teacher_cache.py``) or memoised in memory
+    (``feature_cache``, built and resumed by ``train/teacher_cache.py``) or memoised in memory
     the first time a row is seen. Training the head costs an MLP on [B, 384] per step.
     ``top_k`` (the top k layers train) and ``full`` run the encoder every step: a GPU preset.
   * As a committee teacher it stays what docs/METHOD.md asks: frozen, tapped by module path through
@@ -15,7 +15,7 @@ Why this design:
     append the token and widen the attention mask, nothing in the model is edited.
 
 Teacher kinds registered here: ``lm_minilm`` (live encoder) and ``lm_cached`` (a teacher cache
-served by id, see ``data/teacher_cache.py``; it cannot ``reenter``).
+served by id, see ``train/teacher_cache.py``; it cannot ``reenter``).
 
 The model and both teachers need the data to render their texts: they take ``data`` (a
 ``RecData`` or ``FeatureTable``) and ``raw`` (``RawTables``: titles, genres, profiles) as
@@ -37,13 +37,13 @@ import torch
 
 from recsys_committee.committee.config import CommitteeConfigError
 from recsys_committee.committee.teacher import TeacherContext, register_teacher
-from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.schema import RawTables
-from recsys_committee.models.lm_adapters import CachedLMTeacher, LMTeacherAdapter
-from recsys_committee.models.lm_cache import POOLED, LMCacheCompute, attach_token_cache, lm_cache_key, table_digest
-from recsys_committee.models.lm_checkpoint import load_lm_teacher_model, load_lm_weights
-from recsys_committee.models.lm_encoder import _table_and_raw
-from recsys_committee.models.lm_model import LMTeacherModel, build_lm_model
+from recsys_committee.data.features.table import FeatureTable
+from recsys_committee.data.logs.schema import RawTables
+from recsys_committee.models.lm.adapters import CachedLMTeacher, LMTeacherAdapter
+from recsys_committee.models.lm.cache import POOLED, LMCacheCompute, attach_token_cache, lm_cache_key, table_digest
+from recsys_committee.models.lm.checkpoint import load_lm_teacher_model, load_lm_weights
+from recsys_committee.models.lm.encoder import _table_and_raw
+from recsys_committee.models.lm.model import LMTeacherModel, build_lm_model
 from recsys_committee.models.registry import register_model
 from recsys_committee.errors import ConfigError
 
@@ -108,7 +108,7 @@ def lm_teacher(
             raise ConfigError("model.params.feature_cache needs finetune: head (a cache holds the frozen encoder's features)")
         if POOLED not in cache_taps:
             raise ConfigError(f"model.params.cache_taps must include '{POOLED}' (the head reads it), got {list(cache_taps)}")
-        from recsys_committee.data.teacher_cache import open_or_build
+        from recsys_committee.train.teacher_cache import open_or_build
 
         table, _ = _table_and_raw(data, raw, "lm_teacher")
         cache = open_or_build(
@@ -164,7 +164,7 @@ def lm_cached_teacher(
     checkpoint's encoder/head/text options and (when ``data`` is given) the rows are checked
     against the cache key: a mismatch is a StaleCacheError naming what differs.
     """
-    from recsys_committee.data.teacher_cache import open_cache
+    from recsys_committee.train.teacher_cache import open_cache
 
     expect: dict[str, Any] = {"taps": [tap]}
     model = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from recsys_committee.data.loading import RecData, load_spec_data
+from recsys_committee.data.features.loading import RecData, load_spec_data
 
 
 MOVIELENS_SPEC = Path(__file__).resolve().parents[2] / "configs" / "data" / "ml-100k.yaml"
@@ -23,7 +23,7 @@ def movielens_spec(root: str | Path = SPEC_ROOT, name: str = SPEC_NAME, history_
                    long_history_len: Optional[int] = None, fractions: Optional[tuple] = None, max_rows: Optional[int] = None) -> Any:
     """The MovieLens spec, its files taken from ``root`` as ``<name>.{inter,user,item}`` (a
     ``.parquet`` sibling is preferred when present), with optional history lengths, split and row cap."""
-    from recsys_committee.data.spec import load_spec
+    from recsys_committee.data.logs.spec import load_spec
 
     spec = load_spec(MOVIELENS_SPEC)
     if Path(root) != Path(SPEC_ROOT) or name != SPEC_NAME:

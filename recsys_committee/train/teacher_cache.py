@@ -17,7 +17,7 @@ What the cache guarantees:
     came from is recorded per shard and overall (``index["max_abs_error"]``).
 
 This module knows nothing about LMs: a builder passes the key and a ``compute(rows) -> {name:
-fp32 tensor [n, ...]}`` callable (``models/lm_teacher.py`` has the LM one).
+fp32 tensor [n, ...]}`` callable (``models/lm/teacher.py`` has the LM one).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from recsys_committee.committee.types import StudentOutput
-from recsys_committee.data.schema import RawTables
-from recsys_committee.models.lm_encoder import (
+from recsys_committee.data.logs.schema import RawTables
+from recsys_committee.models.lm.encoder import (
     LMDataError,
     _table_and_raw,
     load_encoder,
@@ -28,8 +28,8 @@ from recsys_committee.models.lm_encoder import (
     module_digest,
     tokenize,
 )
-from recsys_committee.models.text import TextOptions, render_texts
-from recsys_committee.models.text_templates import render_template_texts, spec_texts
+from recsys_committee.models.lm.text import TextOptions, render_texts
+from recsys_committee.models.lm.templates import render_template_texts, spec_texts
 from transformers.masking_utils import create_bidirectional_mask  # noqa: E402 - after lm_encoder set HF_HUB_OFFLINE
 
 FINETUNE_MODES = ("head", "top_k", "full")

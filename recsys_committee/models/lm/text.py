@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.jagged import gather_ranges
+from recsys_committee.data.features.table import FeatureTable
+from recsys_committee.data.features.jagged import gather_ranges
 
 TEMPLATE_VERSION = "v1"
 ARTICLES = ("The", "A", "An")  # "Usual Suspects, The" -> "The Usual Suspects"

@@ -18,12 +18,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_committee.data.features import FeatureTable, user_histories
-from recsys_committee.data.layout import ITEM_TABLE, FeatureLayout
-from recsys_committee.data.jagged import filter_jagged, gather_jagged, offsets_from_lengths
-from recsys_committee.data.schema import DataValidationError
-from recsys_committee.data.spec import DataSpec
-from recsys_committee.data.split import Split, temporal_split
+from recsys_committee.data.features.table import FeatureTable, user_histories
+from recsys_committee.data.model_input.layout import ITEM_TABLE, FeatureLayout
+from recsys_committee.data.features.jagged import filter_jagged, gather_jagged, offsets_from_lengths
+from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.data.logs.spec import DataSpec
+from recsys_committee.data.features.split import Split, temporal_split
 
 RATING_PRIOR_WEIGHT = 5.0  # smoothed past means: (sum + prior * w) / (count + w)
 
@@ -231,7 +231,7 @@ def build_spec_features(spec: DataSpec, rows: pl.DataFrame,
 def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_ids: Optional[pl.Series] = None,
               item_stats: Optional[pl.DataFrame] = None) -> FeatureTable:
     """Features of ``rows`` (in time order) with fixed vocabularies; derived features see only
-    these rows' pasts. The out-of-core path (``data/prepare.py``) calls this per bucket of users,
+    these rows' pasts. The out-of-core path (``data/prepared/build.py``) calls this per bucket of users,
     with the rows' stable ids and the item statistics it computed per bucket of items
     (``item_stats``: one row per row of ``rows``, the ``item_prev_*`` columns)."""
     n = rows.height

@@ -27,11 +27,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_committee.data.featurize import CONTRIBUTES
-from recsys_committee.data.reader import ORDER_TIEBREAK, check_rows, read_frame, side_tables
-from recsys_committee.data.schema import DataValidationError
-from recsys_committee.data.spec import DataSpec
-from recsys_committee.data.split import Split
+from recsys_committee.data.features.featurize import CONTRIBUTES
+from recsys_committee.data.logs.reader import ORDER_TIEBREAK, check_rows, read_frame, side_tables
+from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.data.logs.spec import DataSpec
+from recsys_committee.data.features.split import Split
 
 OVERSAMPLE = 4  # candidates drawn per wanted pair; the ones the user had rated are dropped
 

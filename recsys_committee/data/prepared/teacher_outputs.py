@@ -25,7 +25,7 @@ import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, TeacherOutput, register_teacher
 from recsys_committee.files import file_sha256, write_json
-from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.logs.schema import DataValidationError
 
 INDEX = "cache.json"
 FORMAT = "streamed-teacher-cache/1"
@@ -43,8 +43,8 @@ class ShardInference:
 
     def __init__(self, dataset: str, out: str, checkpoint: str, tap: str, batch_size: int, dtype: str):
         torch.set_num_threads(1)
-        from recsys_committee.data.prepared import open_prepared
-        from recsys_committee.rec_domain import RecModelTeacher, load_trained_model
+        from recsys_committee.data.prepared.stream import open_prepared
+        from recsys_committee.models.trained import RecModelTeacher, load_trained_model
 
         self.data = open_prepared(dataset)
         self.teacher = RecModelTeacher(load_trained_model(checkpoint).eval(), name="cache", tap=tap)

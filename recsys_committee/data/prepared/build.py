@@ -38,10 +38,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_committee.data.featurize import Vocabularies, crc32_of, entity_key, featurize, past_stats_of_rows, vocab_from_parts, vocab_parts
-from recsys_committee.data.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
-from recsys_committee.data.schema import DataValidationError
-from recsys_committee.data.spec import DataSpec
+from recsys_committee.data.features.featurize import Vocabularies, crc32_of, entity_key, featurize, past_stats_of_rows, vocab_from_parts, vocab_parts
+from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
+from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.data.logs.spec import DataSpec
 from recsys_committee.files import atomic_path, file_sha256, write_json
 
 MANIFEST = "manifest.json"
@@ -234,7 +234,7 @@ def _arrow_table(table: Any, index: np.ndarray) -> pa.Table:
     the jagged ones as ``list<int64>``."""
     import torch
 
-    from recsys_committee.data.jagged import gather_jagged
+    from recsys_committee.data.features.jagged import gather_jagged
 
     frame = table.frame[index]
     keep = ["example_id", "label", "timestamp", *table.layout.scalar, *table.dense_names]
@@ -373,7 +373,7 @@ def _manifest(spec: DataSpec, plan: dict[str, Any], bounds: dict[str, Any], voca
 def prepare_command(spec_path: Path, out: Path, options: PrepareOptions, overwrite: bool = False) -> dict[str, Any]:
     """The CLI's prepare: a finished dataset in ``out`` is refused unless ``overwrite``; an
     unfinished one of the same spec is resumed; anything else in ``out`` is refused."""
-    from recsys_committee.data.spec import load_spec
+    from recsys_committee.data.logs.spec import load_spec
     from recsys_committee.train.out_dir import OutputExistsError
 
     spec = load_spec(spec_path)

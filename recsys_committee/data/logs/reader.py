@@ -14,8 +14,8 @@ from typing import Optional
 
 import polars as pl
 
-from recsys_committee.data.schema import DataValidationError
-from recsys_committee.data.spec import DataSpec
+from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.data.logs.spec import DataSpec
 
 
 def _files(pattern: str) -> list[Path]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from recsys_committee.committee.config import CommitteeConfigError
-from recsys_committee.data.schema import RawTables
-from recsys_committee.models.lm_model import LMTeacherModel, build_lm_model
+from recsys_committee.data.logs.schema import RawTables
+from recsys_committee.models.lm.model import LMTeacherModel, build_lm_model
 
 
 def _load_lm_checkpoint(checkpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,7 +4,7 @@ Why its own module: a cache is built by two commands (the ``lm_teacher`` model's
 ``feature_cache`` and ``recsys-committee cache``) and read by a third (the ``lm_cached``
 teacher); all of them must use one key (``lm_cache_key``) and one compute (``LMCacheCompute``),
 or a cache built by one reads as stale to another. The storage (shards, resume, the stale
-check) is ``data/teacher_cache.py``.
+check) is ``train/teacher_cache.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from recsys_committee.committee.taps import resolve_module, tap_outputs
-from recsys_committee.data.features import FeatureTable
-from recsys_committee.models.lm_encoder import masked_mean
-from recsys_committee.models.lm_model import LMTeacherModel
+from recsys_committee.data.features.table import FeatureTable
+from recsys_committee.models.lm.encoder import masked_mean
+from recsys_committee.models.lm.model import LMTeacherModel
 
 POOLED = "pooled"  # cache / tap name of the final mean-pooled output (what the head reads)
 TOKENS = ":tokens"  # "encoder.layer.3:tokens": that layer's token states [n, max_length, d], not pooled
@@ -149,7 +149,7 @@ def attach_token_cache(model: LMTeacherModel, table: FeatureTable, root: str, *,
                        batch_size: int = 64, progress: bool = True) -> Any:
     """Open (or build, resumably) the token cache a top_k model needs (the token states of the
     layer just below its trained ones) and serve the model from it. Returns the cache."""
-    from recsys_committee.data.teacher_cache import open_or_build
+    from recsys_committee.train.teacher_cache import open_or_build
 
     if model.finetune != "top_k":
         raise ValueError(f"a token cache feeds finetune: top_k, not '{model.finetune}'")

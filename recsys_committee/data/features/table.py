@@ -14,8 +14,8 @@ from typing import Optional
 import polars as pl
 import torch
 
-from recsys_committee.data.jagged import gather_ranges
-from recsys_committee.data.layout import FeatureLayout
+from recsys_committee.data.features.jagged import gather_ranges
+from recsys_committee.data.model_input.layout import FeatureLayout
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from recsys_committee.data.featurize import Vocabularies
-from recsys_committee.data.schema import DataValidationError
-from recsys_committee.data.spec import CategoricalSpec, DataSpec, LabelSpec, MultiValuedSpec
+from recsys_committee.data.features.featurize import Vocabularies
+from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.data.logs.spec import CategoricalSpec, DataSpec, LabelSpec, MultiValuedSpec
 
 SPEC_FILE = "data_spec.json"
 FEATURES_FILE = "features.json"

@@ -14,9 +14,9 @@ import torch
 from recsys_committee.committee.config import ReenterNotSupportedError
 from recsys_committee.committee.taps import append_token, resolve_module
 from recsys_committee.committee.teacher import PrecomputedTeacher, TeacherAdapter
-from recsys_committee.models.lm_encoder import masked_mean
-from recsys_committee.models.lm_model import LMTeacherModel
-from recsys_committee.models.lm_reenter import _LAYER_TAP, _wider_masks
+from recsys_committee.models.lm.encoder import masked_mean
+from recsys_committee.models.lm.model import LMTeacherModel
+from recsys_committee.models.lm.reenter import _LAYER_TAP, _wider_masks
 
 
 class LMTeacherAdapter(TeacherAdapter):

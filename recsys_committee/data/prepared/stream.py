@@ -27,12 +27,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from recsys_committee.data.batching import RecBatch
-from recsys_committee.data.featurize import Vocabularies
-from recsys_committee.data.layout import FeatureLayout, RunDataFacts
-from recsys_committee.data.model_data import spec_from_dict
-from recsys_committee.data.prepare import FORMAT, MANIFEST
-from recsys_committee.data.schema import DataValidationError
+from recsys_committee.data.model_input.batching import RecBatch
+from recsys_committee.data.features.featurize import Vocabularies
+from recsys_committee.data.model_input.layout import FeatureLayout, RunDataFacts
+from recsys_committee.data.model_input.model_data import spec_from_dict
+from recsys_committee.data.prepared.build import FORMAT, MANIFEST
+from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.train.distributed import DistContext
 
 SHUFFLE_WINDOW = 8  # row groups shuffled together (the local shuffle buffer)

@@ -20,9 +20,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_committee.data.features import FeatureTable
+from recsys_committee.data.features.table import FeatureTable
 from recsys_committee.errors import UserError
-from recsys_committee.models.text import _last_n
+from recsys_committee.models.lm.text import _last_n
 
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 

@@ -13,15 +13,15 @@ from typing import Any
 import polars as pl
 import torch
 
-from recsys_committee.data.batching import RecDataset
-from recsys_committee.data.features import FeatureTable
-from recsys_committee.data.featurize import build_spec_features
-from recsys_committee.data.layout import RunDataFacts
-from recsys_committee.data.reader import read_rows, side_table
-from recsys_committee.data.schema import DataValidationError, RawTables
-from recsys_committee.data.spec import DataSpec
-from recsys_committee.data.split import Split
-from recsys_committee.data.transfer import transfer_rows, with_contributes
+from recsys_committee.data.model_input.batching import RecDataset
+from recsys_committee.data.features.table import FeatureTable
+from recsys_committee.data.features.featurize import build_spec_features
+from recsys_committee.data.model_input.layout import RunDataFacts
+from recsys_committee.data.logs.reader import read_rows, side_table
+from recsys_committee.data.logs.schema import DataValidationError, RawTables
+from recsys_committee.data.logs.spec import DataSpec
+from recsys_committee.data.features.split import Split
+from recsys_committee.data.features.transfer import transfer_rows, with_contributes
 
 
 @dataclass

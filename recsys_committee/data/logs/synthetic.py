@@ -118,7 +118,7 @@ def write_synthetic(root: str | Path, spec: SyntheticSpec, name: str = "ml-synth
     return root
 
 
-SPEC_TEMPLATE = """# Synthetic Zipf interactions (recsys_committee.data.synthetic): for speed and scale only.
+SPEC_TEMPLATE = """# Synthetic Zipf interactions (recsys_committee.data.logs.synthetic): for speed and scale only.
 source:
   interactions: {root}/{name}.inter.parquet
   items: {root}/{name}.item.parquet

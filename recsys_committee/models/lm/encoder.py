@@ -21,8 +21,8 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub (docs/DATA.md)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from recsys_committee.data.features import FeatureTable  # noqa: E402
-from recsys_committee.data.schema import RawTables  # noqa: E402
+from recsys_committee.data.features.table import FeatureTable  # noqa: E402
+from recsys_committee.data.logs.schema import RawTables  # noqa: E402
 from recsys_committee.errors import UserError  # noqa: E402
 
 
