@@ -32,13 +32,11 @@ class Domain(abc.ABC):
     model_file: str = MODEL_FILE
     student_file: str = STUDENT_FILE
 
-    def check_config(self, cfg: Any) -> None:
-        """Refuse what this domain cannot run (before anything is written)."""
-
     @abc.abstractmethod
     def load_data(self, cfg: Any) -> Any:
         """The run's data: an object with ``train``/``val``/``test`` splits whose ``train`` has
-        ``num_batches(batch_size, rows=...)`` and ``batches(...)`` (see ``train/loop.py``)."""
+        ``num_batches(batch_size, rows=...)`` and ``batches(...)`` (see ``train/loop.py``). A
+        config this domain cannot run is refused here, before anything is written."""
 
     @abc.abstractmethod
     def build_model(self, cfg: Any, data: Any) -> nn.Module:

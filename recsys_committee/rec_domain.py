@@ -4,8 +4,9 @@ Why this file: it is everything the one runner (``train/runner.py``) needs to kn
 recommendation, behind the ``Domain`` contract: read the data, build a registered model from
 the data's cardinalities, BCE as the task loss, AUC / log loss / GAUC over all (gathered)
 predictions with warm and cold users, and the model file (registry name + params + the
-cardinalities, so it rebuilds without the config). ``run_train`` / ``run_distill`` here are the
-runner bound to this domain.
+cardinalities and layout, so it rebuilds without the config, and a run refuses one trained on
+other data: ``models/trained.py``). ``run_train`` / ``run_distill`` here are the runner bound to
+this domain.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from recsys_committee.data.prepared import teacher_outputs  # noqa: F401  (regis
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model
-from recsys_committee.models.trained import RecModelTeacher, load_trained_model  # noqa: F401  (registers the rec_model teacher; re-exported)
+from recsys_committee.models.trained import RecModelTeacher, check_trained_on, load_trained_model  # noqa: F401  (registers the rec_model teacher; re-exported)
 from recsys_committee.models.registry import embedding_parameters
 from recsys_committee.train import runner
 from recsys_committee.errors import ConfigError
@@ -115,6 +116,7 @@ class RecDomain(Domain):
             "params": cfg.model.params,
             "cardinalities": data.cardinalities,
             "num_dense": data.num_dense,
+            "dense_names": list(data.table.dense_names),  # checked against a run's data when loaded with it
             "layout": data.table.layout.as_dict(),
             "state_dict": state,
             "epoch": epoch,

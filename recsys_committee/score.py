@@ -30,7 +30,6 @@ from recsys_committee.metrics import binary_metrics
 def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, history_path: Optional[str] = None, split: Optional[str] = None,
               batch_size: int = 8192) -> dict[str, Any]:
     spec, vocab, mean, std = load_data_facts(model_dir)
-    scorer = _scorer(model_dir)
     if split is not None:
         rows = read_rows(spec)
         table = featurize(spec, rows, vocab)  # the saved vocabularies, not refitted ones
@@ -49,7 +48,7 @@ def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, hist
         index = torch.from_numpy(mask.nonzero()[0])
         scored = given.filter(pl.col("__scored")).drop("__scored")
     dataset = RecDataset(table, index, mean, std)
-    probs = scorer(dataset, batch_size)
+    probs = _scorer(model_dir, table)(dataset, batch_size)
     unseen = {name: int((dataset.scalars[name] == 0).sum()) for name in table.layout.scalar if name in dataset.scalars}
     keep = [c for c in scored.columns if not c.startswith("__")]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,15 +60,17 @@ def run_score(model_dir: Path, out: Path, input_path: Optional[str] = None, hist
     return report
 
 
-def _scorer(model_dir: Path) -> Callable[[RecDataset, int], torch.Tensor]:
-    """Probabilities for a dataset: an export artifact's program, or the model directory's model."""
+def _scorer(model_dir: Path, table: Any) -> Callable[[RecDataset, int], torch.Tensor]:
+    """Probabilities for a dataset: an export artifact's program, or the model directory's model
+    (refused when its file was trained on another layout than ``table``, the rows featurised
+    with the directory's data facts)."""
     from recsys_committee.serve.artifact import is_artifact, load_artifact
 
     if is_artifact(model_dir):
         return load_artifact(model_dir).predict
     from recsys_committee.rec_domain import load_trained_model, predict
 
-    model = load_trained_model(model_file(model_dir)).eval()
+    model = load_trained_model(model_file(model_dir), table).eval()
     return lambda dataset, batch_size: predict(model, dataset, batch_size)
 
 

@@ -3,9 +3,9 @@
 Why safetensors: a teacher file may come from shared storage, and a torch pickle can run any
 code when it is loaded. A model file is one ``.safetensors`` file: the weights (the state dict,
 tensors only) plus, in the file's own metadata under ``diverse_distill``, a JSON object with the
-rest of the payload (format tag, domain, model name, params, cardinalities, epoch, validation
-metric, method). One file keeps a model directory self-contained and makes a save one atomic
-rename: a crash never leaves metadata pointing at missing weights.
+rest of the payload (format tag, domain, model name, params, cardinalities, feature layout,
+dense input names, epoch, validation metric, method). One file keeps a model directory
+self-contained and makes a save one atomic rename: a crash never leaves metadata pointing at missing weights.
 
 Why atomic and validated: a crash or a NaN must never cost the last good model, and a corrupt or
 foreign file must fail with a message naming it, not load half a model or start fresh silently.

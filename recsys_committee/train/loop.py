@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +27,34 @@ from recsys_committee.progress import on_terminal
 from recsys_committee.train.config import OptimConfig, TrainConfig
 from recsys_committee.train.distributed import DistContext
 from recsys_committee.train.input_prefetch import InputDistPrefetch
-from recsys_committee.train.optimizers import Optimizers, make_scheduler
+from recsys_committee.train.optimizers import Optimizers
 
 WARMUP_BATCHES = 10  # batches of an epoch left out of its steady throughput (lazy inits, first reads)
 LossFn = Callable[[Any, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Evaluate = Callable[[nn.Module, str], dict[str, Any]]
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.Generator().manual_seed(seed)
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a run of ``total_steps``:
+    1 for ``constant``; linear warm-up then cosine decay to 0 for ``cosine``."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(dense: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` over ``lr_factor``, positioned at ``start_step``. Why it needs no saved state:
+    the factor is a pure function of the step, so a resumed run (the loop state carries the step)
+    rebuilds the scheduler where it was and lands on exactly the same learning rate; the base
+    rate is reset from the config (``lr``, or a group's ``lr_by_module`` rate), never taken from a
+    restored optimiser."""
+    for group in dense.param_groups:
+        group["initial_lr"] = group.get("base_lr", cfg.lr)
+    return torch.optim.lr_scheduler.LambdaLR(dense, lambda step: lr_factor(step, total_steps, cfg), last_epoch=start_step - 1)
 
 
 def with_next(items: Iterator[Any]) -> Iterator[tuple[Any, Optional[Any]]]:
@@ -155,7 +168,6 @@ def fit(
     loss_fn: LossFn,
     data: Any,
     train_cfg: TrainConfig,
-    optim_cfg: OptimConfig,
     generator: torch.Generator,
     optimizers: Optimizers,
     evaluate: Evaluate,
@@ -187,7 +199,7 @@ def fit(
         n_batches = min(n_batches, train_cfg.max_steps_per_epoch)
     if n_batches == 0:
         raise ValueError("the training split has no full batch")  # the runner checks splits first
-    scheduler = make_scheduler(optimizers.dense, optim_cfg, total_steps=n_batches * train_cfg.epochs, start_step=st.step)
+    scheduler = make_scheduler(optimizers.dense, optimizers.cfg, total_steps=n_batches * train_cfg.epochs, start_step=st.step)
     while st.epoch < train_cfg.epochs:
         trainable.train()
         start = time.perf_counter()

@@ -1,5 +1,5 @@
-"""The run's optimisers, built explicitly: fused sparse (embedding tables) + dense (AdamW), and the
-learning-rate schedule of the dense one.
+"""The run's optimisers, built explicitly: fused sparse (embedding tables) + dense (AdamW) (the
+dense one's learning-rate schedule is the loop's: ``train/loop.py``).
 
 Why two optimisers: embedding tables are updated row-wise as their gradient arrives (a fused
 in-backward optimiser, TorchRec style; under DMP these become FBGEMM's fused kernels), while
@@ -10,9 +10,8 @@ result to the loop, so what trains with what is visible where the run is assembl
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Iterable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -28,11 +27,13 @@ SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "dense")
 class Optimizers:
     """``step``/``zero_grad`` go to ``optimizer`` (under DMP a CombinedOptimizer of the fused
     tables and the dense AdamW, which is what DCP checkpoints); ``dense`` is the AdamW the
-    learning-rate schedule drives; ``fused_sparse`` names the in-backward table optimiser."""
+    learning-rate schedule drives; ``fused_sparse`` names the in-backward table optimiser;
+    ``cfg`` is what they were built from (the loop's learning-rate schedule reads it)."""
 
     optimizer: torch.optim.Optimizer
     dense: torch.optim.Optimizer
     fused_sparse: Optional[str] = None
+    cfg: OptimConfig = field(default_factory=OptimConfig)
 
 
 def _sparse_optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -89,27 +90,22 @@ def build_optimizers(trainable: list[nn.Parameter], sparse: list[nn.Parameter], 
     fused = attach_fused_sparse_optimizer(sparse, cfg)
     sparse_ids = {id(p) for p in sparse} if fused else set()
     adam = dense_optimizer([p for p in trainable if id(p) not in sparse_ids], cfg, names)
-    return Optimizers(optimizer=adam, dense=adam, fused_sparse=fused)
+    return Optimizers(optimizer=adam, dense=adam, fused_sparse=fused, cfg=cfg)
 
 
-def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of a run of ``total_steps``:
-    1 for ``constant``; linear warm-up then cosine decay to 0 for ``cosine``."""
-    if cfg.schedule == "constant":
-        return 1.0
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    decay_steps = max(total_steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+def sharded_optimizers(model: nn.Module, trainable: list[nn.Parameter], is_frozen_key: Callable[[str], bool], cfg: OptimConfig) -> Optimizers:
+    """DMP's fused optimisers for the sharded tables + AdamW for the replicated ``trainable``
+    parameters, both keyed by parameter name (what DCP checkpoints and reshards)."""
+    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
-
-def make_scheduler(dense: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """``LambdaLR`` over ``lr_factor``, positioned at ``start_step``. Why it needs no saved state:
-    the factor is a pure function of the step, so a resumed run (the loop state carries the step)
-    rebuilds the scheduler where it was and lands on exactly the same learning rate; the base
-    rate is reset from the config (``lr``, or a group's ``lr_by_module`` rate), never taken from a
-    restored optimiser."""
-    for group in dense.param_groups:
-        group["initial_lr"] = group.get("base_lr", cfg.lr)
-    return torch.optim.lr_scheduler.LambdaLR(dense, lambda step: lr_factor(step, total_steps, cfg), last_epoch=start_step - 1)
+    sharded = tuple(f"{path}." for path in model.plan.plan)  # a rank holds only some table shards
+    ids = {id(p) for p in trainable}
+    dense = {n: p for n, p in model.named_parameters() if id(p) in ids and not n.startswith(sharded)}
+    made: list[torch.optim.Optimizer] = []
+    adam = KeyedOptimizerWrapper(dense, lambda params: made.append(dense_optimizer(params, cfg)) or made[-1])
+    # The frozen teachers' sharded tables get fused optimisers from DMP too; they never receive
+    # a gradient, so leave them out: nothing to step, nothing to checkpoint.
+    fused = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not is_frozen_key(f"{name}.")]
+    combined = CombinedOptimizer([*[(f"fused.{n}", o) for n, o in fused], ("dense", adam)])
+    combined.lazy_part = adam  # AdamW creates its state at the first step: see dist_checkpoint.load_into
+    return Optimizers(optimizer=combined, dense=made[-1], fused_sparse=cfg.embedding_optimizer if fused else None, cfg=cfg)

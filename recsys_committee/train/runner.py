@@ -13,9 +13,11 @@ imports TorchRec or a dataset.
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +31,7 @@ from recsys_committee.train.config import RunConfig, dump_config, from_dict
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
 from recsys_committee.train.input_prefetch import InputDistPrefetch
 from recsys_committee.files import write_json
-from recsys_committee.train.loop import FitResult, fit, seed_everything
+from recsys_committee.train.loop import FitResult, fit
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.train.out_dir import check_out, clear_run
 from recsys_committee.train.plots import plot_learning_curve
@@ -40,10 +42,19 @@ class EmptySplitError(UserError):
 
 
 # ----------------------------------------------------------------------------------- start / finish
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed Python, NumPy and torch; the generator the loop shuffles with."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
 def begin_run(domain: Domain, cfg: RunConfig, out: Path, launch: Optional[Launch], overwrite: bool = False) -> Launch:
-    """Check the config against the domain, and (rank 0) that OUT is empty or ``overwrite``
-    was given. Writes nothing: see ``inputs_validated``."""
-    domain.check_config(cfg)
+    """(rank 0) OUT is empty or ``overwrite`` was given. Writes nothing: see ``inputs_validated``.
+    (A domain refuses a config it cannot run in its ``load_data``, before anything is written.)"""
     launch = launch or Launch()
     if launch.ctx.is_main and not launch.out_prepared:
         check_out(out, overwrite)
@@ -237,7 +248,7 @@ def _fit(
 
     try:
         result = fit(
-            forward, predictor, make_loss(forward), data, cfg.train, cfg.optim, generator, optimizers,
+            forward, predictor, make_loss(forward), data, cfg.train, generator, optimizers,
             evaluate=lambda model, split: domain.evaluate(model, data, split, cfg, ctx), metric=domain.metric,
             on_best=save_best, description=description, ctx=ctx, checkpointer=checkpointer, on_step=launch.on_step,
             prefetch=prefetch,

@@ -19,7 +19,7 @@ from recsys_committee.train.checkpoint import save_checkpoint
 from recsys_committee.train.config import RunConfig
 from recsys_committee.train.dist_checkpoint import DistCheckpointer
 from recsys_committee.train.distributed import DistContext, Launch, shard_model
-from recsys_committee.train.optimizers import Optimizers, attach_fused_sparse_optimizer, dense_optimizer
+from recsys_committee.train.optimizers import Optimizers, attach_fused_sparse_optimizer, sharded_optimizers
 
 
 @dataclass
@@ -27,24 +27,6 @@ class ShardedSetup:
     model: nn.Module  # the DMP-wrapped module (call it for the training loss)
     optimizers: Optimizers
     checkpointer: DistCheckpointer
-
-
-def sharded_optimizers(model: nn.Module, trainable: list[nn.Parameter], is_frozen_key: Callable[[str], bool], cfg: RunConfig) -> Optimizers:
-    """DMP's fused optimisers for the sharded tables + AdamW for the replicated ``trainable``
-    parameters, both keyed by parameter name (what DCP checkpoints and reshards)."""
-    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-
-    sharded = tuple(f"{path}." for path in model.plan.plan)  # a rank holds only some table shards
-    ids = {id(p) for p in trainable}
-    dense = {n: p for n, p in model.named_parameters() if id(p) in ids and not n.startswith(sharded)}
-    made: list[torch.optim.Optimizer] = []
-    adam = KeyedOptimizerWrapper(dense, lambda params: made.append(dense_optimizer(params, cfg.optim)) or made[-1])
-    # The frozen teachers' sharded tables get fused optimisers from DMP too; they never receive
-    # a gradient, so leave them out: nothing to step, nothing to checkpoint.
-    fused = [(name, opt) for name, opt in model.fused_optimizer.optimizers if not is_frozen_key(f"{name}.")]
-    combined = CombinedOptimizer([*[(f"fused.{n}", o) for n, o in fused], ("dense", adam)])
-    combined.lazy_part = adam  # AdamW creates its state at the first step: see dist_checkpoint.load_into
-    return Optimizers(optimizer=combined, dense=made[-1], fused_sparse=cfg.optim.embedding_optimizer if fused else None)
 
 
 def setup_sharded(
@@ -57,7 +39,7 @@ def setup_sharded(
     attach_fused_sparse_optimizer(sparse, cfg.optim)  # before DMP: it fuses them into FBGEMM kernels
     ctx = launch.ctx
     model = shard_model(module, ctx, cfg.dist.sharding_type)
-    optimizers = sharded_optimizers(model, trainable, is_frozen_key, cfg)
+    optimizers = sharded_optimizers(model, trainable, is_frozen_key, cfg.optim)
     checkpointer = DistCheckpointer(
         out / "checkpoints", model, predictor, optimizers.optimizer, ctx, every=cfg.train.checkpoint_every, restore_from=launch.restore_from,
         report=launch.report, is_frozen_key=is_frozen_key,

@@ -8,7 +8,8 @@ import torch
 from recsys_committee.cli import main as cli_main
 from recsys_committee.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from recsys_committee.train.config import load_config
-from recsys_committee.train.loop import NonFiniteLossError, fit, preemptions, seed_everything, with_next
+from recsys_committee.train.loop import NonFiniteLossError, fit, preemptions, with_next
+from recsys_committee.train.runner import seed_everything
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.rec_domain import REC, load_trained_model, run_train
 
@@ -20,7 +21,7 @@ def fit_plain(model, loss_fn, data, cfg, gen, **kwargs):
     """The loop as the runner drives it: explicit optimisers, the domain's evaluation."""
     optimizers = build_optimizers(list(model.parameters()), REC.sparse_parameters(model), cfg.optim)
     evaluate = lambda m, split: REC.evaluate(m, data, split, cfg, None)  # noqa: E731
-    return fit(model, model, loss_fn, data, cfg.train, cfg.optim, gen, optimizers, evaluate, **kwargs), optimizers
+    return fit(model, model, loss_fn, data, cfg.train, gen, optimizers, evaluate, **kwargs), optimizers
 
 
 def test_short_real_run_learns_and_writes_contract(ml_slice, tmp_path):
@@ -107,7 +108,7 @@ def test_cli_unknown_model_name(tmp_path, capsys, real_data_dir):
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     from recsys_committee.train.config import OptimConfig
-    from recsys_committee.train.optimizers import lr_factor
+    from recsys_committee.train.loop import lr_factor
 
     cfg = OptimConfig(schedule="cosine", warmup_steps=4)
     factors = [lr_factor(step, 20, cfg) for step in range(20)]
@@ -136,7 +137,7 @@ def test_loop_applies_the_schedule_to_the_dense_optimizer(ml_slice, tmp_path):
         seen.append(optimizers.dense.param_groups[0]["lr"])
         return torch.nn.functional.binary_cross_entropy_with_logits(model(batch).logits, batch.labels), {}
 
-    fit(model, model, loss_fn, ml_slice, cfg.train, cfg.optim, gen, optimizers, lambda m, split: REC.evaluate(m, ml_slice, split, cfg, None))
+    fit(model, model, loss_fn, ml_slice, cfg.train, gen, optimizers, lambda m, split: REC.evaluate(m, ml_slice, split, cfg, None))
     assert len(seen) == 10 and seen[0] == pytest.approx(cfg.optim.lr) and seen[-1] < 0.05 * cfg.optim.lr
     assert all(a >= b for a, b in zip(seen, seen[1:]))  # torch's LambdaLR drives it: decays every step
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from recsys_committee.train.config import ConfigError, OptimConfig
-from recsys_committee.train.optimizers import build_optimizers, make_scheduler
+from recsys_committee.train.loop import make_scheduler
+from recsys_committee.train.optimizers import build_optimizers
 
 
 def _model() -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from recsys_committee.data.features.loading import RecData, load_spec_data
 
 
-MOVIELENS_SPEC = Path(__file__).resolve().parents[2] / "configs" / "data" / "ml-100k.yaml"
+MOVIELENS_SPEC = Path(__file__).resolve().parents[3] / "configs" / "data" / "ml-100k.yaml"
 SPEC_ROOT, SPEC_NAME = "data/ml-100k", "ml-100k"
 
 

@@ -47,7 +47,7 @@ class ShardInference:
         from recsys_committee.models.trained import RecModelTeacher, load_trained_model
 
         self.data = open_prepared(dataset)
-        self.teacher = RecModelTeacher(load_trained_model(checkpoint).eval(), name="cache", tap=tap)
+        self.teacher = RecModelTeacher(load_trained_model(checkpoint, self.data, who="teacher file").eval(), name="cache", tap=tap)
         self.out, self.batch_size, self.dtype = Path(out), batch_size, np.float16 if dtype == "float16" else np.float32
 
     @torch.no_grad()
@@ -94,6 +94,10 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
     index_path = out / INDEX
     if index_path.is_file() and json.loads(index_path.read_text())["key"] != key:
         raise DataValidationError(f"{out}: a cache of another dataset / teacher / tap; choose another folder")
+    from recsys_committee.data.prepared.stream import open_prepared
+    from recsys_committee.models.trained import load_trained_model
+
+    load_trained_model(checkpoint, open_prepared(dataset), who="teacher file")  # a teacher of other data: one line here, not in every actor
     out.mkdir(parents=True, exist_ok=True)
     write_json(index_path, {"format": FORMAT, "key": key, "complete": False})
     manifest = json.loads((dataset / "manifest.json").read_text())
