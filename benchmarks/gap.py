@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from provenance import provenance  # noqa: E402
 from report import mean_std, paired_bootstrap, plot_val_curves, reusable_metrics  # noqa: E402
 
 from recsys_committee.metrics.binary import auc  # noqa: E402
@@ -244,6 +245,7 @@ def main() -> int:
         vision = vision_main(args)
         path = Path(args.results) / "gap.json"
         payload = json.loads(path.read_text()) if path.exists() else {}
+        vision["provenance"] = provenance(sorted(m.parent for m in Path(args.out).rglob("metrics.json")))
         payload["vision"] = vision
         path.write_text(json.dumps(payload, indent=2))
         print(json.dumps({m: {k: e[k] for k in ("test_mean", "test_std", "gap_vs_best_teacher", "gap_vs_lm") if k in e} for m, e in vision["methods"].items()}, indent=1))
@@ -294,6 +296,7 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
     path = results / "gap.json"
     payload = json.loads(path.read_text()) if path.exists() else {}
+    rec["provenance"] = provenance(sorted(m.parent for m in Path(args.out).rglob("metrics.json")))
     payload["rec"] = rec
     path.write_text(json.dumps(payload, indent=2))
     table = markdown(rec)

@@ -20,6 +20,13 @@ import torch
 _NOT_RESULT_KEYS = {"train.progress"}
 
 
+# ``data`` keys a run config used to fill with MovieLens' values; they are unset now (each domain
+# fills its own default), so a run that stored these values read the same data as one that left
+# them unset.
+_IMPLICIT_DATA_DEFAULTS = {"data.dataset": "movielens", "data.root": "data/ml-100k", "data.name": "ml-100k",
+                           "data.history_len": 20, "data.long_history_len": 50, "data.fractions": [0.8, 0.1, 0.1]}
+
+
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested config dicts. A key the stored config
     lacks is an option added after that run: it differs only if ``wanted`` is not its default."""
@@ -32,6 +39,8 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults:
             out += config_differences(a, b, d if isinstance(d, dict) else {}, name + ".")
         elif key not in stored and key in defaults and b == d:
             continue
+        elif b is None and name in _IMPLICIT_DATA_DEFAULTS and a == _IMPLICIT_DATA_DEFAULTS[name]:
+            continue  # the run dumped the old explicit default; unset now means the same source
         elif a != b and name not in _NOT_RESULT_KEYS:
             out.append(f"{name}: {a!r} (stored) vs {b!r} (this command)")
     return out

@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+from provenance import provenance
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,6 +40,7 @@ def main() -> int:
               "experts": {n: {"val": e["val"]["auc"], "test": e["test"]["auc"], "params": e["params"]} for n, e in experts.items()},
               "best_expert": best, "methods": stats, "command": "bash benchmarks/second_spec.sh && python benchmarks/second_spec_report.py"}
     Path(args.results).mkdir(parents=True, exist_ok=True)
+    result["provenance"] = provenance(sorted(m.parent for m in out.rglob("metrics.json")))
     (Path(args.results) / "gap_second_spec.json").write_text(json.dumps(result, indent=2))
     print(f"experts (test AUC): " + ", ".join(f"{n} {e['test']['auc']:.4f} (val {e['val']['auc']:.4f})" for n, e in experts.items()) + f"; best on validation: {best}")
     for m, s in stats.items():

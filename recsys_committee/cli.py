@@ -26,7 +26,20 @@ def _load(args: argparse.Namespace):
         flags.append("dist.use_gpu=true")
     if getattr(args, "storage_path", None) is not None:
         flags.append(f"dist.storage_path={Path(args.storage_path).resolve()}")
+    if getattr(args, "teachers", None) is not None:
+        flags.append(f"teachers={json.dumps(_teachers_file(args.teachers))}")
     return load_config(args.config, list(args.overrides) + flags)
+
+
+def _teachers_file(path: str) -> list:
+    """The ``teachers:`` list of a YAML file (``configs/rec/teachers/*.yaml``): the committee a
+    distillation runs, in place of its config's."""
+    from recsys_committee.train.config import ConfigError, load_yaml
+
+    teachers = load_yaml(path).get("teachers")
+    if not isinstance(teachers, list) or not teachers:
+        raise ConfigError(f"--teachers {path}: the file needs a non-empty 'teachers:' list")
+    return teachers
 
 
 def _run(command: str, args: argparse.Namespace) -> dict:
@@ -137,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--config", required=True)
     distill.add_argument("--data", help="a data spec YAML (default: configs/data/ml-100k.yaml) or a prepared dataset folder (streamed); replaces the config's data block")
     distill.add_argument("--out", required=True)
+    distill.add_argument("--teachers", help="a YAML file whose 'teachers:' list replaces the config's "
+                         "(e.g. configs/rec/teachers/experts_lm.yaml: the LM teacher with both experts)")
     distill.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     _overwrite_flag(distill)
     _cluster_flags(distill)

@@ -88,11 +88,24 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def code_commit() -> Optional[str]:
+    """The git commit of the code this run used (results name what measured them); None when the
+    package is not a git checkout (an installed wheel)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
 def finish_run(metrics: dict[str, Any], result: FitResult, sharded_model: Optional[nn.Module], out: Path, ctx: DistContext, title: str) -> dict[str, Any]:
     """Add the sharding facts, then rank 0 writes metrics.json and the learning curve."""
     if sharded_model is not None:
         metrics["sharding_plan"] = describe_plan(sharded_model)
         metrics["resumed_from_step"] = result.resumed_from_step
+    metrics["commit"] = code_commit()
     metrics["peak_rss_gib_per_rank"] = [v / 2**20 for v in ctx.all_gather_cat(torch.tensor([peak_rss_kib()], dtype=torch.long)).tolist()]
     if ctx.is_main:
         write_json(out / "metrics.json", metrics)
