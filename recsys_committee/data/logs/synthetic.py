@@ -18,6 +18,8 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
+from recsys_committee.files import atomic_path
+
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 OCCUPATIONS = ["administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive",
@@ -104,17 +106,16 @@ def write_synthetic(root: str | Path, spec: SyntheticSpec, name: str = "ml-synth
     user_table(spec, rng).write_parquet(root / f"{name}.user.parquet")
     item_table(spec, rng).write_parquet(root / f"{name}.item.parquet")
     target = root / f"{name}.inter.parquet"
-    partial = target.with_suffix(".partial")
-    writer = None
-    try:
-        for chunk in interaction_chunks(spec):
-            table = chunk.to_arrow()
-            writer = writer or pq.ParquetWriter(partial, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
-    partial.replace(target)
+    with atomic_path(target) as partial:
+        writer = None
+        try:
+            for chunk in interaction_chunks(spec):
+                table = chunk.to_arrow()
+                writer = writer or pq.ParquetWriter(partial, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
     return root
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_committee.committee.teacher import TeacherAdapter, TeacherContext, TeacherOutput, register_teacher
-from recsys_committee.files import file_sha256, write_json
+from recsys_committee.files import atomic_path, file_sha256, write_json
 from recsys_committee.data.logs.schema import DataValidationError
 
 INDEX = "cache.json"
@@ -58,21 +58,20 @@ class ShardInference:
         source = self.data.dataset(split)
         units = [u for u in source.units if u.file == file]
         start = time.perf_counter()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        writer, rows = None, 0
-        for unit in units:
-            batch = source.to_batch(source._read([unit], with_caches=False))
-            parts = [self.teacher.run(batch.subset(torch.arange(i, min(i + self.batch_size, len(batch))))) for i in range(0, len(batch), self.batch_size)]
-            feats = torch.cat([p.features for p in parts]).float().numpy().astype(self.dtype)
-            logits = torch.cat([p.logits for p in parts]).float().numpy()
-            table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)), feats.shape[1]), "logits": pa.array(logits)})
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table, row_group_size=unit.rows)
-            rows += unit.rows
-        if writer is not None:
-            writer.close()
-        tmp.replace(target)
+        rows = 0
+        with atomic_path(target) as tmp:
+            writer = None
+            for unit in units:
+                batch = source.to_batch(source._read([unit], with_caches=False))
+                parts = [self.teacher.run(batch.subset(torch.arange(i, min(i + self.batch_size, len(batch))))) for i in range(0, len(batch), self.batch_size)]
+                feats = torch.cat([p.features for p in parts]).float().numpy().astype(self.dtype)
+                logits = torch.cat([p.logits for p in parts]).float().numpy()
+                table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1)), feats.shape[1]), "logits": pa.array(logits)})
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table, row_group_size=unit.rows)
+                rows += unit.rows
+            if writer is not None:
+                writer.close()
         return {"file": file, "rows": rows, "seconds": time.perf_counter() - start, "sha256": file_sha256(target), "skipped": False}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
