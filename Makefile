@@ -27,11 +27,13 @@ $(DATA_STAMP): $(STAMP) recsys_committee/data/fetch.py
 	$(PY) -m recsys_committee.data.fetch
 	touch $@
 
+# The data is fetched first, so a data-backed test that finds a file missing fails (the fetch or
+# a path broke) instead of skipping: DD_REQUIRE_DATA=1 (tests/needs_data.py).
 test: $(DATA_STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	DD_REQUIRE_DATA=1 $(PY) -m pytest -m "not slow" -q
 
 test-all: $(DATA_STAMP)
-	$(PY) -m pytest -q
+	DD_REQUIRE_DATA=1 $(PY) -m pytest -q
 
 demo: $(DATA_STAMP)
 	$(PY) -m recsys_committee demo --out runs/demo
