@@ -28,11 +28,13 @@ $(DATA_STAMP): $(STAMP) recsys_committee/fetch.py recsys_committee/data/logs/dow
 	$(PY) -m vision_committee.downloads
 	touch $@
 
+# The data is fetched first, so a data-backed test that finds a file missing fails (the fetch or
+# a path broke) instead of skipping: DD_REQUIRE_DATA=1 (tests/needs_data.py).
 test: $(DATA_STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	DD_REQUIRE_DATA=1 $(PY) -m pytest -m "not slow" -q
 
 test-all: $(DATA_STAMP)
-	$(PY) -m pytest -q
+	DD_REQUIRE_DATA=1 $(PY) -m pytest -q
 
 demo: $(DATA_STAMP)
 	$(PY) -m recsys_committee demo --out runs/demo

@@ -23,7 +23,7 @@ from recsys_committee.data.features.loading import load_spec_data
 from recsys_committee.data.model_input.model_data import save_data_facts
 from recsys_committee.data.logs.movielens import SPEC_NAME, SPEC_ROOT, RecData, movielens_spec
 from recsys_committee.data.logs.spec import DataSpec, load_spec
-from recsys_committee.data.prepared import teacher_outputs  # noqa: F401  (registers the streamed_cache teacher)
+from recsys_committee.data.prepared.teacher_outputs import ShardInference  # noqa: F401  (registers the streamed_cache teacher)
 from recsys_committee.domain import Domain, DOMAINS, register_domain
 from recsys_committee.metrics import binary_metrics
 from recsys_committee.models import build_model

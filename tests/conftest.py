@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny hand-made MovieLens fixture and (when fetched) the real ML-100K."""
+"""Shared fixtures: the tiny hand-made MovieLens fixture and (when fetched) the real ML-100K,
+Fashion-MNIST and the MobileNetV2 ImageNet weights. A fixture of fetched data skips when it is
+absent, and fails under ``make test`` (``DD_REQUIRE_DATA=1``): see ``needs_data``."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from needs_data import require_files
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REAL_DATA = ROOT / "data" / "ml-100k"
+DATA_ROOT = ROOT / "data"
+# the four IDX files torchvision's FashionMNIST reads (download=False)
+FASHION_FILES = ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")
 
 
 @pytest.fixture
@@ -43,9 +50,26 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    if not (REAL_DATA / "ml-100k.inter").exists():
-        pytest.skip("real MovieLens-100K not fetched: run `make data` (make test does it)")
+    """The fetched MovieLens-100K (the three files configs/data/ml-100k.yaml reads)."""
+    require_files("real MovieLens-100K", *(REAL_DATA / f"ml-100k.{ext}" for ext in ("inter", "user", "item")))
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def fashion_root() -> Path:
+    """The data folder holding the fetched Fashion-MNIST (FashionMNIST/raw/*-ubyte)."""
+    raw = DATA_ROOT / "FashionMNIST" / "raw"
+    require_files("Fashion-MNIST", *(raw / f"{name}-ubyte" for name in FASHION_FILES))
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> Path:
+    """The packaged MobileNetV2 ImageNet weights (the foundation model starts from them)."""
+    from vision_committee.models import MOBILENET_WEIGHTS
+
+    require_files("MobileNetV2 ImageNet weights", ROOT / MOBILENET_WEIGHTS)
+    return ROOT / MOBILENET_WEIGHTS
 
 
 @pytest.fixture(scope="session")

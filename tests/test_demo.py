@@ -26,11 +26,8 @@ def test_recommendation_demo_shows_distillation_working(tmp_path: Path, real_dat
 
 
 @pytest.mark.slow
-def test_vision_demo_shows_distillation_working(tmp_path: Path) -> None:
+def test_vision_demo_shows_distillation_working(tmp_path: Path, fashion_root, imagenet_weights) -> None:
     from vision_committee.demo import run_vision_demo
-
-    if not (Path(__file__).resolve().parents[1] / "data" / "FashionMNIST" / "raw").is_dir():
-        pytest.skip("Fashion-MNIST not fetched: run `make data`")
 
     rows = _by_name(run_vision_demo(tmp_path / "vision", overrides=["train.progress=false"]))
     top1 = {name: r["top1"] for name, r in rows.items()}

@@ -29,12 +29,46 @@ def test_mean_std_of_one_value_has_zero_spread() -> None:
     assert mean_std([0.5]) == [0.5, 0.0]
 
 
-def test_plots_are_written(tmp_path: Path) -> None:
-    results = {"no_kd": {"gap_vs": {"t": [0.0, 0.0]}}, "diverse_distill": {"gap_vs": {"t": [40.0, 5.0]}}}
+def test_plots_are_written(tmp_path: Path, monkeypatch) -> None:
+    """What each figure draws, read back from the figure saved: the gap bars (no_kd, the anchor,
+    left out) with their spreads, and the mean validation curve over the seeds that reached each epoch."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.figure import Figure
+
+    saved: dict[str, Figure] = {}
+    savefig = Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    results = {"no_kd": {"gap_vs": {"t": [0.0, 0.0]}}, "diverse_distill": {"gap_vs": {"t": [40.0, 5.0]}},
+               "camkd": {"gap_vs": {"t": [-12.5, 3.0], "other": [99.0, 1.0]}}}
     plot_gap(results, tmp_path / "gap.png", "t", "title")
-    histories = {"no_kd": [[{"val_top1": 0.8}, {"val_top1": 0.82}], [{"val_top1": 0.81}]]}
-    plot_val_curves(histories, "val_top1", tmp_path / "curves.png", "title")
-    assert (tmp_path / "gap.png").stat().st_size > 1000 and (tmp_path / "curves.png").stat().st_size > 1000
+    histories = {"no_kd": [[{"val_top1": 0.8}, {"val_top1": 0.82}], [{"val_top1": 0.81}]],
+                 "diverse_distill": [[{"val_top1": 0.7}, {"val_top1": 0.9}, {"val_top1": 0.6}], [{"val_top1": 0.5}, {"val_top1": 0.7}]]}
+    plot_val_curves(histories, "val_top1", tmp_path / "curves.png", "curves title")
+    for name in ("gap.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    (ax,) = saved["gap.png"].axes
+    assert [p.get_height() for p in ax.patches] == [40.0, -12.5]  # the reference's gap, in results order
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["diverse_distill", "camkd"]
+    assert [p.get_facecolor()[:3] for p in ax.patches] == [to_rgb("tab:red"), to_rgb("tab:gray")]  # the method stands out
+    (errorbar,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = errorbar.lines[2]  # the vertical error segments: the gap +- its spread
+    assert [sorted(seg[:, 1].tolist()) for seg in segments.get_segments()] == [[35.0, 45.0], [-15.5, -9.5]]
+    assert ax.get_ylabel() == "gap recovered vs t (%)" and ax.get_title() == "title"
+
+    (ax,) = saved["curves.png"].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert sorted(lines) == ["diverse_distill", "no_kd"]
+    assert lines["no_kd"].get_xdata().tolist() == [0, 1]
+    assert lines["no_kd"].get_ydata() == pytest.approx([0.805, 0.82])  # epoch 1: only the seed that reached it
+    assert lines["diverse_distill"].get_ydata() == pytest.approx([0.6, 0.8, 0.6])
+    assert ax.get_ylabel() == "val top1" and ax.get_title() == "curves title"
 
 
 def _top1(pred: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> float:

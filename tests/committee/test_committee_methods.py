@@ -17,6 +17,19 @@ EXPECTED_TERMS = {
     "diverse_distill": ["task", "kd", "answer", "align", "gate"],
 }
 
+# which of the toy student's parts (inp -> body -> h -> head) each term's gradient must reach
+STUDENT_PARTS = ("inp", "body", "head")
+TERM_REACHES = {
+    "task": STUDENT_PARTS,
+    "kd": STUDENT_PARTS,  # the student's logits
+    "avg_kd": STUDENT_PARTS,
+    "camkd": STUDENT_PARTS,
+    "feature_kd": ("inp", "body"),  # a projection of h: the head is not on its path
+    "answer": STUDENT_PARTS,  # L_task(H(answer)): the question reads h, H is the student's head
+    "align": ("inp", "body"),  # h towards the (detached) answer
+    "gate": (),  # the gate reads sg(h0): its loss trains the gate alone
+}
+
 
 def test_all_methods_are_registered():
     assert set(list_methods()) == set(EXPECTED_TERMS)
@@ -36,8 +49,22 @@ def test_method_step(method, n_classes):
     assert all(t.dim() == 0 and math.isfinite(float(t.detach())) for t in out.terms.values())
     expected = sum(committee.weights[n] * t for n, t in out.terms.items())
     torch.testing.assert_close(out.loss, expected)
+    # each term reaches exactly the student parameters it must train: a detached KD target,
+    # a term cut off from the student (or the gate's loss leaking into it) fails here
+    student_params = dict(student.named_parameters())
+    for name, term in out.terms.items():
+        grads = torch.autograd.grad(term, list(student_params.values()), retain_graph=True, allow_unused=True)
+        moved = {n for (n, p), g in zip(student_params.items(), grads) if g is not None and bool(g.abs().sum() > 0)}
+        assert all(g is None or bool(torch.isfinite(g).all()) for g in grads), name
+        assert moved == {n for n in student_params if n.split(".")[0] in TERM_REACHES[name]}, (name, sorted(moved))
     out.loss.backward()
-    assert all(p.grad is not None for p in student.parameters())
+    # the summed loss trains every trainable parameter (student, QA module, gate, projectors) with
+    # finite, non-zero gradients; the frozen teachers get none
+    trainable = dict(committee.named_trainable_parameters())
+    assert set(student_params) <= {n.removeprefix("student.") for n in trainable}
+    for n, p in trainable.items():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and bool(p.grad.abs().sum() > 0), n
+    assert all(p.grad is None for t in teachers for p in t.parameters())
 
 
 def test_weight_zero_turns_a_loss_off_but_gate_keeps_its_target():

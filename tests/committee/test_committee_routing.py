@@ -1,6 +1,9 @@
 """Routing: routed execution equals dense execution on the pairs that ran; exact counters;
 warm-up is dense; always_on teachers always run; eval routing is deterministic."""
 
+import math
+
+import pytest
 import torch
 
 from committee_toys import MLPTeacher, TransformerTeacher, make_batch
@@ -238,9 +241,47 @@ def test_sampled_gate_keeps_pairs_by_its_probabilities_under_the_budget(student,
     assert abs(decision.active.float().mean().item() - 0.7) < 0.01
     # unbiased: the mean weight of each teacher is the dense 1/K
     torch.testing.assert_close(decision.weights.mean(0), torch.full((3,), 1 / 3), atol=0.02, rtol=0)
-    assert decision.logits is not None and gate.loss(decision, torch.rand(30_000, 3)) is not None
+    assert torch.equal(decision.logits, torch.tensor([[2.0, 0.0, 0.0]]).expand(30_000, 3))  # G(h0) with the head set above
+    torch.testing.assert_close(decision.probs, g.expand(30_000, 3))
+    _check_sampled_gate_loss(gate, h0[:3])
     gate.eval()
     assert bool(gate(h0[:5], step=50).active.all())
+
+
+def _check_sampled_gate_loss(gate, h0: torch.Tensor) -> None:
+    """The learned budget gate trains as the importance gate does: CE(p*, g over the teachers that
+    ran) + beta * load balance, checked against the formula written out with floats, value and
+    gradient on the gate's output bias (tau_g = tau_t = 1, beta = 0.01, K = 3, logits [2, 0, 0])."""
+    from recsys_committee.committee.gate import GateDecision
+
+    logits = gate.net(h0)  # [2, 0, 0] on every row, with grad to the gate
+    ran = [[True, True, False], [True, True, True], [False, True, False]]
+    losses = [[0.5, 1.5, 9.0], [1.0, 1.0, 2.0], [3.0, 0.2, 0.7]]
+    active = torch.tensor(ran)
+    decision = GateDecision(active=active, weights=active.float() / active.sum(1, keepdim=True), logits=logits,
+                            probs=torch.softmax(logits, -1), selected=active)
+    gate.zero_grad()
+    loss = gate.loss(decision, torch.tensor(losses))
+    loss.backward()
+
+    z, b, k, beta = [2.0, 0.0, 0.0], 3, 3, gate.config.beta
+    assert (gate.config.tau_g, gate.config.tau_t, beta) == (1.0, 1.0, 0.01)
+    expected, grad = 0.0, [0.0] * k
+    for row, row_losses in zip(ran, losses):
+        s = [j for j in range(k) if row[j]]
+        target = {j: math.exp(-row_losses[j]) / sum(math.exp(-row_losses[i]) for i in s) for j in s}
+        q = {j: math.exp(z[j]) / sum(math.exp(z[i]) for i in s) for j in s}
+        expected += -sum(target[j] * math.log(q[j]) for j in s) / b
+        for j in s:
+            grad[j] += (q[j] - target[j]) / b
+    p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]  # every row has the same g
+    f = [sum(row[j] for row in ran) / sum(map(sum, ran)) for j in range(k)]  # share of the selections: 2, 3, 1 of 6
+    balance = k * sum(fj * pj for fj, pj in zip(f, p))
+    expected += beta * balance
+    for j in range(k):  # d balance / d z_j summed over rows: K p_j (f_j - sum f p)
+        grad[j] += beta * k * p[j] * (f[j] - sum(fi * pi for fi, pi in zip(f, p)))
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(gate.net[-1].bias.grad, torch.tensor(grad), rtol=1e-5, atol=1e-7)
 
 
 def _value_gate(skip: float, warmup: int = 0, eps: float = 0.0, always_on=(False, False, False)):

@@ -4,6 +4,7 @@ another dataset is refused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def local_ray(monkeypatch):
 
 def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_ray, tmp_path, capsys):
     from recsys_committee.data.prepared.stream import open_prepared
+    from recsys_committee.data.prepared.teacher_outputs import INDEX
     from recsys_committee.rec_domain import RecModelTeacher, load_trained_model
 
     spec = click_log(tmp_path, rows=3000)
@@ -44,7 +46,14 @@ def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_r
     capsys.readouterr()
     assert cli_main(argv) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["rows"] == 3000 and first["examples_per_s"] > 0
+    assert (first["rows"], first["actors"]) == (3000, 2) and first["seconds"] > 0
+    assert first["examples_per_s"] == pytest.approx(3000 / first["seconds"])  # every row computed in this run
+    # one output shard per prepared input shard, with its row count, and the bytes its hash names
+    manifest = json.loads((ds / "manifest.json").read_text())
+    index = json.loads((cache / INDEX).read_text())
+    expected = {sh["file"]: sh["rows"] for split in ("train", "val", "test") for sh in manifest["shards"][split]}
+    assert index["complete"] and {f: info["rows"] for f, info in index["shards"].items()} == expected and sum(expected.values()) == 3000
+    assert all(hashlib.sha256((cache / f).read_bytes()).hexdigest() == info["sha256"] for f, info in index["shards"].items())
 
     # the cached outputs ride with the rows and equal the live teacher's (features stored in fp16)
     data = open_prepared(ds)
@@ -63,7 +72,11 @@ def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_r
     assert cli_main(["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--data", str(ds), "--out", str(tmp_path / "dd"),
                      *QUICK, "model.params.hidden=[32,16]", f"teachers={teachers}", "committee.gate_config.warmup_steps=1"]) == 0
     dd = json.loads((tmp_path / "dd" / "metrics.json").read_text())
-    assert dd["teacher_forwards"]["run"] > 0
+    # exact counts: 4 steps of 128 rows, the one cached teacher on every row of the warm-up step,
+    # then the random gate (exact budget) skips ceil(0.3 * 128) = 39 rows a step
+    f = dd["teacher_forwards"]
+    assert (f["samples"], f["dense"], f["per_teacher"]) == (512, 512, {"dlrm": 128 + 3 * (128 - 39)})
+    assert f["run"] == 395 and list(dd["teacher_params"]) == ["dlrm"]
 
     other = click_log(tmp_path / "other", rows=1500) if (tmp_path / "other").mkdir() is None else None
     assert cli_main(["prepare", "--data", str(other), "--out", str(tmp_path / "ds2")]) == 0

@@ -1,4 +1,5 @@
-"""Fashion-MNIST fixtures: the real fetched set (skipped with a hint when absent) and small slices."""
+"""Fashion-MNIST fixtures: the real fetched set (``fashion_root`` in tests/conftest.py: skipped with
+a hint when absent, failed under DD_REQUIRE_DATA) and small slices."""
 
 from __future__ import annotations
 
@@ -6,16 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA_ROOT = ROOT / "data"
-
-
-@pytest.fixture(scope="session")
-def fashion_root() -> Path:
-    if not (DATA_ROOT / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip("Fashion-MNIST not fetched: run `make data` (make test does it)")
-    return DATA_ROOT
 
 
 @pytest.fixture(scope="session")

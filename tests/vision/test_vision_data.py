@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from vision_committee.data import NUM_CLASSES, VAL_ROWS, VisionDataError, load_fashion_mnist, read_fashion_mnist, standard_transform
+from vision_committee.data import MEAN, NUM_CLASSES, STD, VAL_ROWS, VisionDataError, load_fashion_mnist, read_fashion_mnist, standard_transform
 
 
 def test_official_counts_and_classes(fashion_root: Path) -> None:
@@ -35,7 +36,20 @@ def test_in_memory_normalisation_equals_the_standard_transform(fashion_root: Pat
         image, label = raw[i]  # PIL -> standard_transform, one image at a time
         assert torch.allclose(image, fashion.test.images[i], atol=1e-6)
         assert label == int(fashion.test.labels[i])
-    assert standard_transform() is not None
+    # the transform itself on pixels whose values are written out: ToTensor (/255), then Normalize
+    # with mean 0.2860 and std 0.3530 (test_normalisation_constants_are_the_training_sets)
+    from PIL import Image
+
+    image = standard_transform()(Image.fromarray(np.array([[0, 51, 128, 255]], dtype=np.uint8)))
+    expected = torch.tensor([[[-0.8101983, -0.2436261, 0.6117869, 2.0226629]]])
+    assert image.shape == (1, 1, 4) and torch.allclose(image, expected, atol=1e-6)
+
+
+def test_normalisation_constants_are_the_training_sets(fashion_root: Path) -> None:
+    """MEAN and STD are the official training images' pixel mean and std (after ToTensor), to
+    the 4 decimals they are written with."""
+    pixels = read_fashion_mnist(fashion_root, True).data.double() / 255
+    assert abs(float(pixels.mean()) - MEAN) <= 5e-5 and abs(float(pixels.std()) - STD) <= 5e-5
 
 
 def test_max_rows_slices_train_only(fashion_root: Path) -> None:

@@ -22,11 +22,8 @@ GOLDEN = Path(__file__).with_name("golden_mobilenet.json")
 
 
 @pytest.fixture(scope="module")
-def imagenet_net():
-    path = ROOT / MOBILENET_WEIGHTS
-    if not path.exists():
-        pytest.skip("MobileNetV2 weights not fetched: run `make data`")
-    return load_imagenet_mobilenet_v2(path)
+def imagenet_net(imagenet_weights: Path):
+    return load_imagenet_mobilenet_v2(imagenet_weights)
 
 
 def fixed_input() -> torch.Tensor:
@@ -64,19 +61,19 @@ def test_corrupt_or_foreign_weights_are_named(tmp_path: Path) -> None:
         load_imagenet_mobilenet_v2(tmp_path / "absent.pth")
 
 
-def test_foundation_keeps_pretrained_features_and_takes_28px_images(imagenet_net, synthetic_batch) -> None:
-    model = build_vision_model("mobilenet_v2", image_size=32, weights=str(ROOT / MOBILENET_WEIGHTS))
+def test_foundation_keeps_pretrained_features_and_takes_28px_images(imagenet_net, imagenet_weights: Path, synthetic_batch) -> None:
+    model = build_vision_model("mobilenet_v2", image_size=32, weights=str(imagenet_weights))
     assert torch.equal(model.net.features[0][0].weight, imagenet_net.features[0][0].weight)
     out = model.eval()(synthetic_batch)
     assert out.logits.shape == (8, 10) and out.hidden.shape == (8, 1280)
 
 
-def test_student_is_3_6x_smaller_than_the_foundation_model(synthetic_batch) -> None:
+def test_student_is_3_6x_smaller_than_the_foundation_model(imagenet_weights: Path, synthetic_batch) -> None:
     from recsys_committee.train.config import load_config
 
     cfg = load_config(ROOT / "configs/vision/student.yaml")
     student = build_vision_model(cfg.model.name, **cfg.model.params)
-    ratio = imagenet_mobilenet_v2_params() / count_params(student)
+    ratio = imagenet_mobilenet_v2_params(imagenet_weights) / count_params(student)
     assert 3.55 <= ratio <= 3.65, ratio
     out = student(synthetic_batch)
     assert out.logits.shape == (8, 10) and out.hidden.dim() == 2 and out.h0.dim() == 2
