@@ -96,7 +96,8 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
     from recsys_committee.data.prepared.stream import open_prepared
     from recsys_committee.models.trained import load_trained_model
 
-    load_trained_model(checkpoint, open_prepared(dataset), who="teacher file")  # a teacher of other data: one line here, not in every actor
+    teacher = load_trained_model(checkpoint, open_prepared(dataset), who="teacher file")  # a teacher of other data: one line here, not in every actor
+    teacher_params = sum(p.numel() for p in teacher.parameters())
     out.mkdir(parents=True, exist_ok=True)
     write_json(index_path, {"format": FORMAT, "key": key, "complete": False})
     manifest = json.loads((dataset / "manifest.json").read_text())
@@ -110,7 +111,7 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
         batch_size=1, num_cpus=1, num_gpus=gpus, compute=ActorPoolStrategy(min_size=actors, max_size=actors)).take_all()
     seconds = time.perf_counter() - start
     computed = [r for r in records if not r["skipped"]]
-    index = {"format": FORMAT, "key": key, "complete": True, "actors": actors, "dtype": dtype,
+    index = {"format": FORMAT, "key": key, "complete": True, "actors": actors, "dtype": dtype, "teacher_params": teacher_params,
              "shards": {r["file"]: {"rows": int(r["rows"]), "sha256": r["sha256"]} for r in records},
              "rows": int(sum(r["rows"] for r in records)), "seconds": seconds,
              "examples_per_s": sum(r["rows"] for r in computed) / seconds if computed else None}
@@ -136,10 +137,12 @@ def open_streamed_cache(root: str | Path, dataset_manifest: dict[str, Any], veri
 
 
 class StreamedCacheTeacher(TeacherAdapter):
-    """Serves a teacher's cached outputs from the batch itself (``batch.extras``)."""
+    """Serves a teacher's cached outputs from the batch itself (``batch.extras``).
+    ``teacher_params``: the cached model's parameter count (its ``model`` here has none)."""
 
-    def __init__(self, name: str, always_on: bool = False):
+    def __init__(self, name: str, always_on: bool = False, teacher_params: Optional[int] = None):
         super().__init__(torch.nn.Module(), name=name, tap=None, always_on=always_on)
+        self.teacher_params = teacher_params
 
     def forward_model(self, batch: Any) -> Optional[torch.Tensor]:  # not used: run() is overridden
         return None
@@ -159,6 +162,6 @@ def streamed_cache_teacher(*, name: str, cache: str, always_on: bool = False, co
     data = context.data
     if data is None or not hasattr(data, "attach_cache"):
         raise DataValidationError(f"teacher '{name}' (kind streamed_cache) needs a prepared dataset (--data DATASET_DIR)")
-    open_streamed_cache(cache, data.manifest)
+    index = open_streamed_cache(cache, data.manifest)
     data.attach_cache(name, Path(cache))
-    return StreamedCacheTeacher(name, always_on=always_on)
+    return StreamedCacheTeacher(name, always_on=always_on, teacher_params=index.get("teacher_params"))
