@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit(root: Path = ROOT) -> tuple[str | None, bool]:
-    """(HEAD's sha, whether tracked files differ from it); (None, False) outside a git checkout."""
+    """(HEAD's sha, whether tracked files other than results differ from it); (None, False)
+    outside a git checkout. Results files are left out: a benchmark rewrites them as it runs."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip())
-        return sha, dirty
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
+                                cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha, bool(status)
     except (OSError, subprocess.CalledProcessError):
         return None, False
 

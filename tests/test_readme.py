@@ -99,7 +99,7 @@ def test_benchmark_commands_in_readme_use_existing_flags():
 
 def test_readme_data_spec_snippet_is_the_shipped_file():
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"\n\n((?:    \S.*\n)+)\nIt is `(configs/data/[^`]+)`", text)
+    block = re.search(r"\n\n((?:    .*\S.*\n)+)\nIt is `(configs/data/[^`]+)`", text)
     assert block is not None, "the spec snippet must be followed by 'It is `configs/data/...`'"
     snippet = yaml.safe_load("\n".join(line[4:] for line in block.group(1).splitlines()))
     assert snippet == yaml.safe_load((ROOT / block.group(2)).read_text())
