@@ -239,7 +239,7 @@ def build_cache(
 ) -> TeacherCache:
     """Compute ``compute(rows)`` for rows 0..n_rows-1 and store it, shard by shard.
 
-    ``shard_runner`` computes shards elsewhere (e.g. Ray Data actors, ``lm_cache_actors``):
+    ``shard_runner`` computes shards elsewhere (e.g. Ray Data actors, ``lm_cache_command.LMShardActor``):
     given the missing (shard, start, stop) ranges it yields (shard, outputs) as each finishes, in
     any order; every finished shard is stored and indexed at once, so an interrupted parallel
     build resumes like a serial one.

@@ -30,7 +30,7 @@ from recsys_committee.models.lm.encoder import (
 )
 from recsys_committee.models.lm.text import TextOptions, render_texts
 from recsys_committee.models.lm.templates import render_template_texts, spec_texts
-from transformers.masking_utils import create_bidirectional_mask  # noqa: E402 - after lm_encoder set HF_HUB_OFFLINE
+from transformers.masking_utils import create_bidirectional_mask  # noqa: E402 - after models/lm/encoder set HF_HUB_OFFLINE
 
 FINETUNE_MODES = ("head", "top_k", "full")
 AUTOCAST = {None: None, "bf16": torch.bfloat16}  # the precision the trained layers run in

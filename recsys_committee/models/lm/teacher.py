@@ -24,9 +24,9 @@ keyword arguments that the runner passes, never the YAML.
 This module holds only the registrations (the ``lm_teacher`` model and the two teacher kinds).
 The pieces live beside it, one job each, because each is used on its own (the cache command
 needs the model and the cache key but no teacher; a committee needs the adapters but not the
-model builder): ``lm_encoder`` (loading, tokens, pooling), ``lm_model`` (the model),
-``lm_cache`` (the cache key and compute), ``lm_checkpoint`` (trained weights and their text
-options), ``lm_adapters`` and ``lm_reenter`` (the committee side).
+model builder): ``encoder`` (loading, tokens, pooling), ``model`` (the model), ``cache`` (the
+cache key and compute), ``checkpoint`` (trained weights and their text options), ``adapters``
+and ``reenter`` (the committee side), all in ``models/lm/``.
 """
 
 from __future__ import annotations
