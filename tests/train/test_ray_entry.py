@@ -19,7 +19,9 @@ from recsys_committee.metrics.binary import auc
 from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
+# the job's environment: the shared local Ray's (tests/conftest.py RAY_TEST_ENV), written out for the CLI
+LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1",
+                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 SMALL = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=8", "train.epochs=2", "data.max_rows=20000"]
 
 
@@ -30,17 +32,6 @@ def teacher_dir(ml_slice, tmp_path_factory):
         cfg = load_config(ROOT / f"configs/rec/{name}.yaml", SMALL[:4] + ["train.epochs=1", params])
         run_train(cfg, out / name, data=ml_slice)
     return out
-
-
-@pytest.fixture
-def local_ray(monkeypatch):
-    ray = pytest.importorskip("ray")
-    for k, v in LOOPBACK_ENV.items():
-        monkeypatch.setenv(k, v)
-    # the dashboard serves the State API Ray Train's placement-group cleaner polls (else it warns every second)
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
-    yield ray
-    ray.shutdown()
 
 
 def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_dir, tmp_path):
