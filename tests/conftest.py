@@ -85,3 +85,42 @@ def ml_slice(real_data_dir: Path):
     from recsys_committee.data.logs.movielens import load_movielens
 
     return load_movielens(real_data_dir, max_rows=20_000)
+
+
+# ----------------------------------------------------------------------------- one local Ray
+# Settings every local Ray test runs under: gloo and Ray on loopback, one thread per worker, quiet
+# FBGEMM, no Hugging Face downloads; and Ray Train's cloud-only extras off (the node-preemption
+# watcher actor, the metrics push): each is one more process to start per worker group on a small
+# machine, and no test asks for either.
+RAY_TEST_ENV = {
+    "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance on 127.0.0.1 for every test that asks for it (started once: a Ray
+    start costs seconds of CPU, and its first Ray Train run also starts the cluster-wide helper
+    actors later runs reuse). The tests using it run last (``pytest_collection_modifyitems``), so
+    it is started once, and no other test runs beside its idle processes. The dashboard stays on:
+    Ray Train's placement-group cleaner polls the State API it serves."""
+    ray = pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in RAY_TEST_ENV.items():
+            mp.setenv(k, v)
+        ray.init(
+            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+            object_store_memory=256 * 1024**2, log_to_driver=False, runtime_env={"env_vars": RAY_TEST_ENV},
+        )
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the shared local Ray go last, in their collected order (see ``local_ray``)."""
+    on_ray = [item for item in items if "local_ray" in getattr(item, "fixturenames", ())]
+    if on_ray:
+        items[:] = [item for item in items if "local_ray" not in getattr(item, "fixturenames", ())] + on_ray

@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from recsys_committee.cli import main as cli_main
@@ -17,18 +16,6 @@ from recsys_committee.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_spec import QUICK, click_log  # noqa: E402
-
-LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
-
-
-@pytest.fixture
-def local_ray(monkeypatch):
-    ray = pytest.importorskip("ray")
-    for k, v in LOOPBACK_ENV.items():
-        monkeypatch.setenv(k, v)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
-    yield ray
-    ray.shutdown()
 
 
 def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_ray, tmp_path, capsys):

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import copy
+import gc
 import shutil
 from pathlib import Path
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
+
+
+def in_sequence(rank: int, world: int, calls: list[tuple]) -> list:
+    """Several checks on one process group, one after the other: ``calls`` are ``(fn, *args)``;
+    returns each call's result, in order. (Spawning the ranks and importing TorchRec in them is
+    most of a small check's time.) Between calls every rank drops the previous call's objects
+    and waits for the others, so no call sees another's sharded modules or collectives."""
+    results = []
+    for fn, *args in calls:
+        results.append(fn(rank, world, *args))
+        gc.collect()
+        torch.distributed.barrier()
+    return results
 
 
 def sharded_vs_plain(rank: int, world: int, data_dir: str, sharding_type: str) -> dict:
@@ -111,7 +126,7 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
     return dst
 
 
-def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_root: str) -> dict:
+def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_root: str, out: str) -> dict:
     """Shard a gated committee, train a few steps, and compare each sharded teacher's outputs
     on a fixed batch before and after (and their parameters' requires_grad)."""
     from recsys_committee.committee import Committee
@@ -135,7 +150,7 @@ def sharded_teachers_stay_frozen(rank: int, world: int, teacher_dir: str, data_r
     ctx = DistContext.from_process_group()
     committee.row_sync = ctx.max_int
     setup = setup_sharded(committee, committee.student, committee.trainable_parameters(), REC.sparse_parameters(committee), committee.is_frozen_key,
-                          cfg, Launch(ctx), Path(f"/tmp/frozen-{world}-{rank}"))
+                          cfg, Launch(ctx), Path(out) / f"rank{rank}")
     probe = data.train.batch(torch.arange(rank * 64, (rank + 1) * 64))
     before = {t.name: t.run(probe).logits.clone() for t in committee.teachers}
     for step in range(4):

@@ -19,19 +19,32 @@ from recsys_committee.train.checkpoint import load_checkpoint
 import dist_workers  # noqa: E402  (tests/train is on sys.path under pytest; spawned ranks inherit it)
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
 SMALL = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=6", "train.epochs=2"]
 
 
-@pytest.mark.parametrize("sharding_type", ["table_wise", "row_wise", "column_wise"])
-def test_sharded_student_matches_unsharded(tiny_dir, sharding_type):
-    results = run_local(dist_workers.sharded_vs_plain, 2, str(tiny_dir), sharding_type)
-    for r in results:
-        assert r["forward_max_diff"] < 1e-5
-        assert r["n_dense_grads"] > 0 and r["dense_grads_equal"]
+SHARDING_TYPES = ["table_wise", "row_wise", "column_wise"]
+
+
+@pytest.fixture(scope="module")
+def sharded_vs_plain(tmp_path_factory):
+    """Every sharding type's check, on one pair of gloo ranks (one spawn instead of three):
+    {sharding type: [rank 0's result, rank 1's]}."""
+    tiny = shutil.copytree(FIXTURES / "ml-tiny", tmp_path_factory.mktemp("sharded") / "ml-tiny")
+    per_rank = run_local(dist_workers.in_sequence, 2, [(dist_workers.sharded_vs_plain, str(tiny), t) for t in SHARDING_TYPES])
+    return {t: [rank[i] for rank in per_rank] for i, t in enumerate(SHARDING_TYPES)}
+
+
+@pytest.mark.parametrize("sharding_type", SHARDING_TYPES)
+def test_sharded_student_matches_unsharded(sharded_vs_plain, sharding_type):
+    for rank, r in enumerate(sharded_vs_plain[sharding_type]):
+        where = f"{sharding_type}, rank {rank}"
+        assert r["forward_max_diff"] < 1e-5, where
+        assert r["n_dense_grads"] > 0 and r["dense_grads_equal"], where
         # the fused table update equals plain SGD on the global-mean loss's gradient
-        assert r["after_update_max_diff"][1] < 1e-5
+        assert r["after_update_max_diff"][1] < 1e-5, where
         types = {ps.sharding_type for module_plan in r["plan"].values() for ps in module_plan.values()}
-        assert types == {sharding_type}
+        assert types == {sharding_type}, where
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +103,10 @@ def test_input_distribution_issued_ahead_changes_no_number(real_data_dir, tmp_pa
     input distributed during the step before (as TorchRec's TrainPipelineSparseDist orders it), and
     the trained student is, bit for bit, the one trained with the inline input distribution."""
     overrides = SMALL + [f"data.root={real_data_dir}", "data.max_rows=20000", "model.params.hidden=[64,32]"]
-    ahead = run_local(dist_workers.train_run, 2, overrides, str(tmp_path / "ahead"))
-    inline = run_local(dist_workers.train_run, 2, overrides + ["train.overlap_input_dist=false"], str(tmp_path / "inline"))
+    # both runs on one pair of gloo ranks, one after the other (each builds its own model, data and optimisers)
+    per_rank = run_local(dist_workers.in_sequence, 2, [(dist_workers.train_run, overrides, str(tmp_path / "ahead")),
+                                                       (dist_workers.train_run, overrides + ["train.overlap_input_dist=false"], str(tmp_path / "inline"))])
+    ahead, inline = [r[0] for r in per_rank], [r[1] for r in per_rank]
     assert [r["prefetched_steps"] for r in ahead] == [2 * (6 - 1)] * 2  # 2 epochs of 6 steps, each rank
     assert [r["prefetched_steps"] for r in inline] == [0, 0]
     assert ahead[0]["steps"] == inline[0]["steps"] == 12
@@ -120,10 +135,10 @@ def test_corrupt_or_incomplete_checkpoint_is_refused(teacher_dir, real_data_dir,
     assert good.is_dir() and (good / "COMPLETE").is_file()  # the good checkpoint is untouched
 
 
-def test_sharded_teachers_match_their_files_and_stay_frozen(teacher_dir, real_data_dir):
+def test_sharded_teachers_match_their_files_and_stay_frozen(teacher_dir, real_data_dir, tmp_path):
     """Sharded teachers give the outputs of the trained models they were loaded from (DMP's
     fresh table init is overwritten), and training steps never change them."""
-    for r in run_local(dist_workers.sharded_teachers_stay_frozen, 2, str(teacher_dir), str(real_data_dir)):
+    for r in run_local(dist_workers.sharded_teachers_stay_frozen, 2, str(teacher_dir), str(real_data_dir), str(tmp_path)):
         assert max(r["sharded_equals_plain"].values()) < 1e-5
         assert max(r["after_minus_before"].values()) == 0.0
         assert r["names"] == []

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from recsys_committee.metrics.binary import auc
 from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_train
 
 ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1"}
+# the job's environment: the shared local Ray's (tests/conftest.py RAY_TEST_ENV), written out for the CLI
+LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1",
+                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 SMALL = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=8", "train.epochs=2", "data.max_rows=20000"]
 
 
@@ -30,17 +33,6 @@ def teacher_dir(ml_slice, tmp_path_factory):
         cfg = load_config(ROOT / f"configs/rec/{name}.yaml", SMALL[:4] + ["train.epochs=1", params])
         run_train(cfg, out / name, data=ml_slice)
     return out
-
-
-@pytest.fixture
-def local_ray(monkeypatch):
-    ray = pytest.importorskip("ray")
-    for k, v in LOOPBACK_ENV.items():
-        monkeypatch.setenv(k, v)
-    # the dashboard serves the State API Ray Train's placement-group cleaner polls (else it warns every second)
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env={"env_vars": LOOPBACK_ENV})
-    yield ray
-    ray.shutdown()
 
 
 def test_two_workers_survive_a_killed_worker(local_ray, teacher_dir, real_data_dir, tmp_path):
@@ -110,8 +102,17 @@ def test_ray_job_submit_against_a_local_head(real_data_dir, tmp_path):
     temp = Path("/tmp") / f"ray-job-{port}"  # short: ray's socket paths must fit in 107 bytes
     start = [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, timeout=120, capture_output=True)
+    # --block: this head's processes live as long as this one process, and stopping it stops
+    # them and nothing else (`ray stop` would stop every Ray instance on the machine, a parallel
+    # test run's or another user's too)
+    log = tmp_path / "ray-start.log"
+    with log.open("w") as sink:
+        head = subprocess.Popen([*start, "--block"], env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed:\n" + log.read_text()[-3000:]
+            time.sleep(0.5)
         out = tmp_path / "job"
         submit = [
             str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
@@ -129,5 +130,10 @@ def test_ray_job_submit_against_a_local_head(real_data_dir, tmp_path):
         probs = predict(load_trained_model(out / "student.safetensors").eval(), data.test, 4096)
         assert auc(probs, data.test.labels) == pytest.approx(metrics["test"]["auc"], abs=1e-6)  # the job's student, all rows
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], env=env, timeout=120, capture_output=True)
+        head.terminate()  # ray start --block stops its cluster on SIGTERM
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
         shutil.rmtree(temp, ignore_errors=True)
