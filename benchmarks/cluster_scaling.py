@@ -78,7 +78,7 @@ def rss(ranks: list[dict]) -> str:
 
 def main() -> int:
     from recsys_committee.data.logs.synthetic import SyntheticSpec, write_synthetic
-    from recsys_committee.train.launch import run_local
+    from local_group import run_local
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ import torch
 from recsys_committee.metrics.binary import auc
 from recsys_committee.train.config import load_config
 from recsys_committee.rec_domain import predict
-from recsys_committee.train.launch import run_local
 from recsys_committee.rec_domain import load_trained_model, run_train
 from recsys_committee.train.checkpoint import load_checkpoint
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from local_group import run_local  # noqa: E402  (benchmarks/: also what the scaling benchmark runs ranks with)
 import dist_workers  # noqa: E402  (tests/train is on sys.path under pytest; spawned ranks inherit it)
 
 ROOT = Path(__file__).resolve().parents[2]

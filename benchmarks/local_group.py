@@ -1,4 +1,4 @@
-"""Run a function in N local processes joined by a gloo process group (tests, benchmarks).
+"""Run a function in N local processes joined by a gloo process group (benchmarks and tests).
 
 Why not torchrun: tests call Python functions and want their return values. Everything stays on
 loopback (GLOO_SOCKET_IFNAME=lo) so nothing listens on a real interface.
