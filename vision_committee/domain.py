@@ -85,11 +85,14 @@ def load_vision_data(cfg: RunConfig) -> VisionData:
 
 def run_vision_train(cfg: RunConfig, out: Path, data: Optional[VisionData] = None, overwrite: bool = False) -> dict[str, Any]:
     """``python -m vision_committee train``: one classifier (a teacher, or the no-KD student).
-    A non-empty ``out`` is refused unless ``overwrite``."""
+    A non-empty ``out`` is refused unless ``overwrite``; a config vision cannot run is refused
+    first, even when ``data`` is given."""
+    VISION.check_config(cfg)
     return run_train(VISION, cfg, out, data, overwrite=overwrite)
 
 
 def run_vision_distill(cfg: RunConfig, out: Path, data: Optional[VisionData] = None, overwrite: bool = False) -> dict[str, Any]:
     """``python -m vision_committee distill``: the committee into the student. A non-empty
-    ``out`` is refused unless ``overwrite``."""
+    ``out`` is refused unless ``overwrite``; a config vision cannot run is refused first."""
+    VISION.check_config(cfg)
     return run_distill(VISION, cfg, out, data, overwrite=overwrite)
