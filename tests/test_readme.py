@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,20 +85,22 @@ def test_documented_commands_parse_and_name_existing_files(page, monkeypatch):
 
 
 def test_benchmark_commands_in_the_readmes_use_existing_flags():
-    """``python benchmarks/X.py --flag``: the script exists and its ``--help`` lists the flag."""
-    checked = 0
+    """``python benchmarks/X.py --flag``: the script exists and declares the flag (read from its
+    ``add_argument`` calls: running ``--help`` would import torch and the package for each)."""
+    wanted: dict[Path, set[str]] = {}
     for command in commands("\n".join(path.read_text() for path in READMES)):
         words = shlex.split(command.split("&&")[0]) if "benchmarks/" in command else []
         if not words or words[0] not in ("python", ".venv/bin/python", "bash"):
             continue
-        checked += 1
         script = ROOT / words[1]
         assert script.is_file(), command
-        if script.suffix == ".py":
-            help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
-            for flag in (w for w in words[2:] if w.startswith("--")):
-                assert flag in help_text, f"{script.name} has no {flag}"
-    assert checked >= 4, f"only {checked} benchmark commands found in the READMEs"
+        wanted.setdefault(script, set()).update(w for w in words[2:] if w.startswith("--"))
+    assert len(wanted) >= 3, f"only {len(wanted)} benchmark scripts found in the READMEs' commands"
+    for script, flags in wanted.items():
+        declared = set(re.findall(r"add_argument\(\s*[\"'](--[\w-]+)", script.read_text()))
+        assert script.suffix != ".py" or declared, f"{script.name} declares no flag"
+        for flag in sorted(flags):
+            assert flag in declared, f"{script.name} has no {flag}"
 
 
 def test_readme_data_spec_snippet_is_the_shipped_file():
