@@ -24,13 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def git_commit(root: Path = ROOT) -> tuple[str | None, bool]:
     """(HEAD's sha, whether tracked files other than results differ from it); (None, False)
     outside a git checkout. Results files are left out: a benchmark rewrites them as it runs."""
+    from recsys_committee.train.runner import code_commit  # the commit runs record in metrics.json
+
+    sha = code_commit()
+    if sha is None:
+        return None, False
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"],
                                 cwd=root, capture_output=True, text=True).stdout.strip()
         return sha, bool(status)
-    except (OSError, subprocess.CalledProcessError):
-        return None, False
+    except OSError:
+        return sha, False
 
 
 def provenance(run_dirs: Iterable[Path] = ()) -> dict[str, Any]:

@@ -34,7 +34,8 @@ def _load(args: argparse.Namespace):
 def _teachers_file(path: str) -> list:
     """The ``teachers:`` list of a YAML file (``configs/rec/teachers/*.yaml``): the committee a
     distillation runs, in place of its config's."""
-    from recsys_committee.train.config import ConfigError, load_yaml
+    from recsys_committee.errors import ConfigError
+    from recsys_committee.train.config import load_yaml
 
     teachers = load_yaml(path).get("teachers")
     if not isinstance(teachers, list) or not teachers:
