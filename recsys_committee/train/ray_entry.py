@@ -58,8 +58,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if not resumed and cfg.dist.kill_rank == ctx.rank and state.step == cfg.dist.kill_at_step:
             # Ray's controller collects reports by polling the workers: a crash within a poll
             # interval of the last report can lose that checkpoint (the run then restarts from the
-            # one before). Wait a few seconds so the drill tests resuming, not that race.
-            time.sleep(5)
+            # one before). Wait out a few polls so the drill tests resuming, not that race.
+            time.sleep(max(1.0, 3 * _controller_poll_interval_s()))
             os.kill(os.getpid(), signal.SIGKILL)
 
     run = _runner(config["command"], config["domain"])
@@ -68,6 +68,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return
     with checkpoint.as_directory() as restore_dir:  # a restarted worker group: resumes into its own OUT
         run(cfg, out, launch=Launch(ctx, restore_from=restore_dir, report=report, on_step=fault_drill, out_prepared=True))
+
+
+def _controller_poll_interval_s() -> float:
+    """How often Ray Train's controller polls the workers (its health-check interval, which a
+    deployment may set through the environment)."""
+    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S, HEALTH_CHECK_INTERVAL_S_ENV_VAR
+
+    return float(os.environ.get(HEALTH_CHECK_INTERVAL_S_ENV_VAR, DEFAULT_HEALTH_CHECK_INTERVAL_S))
 
 
 def _runner(command: str, domain: str):
