@@ -65,16 +65,24 @@ def _overrides(teacher_dir, real_data_dir, *extra):
     ]
 
 
-def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_dir, ml_slice, tmp_path):
+@pytest.fixture(scope="module")
+def two_rank_distill(teacher_dir, real_data_dir, tmp_path_factory):
+    """One two-rank distillation (results per rank, its OUT): resumed below, and its checkpoints
+    are the good ones the corrupt-checkpoint test breaks copies of."""
+    out = tmp_path_factory.mktemp("distill") / "two"
+    return run_local(dist_workers.distill_run, 2, _overrides(teacher_dir, real_data_dir), str(out)), out
+
+
+def test_two_process_distill_resumes_at_world_size_one(two_rank_distill, teacher_dir, real_data_dir, ml_slice, tmp_path):
     """2 ranks: gated routing with padded sub-batches, AUC over gathered predictions, the exported
-    student.safetensors; then the step-3 checkpoint (2 ranks) resumed by 1 process, finishing the run."""
+    student.safetensors; then the step-9 checkpoint (2 ranks) resumed by 2 and by 1 process, finishing the run."""
     overrides = _overrides(teacher_dir, real_data_dir)
-    two = run_local(dist_workers.distill_run, 2, overrides, str(tmp_path / "two"))
+    two, two_out = two_rank_distill
     assert two[0]["test"]["auc"] == two[1]["test"]["auc"]  # one AUC over all rows, on every rank
     assert two[0]["world_size"] == 2 and two[0]["steps"] == 12
     f = two[0]["teacher_forwards"]
     assert f["samples"] == 12 * 256 * 2 and f["run"] < f["dense"]  # routed: counts summed over ranks
-    student = load_trained_model(tmp_path / "two" / "student.safetensors")
+    student = load_trained_model(two_out / "student.safetensors")
     assert sum(p.numel() for p in student.parameters()) == two[0]["student_params"]
     # The gathered AUC is that of every test row in its place: one process scoring the exported
     # student gets the same number. (12 steps teach the student little, so a threshold on the
@@ -85,9 +93,9 @@ def test_two_process_distill_resumes_at_world_size_one(teacher_dir, real_data_di
     # one such pair moves this slice's AUC by 1.0e-6. A mis-ordered gather moves it by far more.
     assert auc(probs, ml_slice.test.labels) == pytest.approx(two[0]["test"]["auc"], abs=1e-5)
     assert auc(probs[torch.randperm(len(probs), generator=torch.Generator().manual_seed(0))], ml_slice.test.labels) != pytest.approx(two[0]["test"]["auc"], abs=1e-3)
-    assert not any(k.startswith(("qa", "gate", "teachers")) for k in load_checkpoint(tmp_path / "two" / "student.safetensors")["state_dict"])
+    assert not any(k.startswith(("qa", "gate", "teachers")) for k in load_checkpoint(two_out / "student.safetensors")["state_dict"])
 
-    ckpts = sorted((tmp_path / "two" / "checkpoints").glob("step-*"))
+    ckpts = sorted((two_out / "checkpoints").glob("step-*"))
     assert [c.name for c in ckpts] == ["step-00000009", "step-00000012"]  # the last two kept
     again = run_local(dist_workers.distill_run, 2, overrides, str(tmp_path / "again"), str(ckpts[0]))[0]
     assert again["resumed_from_step"] == 9 and again["steps"] == 12
@@ -119,10 +127,9 @@ def test_input_distribution_issued_ahead_changes_no_number(real_data_dir, tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_corrupt_or_incomplete_checkpoint_is_refused(teacher_dir, real_data_dir, tmp_path):
-    overrides = _overrides(teacher_dir, real_data_dir, "train.epochs=1")
-    run_local(dist_workers.distill_run, 1, overrides, str(tmp_path / "run"))
-    good = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
+def test_corrupt_or_incomplete_checkpoint_is_refused(two_rank_distill, teacher_dir, real_data_dir, tmp_path):
+    overrides = _overrides(teacher_dir, real_data_dir)
+    good = sorted((two_rank_distill[1] / "checkpoints").glob("step-*"))[-1]
     incomplete = shutil.copytree(good, tmp_path / "incomplete")
     (incomplete / "COMPLETE").unlink()
     truncated = shutil.copytree(good, tmp_path / "truncated")
