@@ -12,7 +12,7 @@ from recsys_committee.committee import CommitteeConfigError
 from recsys_committee.registry import UnknownNameError
 from recsys_committee.train.config import load_config
 from recsys_committee.metrics.binary import auc
-from recsys_committee.rec_domain import load_trained_model, predict, run_distill, run_train
+from recsys_committee.rec_domain import load_trained_model, predict, run_distill
 from recsys_committee.train.checkpoint import load_checkpoint
 from recsys_committee.train.runner import build_teachers
 
@@ -21,12 +21,8 @@ SMALL = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_ep
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(ml_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teachers")
-    for name, params in (("expert_dlrm", "model.params.top=[64,32]"), ("expert_din_dcn", "model.params.hidden=[64,32]")):
-        cfg = load_config(ROOT / f"configs/rec/{name}.yaml", SMALL + [params])
-        run_train(cfg, out / name, data=ml_slice)
-    return out
+def teacher_dir(small_experts):
+    return small_experts
 
 
 def _distill_cfg(config, teacher_dir, *extra):

@@ -14,7 +14,7 @@ import torch
 from recsys_committee.metrics.binary import auc
 from recsys_committee.train.config import load_config
 from recsys_committee.rec_domain import predict
-from recsys_committee.rec_domain import load_trained_model, run_train
+from recsys_committee.rec_domain import load_trained_model
 from recsys_committee.train.checkpoint import load_checkpoint
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from local_group import run_local  # noqa: E402  (benchmarks/: also what the scaling benchmark runs ranks with)
@@ -50,12 +50,8 @@ def test_sharded_student_matches_unsharded(sharded_vs_plain, sharding_type):
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(ml_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teachers")
-    for name, params in (("expert_dlrm", "model.params.top=[64,32]"), ("expert_din_dcn", "model.params.hidden=[64,32]")):
-        cfg = load_config(ROOT / f"configs/rec/{name}.yaml", ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=8", "train.epochs=1", params])
-        run_train(cfg, out / name, data=ml_slice)
-    return out
+def teacher_dir(small_experts):
+    return small_experts
 
 
 def _overrides(teacher_dir, real_data_dir, *extra):

@@ -18,7 +18,7 @@ import pytest
 
 from recsys_committee.train.config import load_config
 from recsys_committee.metrics.binary import auc
-from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_train
+from recsys_committee.rec_domain import load_data, load_trained_model, predict
 
 ROOT = Path(__file__).resolve().parents[2]
 # the job's environment: the shared local Ray's (tests/conftest.py RAY_TEST_ENV), written out for the CLI
@@ -29,12 +29,8 @@ SMALL = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_ep
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(ml_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teachers")
-    for name, params in (("expert_dlrm", "model.params.top=[64,32]"), ("expert_din_dcn", "model.params.hidden=[64,32]")):
-        cfg = load_config(ROOT / f"configs/rec/{name}.yaml", SMALL[:4] + ["train.epochs=1", params])
-        run_train(cfg, out / name, data=ml_slice)
-    return out
+def teacher_dir(small_experts):
+    return small_experts
 
 
 def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray, teacher_dir, real_data_dir, tmp_path):
