@@ -20,6 +20,7 @@ from benchmarks/results/ if present. Writes benchmarks/results/perf.json (perf_v
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recsys_committee.committee import Committee  # noqa: E402
 from recsys_committee.models import build_model  # noqa: E402
@@ -40,6 +42,7 @@ from recsys_committee.train.config import load_config  # noqa: E402
 from recsys_committee.train.optimizers import build_optimizers  # noqa: E402
 from recsys_committee.train.runner import TeacherContext, build_teachers, committee_config  # noqa: E402
 from recsys_committee.rec_domain import REC, load_data  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 
 def interleaved(steppers: dict, batches: list, clock: "TeacherRunClock", warmup: int = 2) -> dict[str, tuple[float, float]]:
@@ -172,7 +175,7 @@ def optimizer_maker(domain, optim_cfg):
 
 def rec_setup(args) -> tuple:
     """MovieLens-100K, the two experts (runs/teachers), DiverseDistill dense and gated."""
-    base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
+    base = load_config(ROOT / "configs/rec/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false", *args.overrides])
     data = load_data(base.data)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
     batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
@@ -184,7 +187,7 @@ def rec_setup(args) -> tuple:
         cfg = cfg or base
         return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
 
-    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, optimizer_maker(REC, base.optim)
+    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, base.optim
 
 
 def vision_setup(args) -> tuple:
@@ -192,14 +195,20 @@ def vision_setup(args) -> tuple:
     experts (live) from runs/vision_teachers, DiverseDistill dense and gated."""
     from vision_committee.domain import VISION, load_vision_data
 
-    base = load_config(ROOT / "configs/vision/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false"])
+    base = load_config(ROOT / "configs/vision/diverse_distill.yaml", [f"teacher_dir={args.teacher_dir}", "train.progress=false", *args.overrides])
     data = load_vision_data(base)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
     batches = [data.train.batch(order[i * args.batch_size : (i + 1) * args.batch_size]) for i in range(args.steps + 2)]
     teachers = build_teachers(base.teachers, base.teacher_dir, TeacherContext(data, progress=False))
     configs = {label: (load_config(ROOT / "configs/vision" / name, [f"teacher_dir={args.teacher_dir}", *args.overrides]), offset)
                for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", args.gated_config, 10_000))}
-    return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, optimizer_maker(VISION, base.optim)
+    return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, base.optim
+
+
+def _vision_domain():
+    from vision_committee.domain import VISION
+
+    return VISION
 
 
 def _spread(values: list[float]) -> str:
@@ -221,7 +230,8 @@ def main() -> int:
     args.teacher_dir = args.teacher_dir or ("runs/teachers" if args.domain == "rec" else "runs/vision_teachers")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    factory, loss, teachers, configs, batches, make_opt = (rec_setup if args.domain == "rec" else vision_setup)(args)
+    factory, loss, teachers, configs, batches, optim_cfg = (rec_setup if args.domain == "rec" else vision_setup)(args)
+    make_opt = optimizer_maker(REC if args.domain == "rec" else _vision_domain(), optim_cfg)
     n_rows = args.steps * args.batch_size
     repeats = [committee_costs(factory, loss, teachers, configs, batches, make_opt, args.batch_size)
                for _ in tqdm(range(args.repeats), desc="perf repeats", disable=args.repeats == 1)]
@@ -245,6 +255,8 @@ def main() -> int:
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "rows_timed": n_rows,
         "repeats": args.repeats,
+        "optim": dataclasses.asdict(optim_cfg),  # what the steps were timed with (the fused AdamW or the loop)
+        "provenance": provenance(),
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / ("perf.json" if args.domain == "rec" else "perf_vision.json")).write_text(json.dumps(payload, indent=2))

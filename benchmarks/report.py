@@ -26,10 +26,15 @@ _NOT_RESULT_KEYS = {"train.progress"}
 _IMPLICIT_DATA_DEFAULTS = {"data.dataset": "movielens", "data.root": "data/ml-100k", "data.name": "ml-100k",
                            "data.history_len": 20, "data.long_history_len": 50, "data.fractions": [0.8, 0.1, 0.1]}
 
+# Options added after results were recorded, with the value every run that predates them ran
+# with (a stored config without the key ran that way, whatever today's default is).
+_PREDATING_VALUES = {"optim.fused_adamw": False}
+
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested config dicts. A key the stored config
-    lacks is an option added after that run: it differs only if ``wanted`` is not its default."""
+    lacks is an option added after that run: it differs only if ``wanted`` is not its default
+    (for an option in ``_PREDATING_VALUES``: not the value runs before it ran with)."""
     out = []
     defaults = defaults or {}
     for key in sorted(set(stored) | set(wanted)):
@@ -37,6 +42,9 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any], defaults:
         a, b, d = stored.get(key), wanted.get(key), defaults.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, d if isinstance(d, dict) else {}, name + ".")
+        elif key not in stored and name in _PREDATING_VALUES:
+            if b != _PREDATING_VALUES[name]:
+                out.append(f"{name}: {_PREDATING_VALUES[name]!r} (run before the option existed) vs {b!r} (this command)")
         elif key not in stored and key in defaults and b == d:
             continue
         elif b is None and name in _IMPLICIT_DATA_DEFAULTS and a == _IMPLICIT_DATA_DEFAULTS[name]:

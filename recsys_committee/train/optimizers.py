@@ -61,11 +61,12 @@ def attach_fused_sparse_optimizer(params: list[nn.Parameter], cfg: OptimConfig) 
 
 
 def dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, names: Optional[dict[int, str]] = None) -> torch.optim.AdamW:
-    """AdamW at ``cfg.lr``; with ``cfg.lr_by_module`` (and ``names``: id(param) -> name) one
+    """AdamW at ``cfg.lr`` (fused unless ``cfg.fused_adamw`` is off); with ``cfg.lr_by_module`` (and ``names``: id(param) -> name) one
     parameter group per learning rate, each parameter at the rate of its longest matching prefix."""
     params = list(params)
+    fused = {"fused": True} if cfg.fused_adamw else {}  # unset, not False: torch then picks its default loop
     if not cfg.lr_by_module:
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if names is None:
         raise ConfigError("optim.lr_by_module is supported in single-process runs (the parameters are named there)")
     groups: dict[float, list[nn.Parameter]] = {}
@@ -80,7 +81,7 @@ def dense_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, names: Opt
     if unused:
         raise ConfigError(f"optim.lr_by_module: no trained parameter is under {unused} (trained: e.g. {sorted(names.values())[:3]})")
     return torch.optim.AdamW([{"params": ps, "lr": lr, "base_lr": lr} for lr, ps in groups.items()], lr=cfg.lr,
-                             weight_decay=cfg.weight_decay)
+                             weight_decay=cfg.weight_decay, **fused)
 
 
 def build_optimizers(trainable: list[nn.Parameter], sparse: list[nn.Parameter], cfg: OptimConfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,3 +146,25 @@ def test_reuse_reads_a_run_only_if_it_ran_the_same_config(tmp_path: Path) -> Non
     newer.optim.schedule = "cosine"
     with pytest.raises(SystemExit, match="optim.schedule"):
         reusable_metrics(run, newer)
+
+def test_a_run_from_before_the_fused_adamw_reuses_only_under_the_pinned_loop(tmp_path: Path) -> None:
+    """Runs recorded before ``optim.fused_adamw`` existed trained with the loop AdamW: under
+    today's default (fused) they are another config; pinned ``optim.fused_adamw=false`` they
+    are the same one."""
+    import json as _json
+
+    import yaml
+
+    from recsys_committee.train.config import RunConfig
+
+    run = tmp_path / "old"
+    run.mkdir()
+    cfg = RunConfig()
+    stored = dataclasses.asdict(cfg)
+    del stored["optim"]["fused_adamw"]
+    (run / "config.yaml").write_text(yaml.safe_dump(stored))
+    (run / "metrics.json").write_text(_json.dumps({"test": {"auc": 0.7}}))
+    with pytest.raises(SystemExit, match=r"optim.fused_adamw: False \(run before the option existed\) vs True"):
+        reusable_metrics(run, cfg)
+    cfg.optim.fused_adamw = False
+    assert reusable_metrics(run, cfg)["test"]["auc"] == 0.7
