@@ -2,20 +2,26 @@
 
 Reproduce (the models from benchmarks/train_models.py on the ML-100K spec):
     python benchmarks/serving.py --models runs/models_spec --seeds 0 1 2
+or the distilled students and seed-0 experts of benchmarks/gap.py:
+    python benchmarks/serving.py --student-runs 'runs/gap/diverse_distill-seed{seed}' --expert-runs 'runs/gap/refs/seed{seed}/{expert}' --threads 1
 
 What is timed, per model, at one thread and at two (``torch.set_num_threads``), interleaved
 model by model within each of ``--rounds`` rounds (a slow moment on a shared machine lands on
 all models alike), after warm-up calls:
   * latency at batch 1 (p50, p99 over every call of every round), on distinct test rows;
   * throughput at batch 512 and 4096 (rows / median seconds of one call);
-on inputs built beforehand, as a server receives them: the student artifacts (``export``: fp32 with the
-training EBC's per-table lookups, the shipped default; fp32 with fused tables; int8) take a KeyedJaggedTensor + dense tensor; each expert (DLRM, DIN+DCN, eager PyTorch)
+on inputs built beforehand, as a server receives them: the student artifacts (``export``: the
+default fp32 program, which picks its table lookup by batch size, as ``student``; fp32 with the
+training EBC's per-table lookups, ``student_per_table``; fp32 with fused tables; int8) take a
+KeyedJaggedTensor + dense tensor; each expert (DLRM, DIN+DCN, eager PyTorch)
 its RecBatch; the LM teacher (MiniLM-L6 + head) the rendered TEXT: tokenisation is timed, as a
 server pays it. Also in the same rounds: a plain ``torch.mm`` of the student's widest layer
 shape at batch 4096, the machine's compute bound for the student's dense FLOPs.
 Resident memory of each loaded model: a fresh process per model, RSS after loading it and one
 batch-512 call minus RSS right before loading (every import done and the inputs read first).
 int8 accuracy: test AUC of the fp32 and int8 artifacts of each seed's student.
+The two fp32 lookups by batch size (1 to 4096 rows, one thread): where the fused one stops being
+faster, the crossover the default program's ``fused_max_batch`` is set from.
 
 Writes benchmarks/results/serving.json and serving.png (throughput relative to the student).
 """
@@ -45,6 +51,8 @@ from recsys_committee.data.features.featurize import featurize, split_rows  # no
 from recsys_committee.data.model_input.model_data import load_data_facts  # noqa: E402
 from recsys_committee.data.logs.reader import read_rows  # noqa: E402
 from recsys_committee.metrics.binary import auc  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
 
 BATCHES = (1, 512, 4096)
 EXPERTS = ("expert_dlrm", "expert_din_dcn")
@@ -230,23 +238,52 @@ def rss_in_child(kind: str, path: Path | str, inputs: Path) -> dict[str, float]:
 # ---- the run ------------------------------------------------------------------------------------
 
 
+ARTIFACTS = {"student": ("none", "auto"), "student_per_table": ("none", "per_table"), "student_fused": ("none", "fused"), "student_int8": ("int8", "fused")}
+
+
 def export_pair(student_dir: Path, workdir: Path) -> dict[str, Path]:
+    """Every artifact ``export`` writes for the student: {name: folder} (``ARTIFACTS``)."""
     from recsys_committee.serve.artifact import export_artifact
 
     folders = {}
-    for quantize, fused, name in (("none", False, "student"), ("none", True, "student_fused"), ("int8", True, "student_int8")):
+    for name, (quantize, lookup) in ARTIFACTS.items():
         folders[name] = workdir / f"{student_dir.name}-{name}"
-        export_artifact(student_dir, folders[name], quantize=quantize, overwrite=True, fused_tables=fused)
+        export_artifact(student_dir, folders[name], quantize=quantize, overwrite=True, lookup=lookup)
     return folders
 
 
-def int8_accuracy(models: Path, seeds: list[int], workdir: Path, log: Callable) -> dict[str, Any]:
+LOOKUP_BATCHES = (1, 2, 4, 8, 12, 16, 32, 64, 256, 1024, 4096)
+
+
+def lookup_crossover(folders: dict[str, Path], dataset: Any, rounds: int, budget_s: float, log: Callable) -> dict[str, Any]:
+    """Rows/s of the fp32 per-table and fused programs by batch size (one thread, interleaved,
+    medians over rounds) and the largest batch at which the fused one is faster."""
+    from recsys_committee.serve.artifact import load_artifact
+
+    programs = {name: load_artifact(folders[name]) for name in ("student_per_table", "student_fused")}
+    features = programs["student_per_table"].features
+    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(1))
+    inputs = {b: [(x.kjt(features), x.dense) for x in (dataset.batch(rows[i * b : (i + 1) * b]) for i in range(4))] for b in LOOKUP_BATCHES}
+    calls = {(n, b): plan_calls(lambda x, a=a: a(*x), inputs[b], budget_s / 4, 3, 2000, warmup=3)[0] for n, a in programs.items() for b in LOOKUP_BATCHES}
+    medians: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for b in LOOKUP_BATCHES:
+            for n, a in programs.items():
+                medians[(n, b)].append(statistics.median(time_calls(lambda x, a=a: a(*x), inputs[b], calls[(n, b)])))
+    rates = {n: {str(b): b / statistics.median(medians[(n, b)]) for b in LOOKUP_BATCHES} for n in programs}
+    faster = [b for b in LOOKUP_BATCHES if rates["student_fused"][str(b)] > rates["student_per_table"][str(b)]]
+    log("lookup by batch size (rows/s, one thread): " + ", ".join(
+        f"b{b} {rates['student_per_table'][str(b)]:,.0f} / {rates['student_fused'][str(b)]:,.0f}" for b in LOOKUP_BATCHES))
+    return {"rows_per_s": rates, "fused_faster_up_to": max(faster) if faster else 0,
+            "fused_max_batch_shipped": json.loads((folders["student"] / "artifact.json").read_text())["fused_max_batch"]}
+
+
+def int8_accuracy(student_dirs: list[tuple[int, Path]], workdir: Path, log: Callable) -> dict[str, Any]:
     """Test AUC of each seed's student as the fp32 and the int8 artifact, and their sizes."""
     from recsys_committee.serve.artifact import load_artifact
 
     per_seed = []
-    for seed in seeds:
-        student_dir = models / f"student-seed{seed}"
+    for seed, student_dir in student_dirs:
         folders = export_pair(student_dir, workdir)
         dataset, _ = test_split(student_dir)
         aucs = {name: auc(load_artifact(f).predict(dataset, 4096), dataset.labels) for name, f in folders.items()}  # fp32, fused fp32, int8
@@ -291,6 +328,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="runs/models_spec", help="student-seedN, expert_dlrm-seedN, expert_din_dcn-seedN (benchmarks/train_models.py)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the first is timed; all go into the int8 accuracy check")
+    parser.add_argument("--student-runs", help="the student run folders, with {seed} (default: MODELS/student-seed{seed})")
+    parser.add_argument("--expert-runs", help="the expert run folders, with {expert} and {seed} (default: MODELS/{expert}-seed{seed})")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=0.4, help="about this long per (model, batch size) per round")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -302,11 +341,14 @@ def main() -> int:
         return 0
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     models = Path(args.models)
+    student_runs = args.student_runs or str(models / "student-seed{seed}")
+    expert_runs = args.expert_runs or str(models / "{expert}-seed{seed}")
     seed = args.seeds[0]
-    student_dir = models / f"student-seed{seed}"
-    for name in ("student", *EXPERTS):
-        if not (models / f"{name}-seed{seed}").is_dir():
-            print(f"error: {models / f'{name}-seed{seed}'} not found: train the models first (benchmarks/train_models.py)", file=sys.stderr)
+    student_dir = Path(student_runs.format(seed=seed))
+    expert_dirs = {name: Path(expert_runs.format(expert=name, seed=seed)) for name in EXPERTS}
+    for folder in (student_dir, *expert_dirs.values()):
+        if not folder.is_dir():
+            print(f"error: {folder} not found: train the models first (benchmarks/train_models.py)", file=sys.stderr)
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="serving-"))
     folders = export_pair(student_dir, workdir)
@@ -317,7 +359,7 @@ def main() -> int:
     raw = load_data(load_config(student_dir / "config.yaml").data).raw
     builders: dict[str, tuple[Callable, Callable, int]] = {name: artifact_server(f) for name, f in folders.items()}
     for name in EXPERTS:
-        builders[name] = expert_server(models / f"{name}-seed{seed}" / "model.safetensors")
+        builders[name] = expert_server(expert_dirs[name] / "model.safetensors")
     make, call, params, lm_weights = lm_server(table, raw)
     builders["lm_teacher"] = (make, call, params)
     rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
@@ -342,7 +384,7 @@ def main() -> int:
     save_inputs(batches[512][0], servers["lm_teacher"][1][512][0], workdir)
     rss = {name: rss_in_child("artifact", f, workdir) for name, f in folders.items()}
     for name in EXPERTS:
-        rss[name] = rss_in_child("expert", models / f"{name}-seed{seed}" / "model.safetensors", workdir)
+        rss[name] = rss_in_child("expert", expert_dirs[name] / "model.safetensors", workdir)
     rss["lm_teacher"] = rss_in_child("lm", "-", workdir)
     one = result["threads"][str(args.threads[0])]
     result["models"] = {name: {"params": builders[name][2], **one[name], **rss[name]} for name in builders}
@@ -361,15 +403,20 @@ def main() -> int:
         f"{st}_vs_{name}_b512": result["models"][st]["rows_per_s_b512"] / result["models"][name]["rows_per_s_b512"]
         for st in folders for name in (*EXPERTS, "lm_teacher")
     }
-    result["targets"] = {  # one thread; the shipped fp32 artifact ("student") and the fused-table one
+    result["targets"] = {  # one thread; "student" is the default export
         "student_vs_lm_b512 >= 500": result["ratios"]["student_vs_lm_teacher_b512"] >= 500,
         **{f"student_vs_{n}_b512 >= 2": result["ratios"][f"student_vs_{n}_b512"] >= 2 for n in EXPERTS},
         **{f"{n}_p99_ms_b1 <= 1": result["models"][n]["p99_ms_b1"] <= 1.0 for n in folders},
+        "student_b4096 >= student_per_table_b4096": result["models"]["student"]["rows_per_s_b4096"] >= result["models"]["student_per_table"]["rows_per_s_b4096"],
         **{f"{n}_b4096 >= 0.5 of the matmul bound": result["compute_bound"][f"{n}_share_of_bound"] >= 0.5 for n in folders},
     }
+    torch.set_num_threads(1)
+    log("the two fp32 lookups by batch size, one thread")
+    result["lookup_by_batch"] = lookup_crossover(folders, dataset, args.rounds, args.budget_s, log)
     log("int8 accuracy over seeds")
-    result["int8"] = int8_accuracy(models, args.seeds, workdir, log)
+    result["int8"] = int8_accuracy([(s, Path(student_runs.format(seed=s))) for s in args.seeds], workdir, log)
     result["command"] = "python benchmarks/serving.py " + " ".join(sys.argv[1:])
+    result["provenance"] = provenance([student_dir, *expert_dirs.values()])
     result["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__, "timed_threads": args.threads, "rounds": args.rounds}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

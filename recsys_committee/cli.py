@@ -101,9 +101,10 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from recsys_committee.serve.artifact import describe, export_artifact
+    from recsys_committee.serve.artifact import FUSED_MAX_BATCH, describe, export_artifact
 
-    manifest = export_artifact(Path(args.model), Path(args.out), quantize=args.quantize, overwrite=args.overwrite, fused_tables=args.fused_tables)
+    manifest = export_artifact(Path(args.model), Path(args.out), quantize=args.quantize, overwrite=args.overwrite, fused_tables=args.fused_tables,
+                               lookup=args.lookup, fused_max_batch=FUSED_MAX_BATCH if args.fused_max_batch is None else args.fused_max_batch)
     print(json.dumps(describe(manifest, Path(args.out)), indent=2))
     return 0
 
@@ -181,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="a train/distill output directory whose model is the student")
     export.add_argument("--out", required=True, help="ARTIFACT_DIR")
     export.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: embedding tables quantised with TorchRec's inference quantisation")
-    export.add_argument("--fused-tables", action="store_true", help="fp32 tables in TorchRec's fused inference lookup: lower latency at batch 1, "
-                        "lower throughput at large batches (int8 tables are always fused)")
+    export.add_argument("--lookup", choices=("auto", "per-table", "fused"), default="auto",
+                        help="fp32 table lookup: auto (default) = TorchRec's fused inference lookup up to --fused-max-batch rows a call "
+                        "(lower latency), the per-table training lookup above (more rows/s); per-table / fused = always that one")
+    export.add_argument("--fused-max-batch", type=int, help="auto: the largest batch the fused lookup serves (default: serve/artifact.py FUSED_MAX_BATCH)")
+    export.add_argument("--fused-tables", action="store_true", help="the same as --lookup fused (int8 tables are always fused)")
     _overwrite_flag(export)
     export.set_defaults(func=_export)
     prep = sub.add_parser("prepare", help="build a data spec's features out of core into a prepared dataset (parquet shards + manifest) that runs stream")

@@ -31,7 +31,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_committee.data.model_input.model_data import FEATURES_FILE, SPEC_FILE, model_file
 from recsys_committee.errors import UserError
 from recsys_committee.files import file_sha256
-from recsys_committee.serve.program import ServingStudent, inference_tables, script
+from recsys_committee.serve.program import ServingStudent, inference_tables, script, script_by_size
 from recsys_committee.train.out_dir import check_out
 
 FORMAT = "recsys-committee-artifact/1"
@@ -43,6 +43,14 @@ ARTIFACT_FILES = (MANIFEST, PROBE, SPEC_FILE, FEATURES_FILE, *PROGRAMS.values())
 # dequantised from one fp16 scale and bias: probabilities move by ~1e-3 at most.
 PROBE_TOLERANCE = {"none": 1e-6, "int8": 5e-3}
 PROBE_ROWS = 64
+# fp32 table lookups: "auto" (the default) runs the fused lookup up to FUSED_MAX_BATCH rows and the
+# per-table one above; "per_table" / "fused" always run that one. int8 tables are always fused.
+LOOKUPS = ("auto", "per_table", "fused")
+# Where the fused lookup stops being the faster one for the ML-100K student on one CPU thread
+# (benchmarks/serving.py measures both lookups by batch size and records the crossover in
+# serving.json): up to ~10 rows the one fused call wins (batch 1: ~0.26 against ~0.39 ms), from
+# 12-16 rows on the per-table calls do, and by 2x at 128 rows and more.
+FUSED_MAX_BATCH = 8
 
 
 class ArtifactError(UserError):
@@ -71,10 +79,11 @@ def dense_cost(program: ServingStudent) -> tuple[int, list[int]]:
 
 
 def weight_bytes(program: torch.nn.Module) -> dict[str, int]:
-    """Bytes of the tables (with int8: rows + their scale/bias) and of the dense layers."""
+    """Bytes of the tables (with int8: rows + their scale/bias) and of the dense layers (a
+    by-batch-size program holds both lookups' tables and two copies of the dense layers)."""
     sizes = {"tables": 0, "dense": 0}
     for name, t in [*program.named_parameters(), *program.named_buffers()]:
-        sizes["tables" if name.startswith("ebc.") else "dense"] += t.numel() * t.element_size()
+        sizes["tables" if "ebc" in name.split(".") else "dense"] += t.numel() * t.element_size()
     return sizes
 
 
@@ -89,33 +98,47 @@ def probe_batch(program: ServingStudent, rows: int = PROBE_ROWS, seed: int = 0) 
     return kjt, torch.randn(rows, program.num_dense, generator=g)  # standardised dense values
 
 
-def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False, fused_tables: bool = False) -> dict[str, Any]:
+def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrite: bool = False, fused_tables: bool = False,
+                    lookup: str = "auto", fused_max_batch: int = FUSED_MAX_BATCH) -> dict[str, Any]:
     """Build the program from the model directory's student, script it, check the scripted
     program against the eager student on the probe, and write the folder (files written to a
     temporary folder first: a failed export leaves OUT as it was).
 
-    fp32 tables stay the training EBC's (one lookup per table: outputs bit-identical to the
-    student, the best throughput at large batches) unless ``fused_tables``: TorchRec's
-    inference EBC, one fused lookup for all tables (about half the latency at batch 1, slower
-    per row at batch 4096 on CPU; see ``benchmarks/serving.py``). int8 tables are always fused."""
+    fp32 tables (``lookup``): ``auto``, the default, holds two programs and runs TorchRec's
+    inference EBC (one fused lookup for all tables: about half the latency at batch 1) up to
+    ``fused_max_batch`` rows and the training EBC (one lookup per table: the best throughput at
+    large batches on CPU) above; ``per_table`` is the training EBC alone (outputs bit-identical
+    to the student); ``fused`` (also ``fused_tables``) the inference EBC alone. int8 tables are
+    always fused. See ``benchmarks/serving.py`` for the measurements."""
     from safetensors.torch import save_file
 
     from recsys_committee.models.trained import load_trained_model
 
     if quantize not in PROGRAMS:
         raise ArtifactError(f"--quantize {quantize!r}: expected one of {sorted(PROGRAMS)}")
+    lookup = "fused" if fused_tables else lookup.replace("-", "_")
+    if lookup not in LOOKUPS:
+        raise ArtifactError(f"--lookup {lookup!r}: expected one of {list(LOOKUPS)}")
+    if quantize == "int8" and lookup == "per_table":
+        raise ArtifactError("--quantize int8 stores the tables in the fused inference lookup; --lookup per-table is fp32 only")
+    if fused_max_batch < 1:
+        raise ArtifactError(f"--fused-max-batch must be a positive row count, got {fused_max_batch}")
     model_dir, out = Path(model_dir), Path(out)
     check_out(out, overwrite)
     source = model_file(model_dir)
     eager = ServingStudent(load_trained_model(source).eval())
-    fused = fused_tables or quantize == "int8"
-    program = inference_tables(eager, quantize) if fused else eager
+    lookup = "fused" if quantize == "int8" else lookup
     kjt, dense = probe_batch(eager)
     with torch.no_grad():
         expected_fp32 = eager(kjt, dense)
-        scripted = script(program)
+        if lookup == "auto":
+            scripted = script_by_size(eager, fused_max_batch)
+        else:
+            scripted = script(inference_tables(eager, quantize) if lookup == "fused" else eager)
         got = scripted(kjt, dense)
-    gap = float((got - expected_fp32).abs().max())
+        # every program the artifact may run, on the probe: both of a by-size program
+        outputs = [scripted.small(kjt, dense), scripted.large(kjt, dense)] if lookup == "auto" else [got]
+    gap = max(float((o - expected_fp32).abs().max()) for o in outputs)
     if gap > PROBE_TOLERANCE[quantize]:
         raise ArtifactError(f"the exported program's outputs differ from the student's by {gap:.2e} (> {PROBE_TOLERANCE[quantize]:g}) on the probe batch")
     flops, widest = dense_cost(eager)
@@ -123,7 +146,10 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "format": FORMAT,
         "program": PROGRAMS[quantize],
         "quantize": quantize,
-        "table_lookup": "fused (TorchRec inference EBC)" if fused else "per table (the training EBC)",
+        "table_lookup": {"auto": f"fused (TorchRec inference EBC) up to {fused_max_batch} rows a call, per table (the training EBC) above",
+                         "fused": "fused (TorchRec inference EBC)", "per_table": "per table (the training EBC)"}[lookup],
+        "lookup": lookup,
+        **({"fused_max_batch": fused_max_batch} if lookup == "auto" else {}),
         "inputs": {"features": "KeyedJaggedTensor with keys in 'features' order, one bag per row each", "dense": "float [B, num_dense], standardised with features.json's dense_mean / dense_std" + ("" if not eager.reads_dense else " (read by the student)")},
         "output": "click probability [B]",
         "features": eager.features,
@@ -134,7 +160,7 @@ def export_artifact(model_dir: Path, out: Path, quantize: str = "none", overwrit
         "source": {"model_file": str(source.resolve()), "sha256": file_sha256(source)},
         "probe_max_abs_diff_vs_fp32_student": gap,
     }
-    extra = {MANIFEST: json.dumps({k: manifest[k] for k in ("format", "quantize", "features", "tables")})}
+    extra = {MANIFEST: json.dumps({k: manifest[k] for k in ("format", "quantize", "lookup", "features", "tables")})}
     for name in (SPEC_FILE, FEATURES_FILE):
         if (model_dir / name).is_file():
             extra[name] = (model_dir / name).read_text()
@@ -237,11 +263,19 @@ def _check_probe(artifact: Artifact) -> None:
     except Exception as exc:
         raise ArtifactError(f"{artifact.folder}: the program fails on its own probe batch ({type(exc).__name__}): mismatched artifact") from exc
     gap = float((got - probe["expected"]).abs().max()) if got.shape == probe["expected"].shape else float("inf")
+    if artifact.manifest.get("lookup") == "auto":  # the probe's rows take one branch: run the other too
+        for branch in ("small", "large"):
+            try:
+                with torch.no_grad():
+                    out = getattr(artifact.program, branch)(kjt, probe["dense"])
+            except Exception as exc:
+                raise ArtifactError(f"{artifact.folder}: the program's {branch}-batch lookup fails on the probe batch ({type(exc).__name__}): mismatched artifact") from exc
+            gap = max(gap, float((out - probe["expected"]).abs().max()) if out.shape == got.shape else float("inf"))
     if gap > PROBE_TOLERANCE["none"]:
         raise ArtifactError(f"{artifact.folder}: the program's outputs on the probe batch differ from those recorded at export by {gap:.2e}: mismatched artifact")
 
 
 def describe(manifest: dict[str, Any], folder: Optional[Path] = None) -> dict[str, Any]:
     """What ``export`` prints."""
-    keys = ("program", "quantize", "table_lookup", "params", "program_bytes", "probe_max_abs_diff_vs_fp32_student")
+    keys = ("program", "quantize", "lookup", "table_lookup", "params", "program_bytes", "probe_max_abs_diff_vs_fp32_student")
     return {k: manifest[k] for k in keys} | ({"out": str(folder)} if folder else {})

@@ -35,6 +35,8 @@ def artifacts(trained) -> dict[str, Path]:
         assert cli_main(["export", "--model", str(trained), "--out", str(folders[quantize]), "--quantize", quantize]) == 0
     folders["fused"] = trained.parent / "artifact_fused"
     assert cli_main(["export", "--model", str(trained), "--out", str(folders["fused"]), "--fused-tables"]) == 0
+    folders["per_table"] = trained.parent / "artifact_per_table"
+    assert cli_main(["export", "--model", str(trained), "--out", str(folders["per_table"]), "--lookup", "per-table"]) == 0
     return folders
 
 
@@ -55,12 +57,22 @@ def test_the_artifact_scores_as_the_in_training_student(trained, artifacts, caps
 
     test = _test_split(trained)
     student = predict(load_trained_model(trained / "model.safetensors").eval(), test, 4096)
-    fp32 = load_artifact(artifacts["none"]).predict(test, 4096)
+    per_table = load_artifact(artifacts["per_table"]).predict(test, 4096)
     int8 = load_artifact(artifacts["int8"]).predict(test, 4096)
     fused = load_artifact(artifacts["fused"]).predict(test, 4096)
-    assert fp32.shape == student.shape == (len(test),)
-    assert torch.equal(fp32, student)  # the training EBC's lookups and the same dense ops: bit for bit
+    assert per_table.shape == student.shape == (len(test),)
+    assert torch.equal(per_table, student)  # the training EBC's lookups and the same dense ops: bit for bit
     assert float((fused - student).abs().max()) <= 1e-6  # one fused lookup: the same sums in another order
+    # the default program picks its lookup by the call's rows: above the limit it IS the per-table
+    # program, up to it the fused one (bit for bit: the fused sums differ from the per-table ones)
+    default = load_artifact(artifacts["none"])
+    limit = default.manifest["fused_max_batch"]
+    assert default.manifest["lookup"] == "auto" and 1 < limit < 4096
+    assert torch.equal(default.predict(test, 4096), per_table)
+    by_small_calls, fused_small_calls = default.predict(test, limit), load_artifact(artifacts["fused"]).predict(test, limit)
+    assert torch.equal(by_small_calls, fused_small_calls) and not torch.equal(by_small_calls, per_table)
+    assert float((by_small_calls - student).abs().max()) <= 1e-6
+    fp32 = default.predict(test, 4096)
     # int8 rows carry a per-row fp16 scale and bias: probabilities move by ~1e-4, never by 5e-3
     int8_gap = float((int8 - student).abs().max())
     assert 0.0 < int8_gap < 5e-3, int8_gap
@@ -72,10 +84,13 @@ def test_the_artifact_scores_as_the_in_training_student(trained, artifacts, caps
         reports[name] = json.loads(capsys.readouterr().out)
     assert reports["artifact"]["metrics"]["auc"] == pytest.approx(reports["dir"]["metrics"]["auc"], abs=1e-6)
     manifests = {q: json.loads((f / "artifact.json").read_text()) for q, f in artifacts.items()}
-    assert manifests["int8"]["program_bytes"] < manifests["none"]["program_bytes"]
+    assert manifests["int8"]["program_bytes"] < manifests["per_table"]["program_bytes"] < manifests["none"]["program_bytes"]
     # int8 rows: a byte per value + an fp16 scale and bias per row, against 4 bytes per value
-    assert manifests["int8"]["weight_bytes"]["tables"] < 0.45 * manifests["none"]["weight_bytes"]["tables"]
-    assert manifests["int8"]["weight_bytes"]["dense"] == manifests["none"]["weight_bytes"]["dense"]
+    assert manifests["int8"]["weight_bytes"]["tables"] < 0.45 * manifests["per_table"]["weight_bytes"]["tables"]
+    assert manifests["int8"]["weight_bytes"]["dense"] == manifests["per_table"]["weight_bytes"]["dense"]
+    # the default holds both lookups: two copies of the dense layers, the tables twice (fp32 rows both)
+    assert manifests["none"]["weight_bytes"]["dense"] == 2 * manifests["per_table"]["weight_bytes"]["dense"]
+    assert manifests["none"]["weight_bytes"]["tables"] >= 2 * manifests["per_table"]["weight_bytes"]["tables"]
     assert manifests["none"]["features"][:2] == ["user_id", "item_id"]
 
 
@@ -157,6 +172,12 @@ def test_the_probe_catches_a_program_with_other_weights(trained, artifacts, tmp_
     tensors["expected"] = tensors["expected"] * 0.5
     save_file(tensors, str(probe))
     one_error(["score", "--model", str(folder), "--split", "test", "--out", str(tmp_path / "p.parquet")], "probe", "mismatched")
+
+
+def test_int8_tables_have_no_per_table_lookup(trained, tmp_path, one_error):
+    one_error(["export", "--model", str(trained), "--out", str(tmp_path / "a"), "--quantize", "int8", "--lookup", "per-table"], "int8", "per-table")
+    one_error(["export", "--model", str(trained), "--out", str(tmp_path / "a"), "--fused-max-batch", "0"], "--fused-max-batch")
+    assert not (tmp_path / "a").exists()
 
 
 def test_export_refuses_a_non_empty_folder_and_keeps_it(trained, artifacts, one_error):
