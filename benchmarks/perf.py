@@ -54,17 +54,27 @@ def interleaved(steppers: dict, batches: list, clock: "TeacherRunClock", warmup:
     move a ratio. Measured back to back instead, the same ratio moved by 15% between runs."""
     for i in range(warmup):
         for fn in steppers.values():
-            fn(batches[i], i)
+            fn(fresh(batches[i]), i)
     steps: dict[str, list[float]] = {n: [] for n in steppers}
     inside: dict[str, list[float]] = {n: [] for n in steppers}
     for i in range(warmup, len(batches)):
         for name, fn in steppers.items():
+            batch = fresh(batches[i])
             before = clock.seconds
             start = time.perf_counter()
-            fn(batches[i], i)
+            fn(batch, i)
             steps[name].append(time.perf_counter() - start)
             inside[name].append(clock.seconds - before)
     return {n: (statistics.median(steps[n]), statistics.median(inside[n])) for n in steppers}
+
+
+def fresh(batch):
+    """The batch as a training step receives it: a new object, with none of the per-batch work
+    (KJTs, jagged offsets) that an earlier stepper's call cached on it. Without this, whichever
+    stepper ran a batch first paid for its KJT and the later ones (the committee steps) got it free."""
+    if dataclasses.is_dataclass(batch) and hasattr(batch, "_kjt_cache"):
+        return dataclasses.replace(batch, _kjt_cache={}, _layout={}, _owner={})
+    return batch
 
 
 class TeacherRunClock:
@@ -256,7 +266,7 @@ def main() -> int:
         "rows_timed": n_rows,
         "repeats": args.repeats,
         "optim": dataclasses.asdict(optim_cfg),  # what the steps were timed with (the fused AdamW or the loop)
-        "provenance": provenance(),
+        "provenance": provenance(sorted(p for p in Path(args.teacher_dir).iterdir() if (p / "config.yaml").is_file())),  # the teachers' runs
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / ("perf.json" if args.domain == "rec" else "perf_vision.json")).write_text(json.dumps(payload, indent=2))
