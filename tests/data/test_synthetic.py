@@ -34,3 +34,51 @@ def test_same_seed_same_data(tmp_path):
     a = pl.read_parquet(tmp_path / "a" / "ml-synth.inter.parquet")
     b = pl.read_parquet(tmp_path / "b" / "ml-synth.inter.parquet")
     assert a.equals(b)
+
+
+def _word_match(frame: pl.DataFrame) -> np.ndarray:
+    """Per row: +1 for each factor where the user's ``likes`` and the item's ``tags`` name the
+    same word, -1 where they name the dimension's two opposite words."""
+    from recsys_committee.data.logs.synthetic import FACTOR_WORDS
+
+    match = np.zeros(frame.height)
+    for low, high in FACTOR_WORDS:
+        has = {(side, w): frame[side].str.contains(rf"\b{w}\b").to_numpy() for side in ("likes", "tags") for w in (low, high)}
+        match += (has["likes", low] & has["tags", low]) | (has["likes", high] & has["tags", high])
+        match -= (has["likes", low] & has["tags", high]) | (has["likes", high] & has["tags", low])
+    return match
+
+
+def test_the_side_tables_words_carry_the_planted_signal(tmp_path):
+    """Users' ``likes`` and items' ``tags`` are words for the same planted factors the ratings
+    come from: rows whose words agree are rated ~1.5 stars above rows whose words oppose (a text
+    reader has something to learn), and the words follow the factors they describe."""
+    from recsys_committee.data.logs.synthetic import FACTOR_WORDS, WORD_THRESHOLD, planted
+
+    write_synthetic(tmp_path, SMALL)
+    users, items = pl.read_parquet(tmp_path / "ml-synth.user.parquet"), pl.read_parquet(tmp_path / "ml-synth.item.parquet")
+    rows = (pl.read_parquet(tmp_path / "ml-synth.inter.parquet").join(users.select("user_id", "likes"), on="user_id")
+            .join(items.select("item_id", "tags"), on="item_id"))
+    match, rating = _word_match(rows), rows["rating"].to_numpy()
+    assert (match >= 1).sum() > 2_000 and (match <= -1).sum() > 2_000
+    assert rating[match >= 1].mean() - rating[match <= -1].mean() > 1.0
+    quality = planted(SMALL).quality
+    thrilling = items["tags"].str.contains(rf"\b{FACTOR_WORDS[0][1]}\b").to_numpy()
+    assert np.array_equal(thrilling, quality[items["item_id"].to_numpy(), 0] > WORD_THRESHOLD)
+
+
+def test_the_text_spec_gives_the_lm_the_words(tmp_path):
+    """``write_spec(text=True)``: the users table joined and ``text:`` templates, rendered by the
+    LM teacher's template path into texts that name the candidate's tags and the user's likes."""
+    from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.data.logs.spec import load_spec
+    from recsys_committee.data.logs.synthetic import write_spec
+    from recsys_committee.models.lm.templates import render_template_texts, spec_texts
+
+    write_synthetic(tmp_path, SMALL)
+    data = load_spec_data(load_spec(write_spec(tmp_path, text=True)))
+    texts = render_template_texts(data.table, data.raw.inter, spec_texts(data), history_n=2)
+    assert len(texts) == data.table.num_rows
+    first = data.raw.inter.row(0, named=True)
+    assert texts[0].startswith(f"item: {first['movie_title']} - {first['class']} - {first['tags']}. user: likes {first['likes']}.")
+    assert (write_spec(tmp_path) != write_spec(tmp_path, text=True)) and "text:" not in write_spec(tmp_path).read_text()
