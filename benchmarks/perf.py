@@ -266,7 +266,7 @@ def main() -> int:
         "rows_timed": n_rows,
         "repeats": args.repeats,
         "optim": dataclasses.asdict(optim_cfg),  # what the steps were timed with (the fused AdamW or the loop)
-        "provenance": provenance(sorted(p for p in Path(args.teacher_dir).iterdir() if (p / "config.yaml").is_file())),  # the teachers' runs
+        "provenance": provenance(sorted(p for p in Path(args.teacher_dir).iterdir() if (p / "config.yaml").is_file())),  # the runs in --teacher-dir (the teachers among them)
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / ("perf.json" if args.domain == "rec" else "perf_vision.json")).write_text(json.dumps(payload, indent=2))
