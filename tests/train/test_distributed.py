@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from recsys_committee.metrics.binary import auc
-from recsys_committee.train.config import load_config
 from recsys_committee.rec_domain import predict
 from recsys_committee.rec_domain import load_trained_model
 from recsys_committee.train.checkpoint import load_checkpoint
@@ -29,12 +28,27 @@ SHARDING_TYPES = ["table_wise", "row_wise", "column_wise"]
 
 
 @pytest.fixture(scope="module")
-def sharded_vs_plain(tmp_path_factory):
-    """Every sharding type's check, on one pair of gloo ranks (one spawn instead of three):
-    {sharding type: [rank 0's result, rank 1's]}."""
-    tiny = shutil.copytree(FIXTURES / "ml-tiny", tmp_path_factory.mktemp("sharded") / "ml-tiny")
-    per_rank = run_local(dist_workers.in_sequence, 2, [(dist_workers.sharded_vs_plain, str(tiny), t) for t in SHARDING_TYPES])
-    return {t: [rank[i] for rank in per_rank] for i, t in enumerate(SHARDING_TYPES)}
+def two_rank_checks(teacher_dir, real_data_dir, tmp_path_factory):
+    """The two-rank checks that train nothing to keep, on ONE pair of gloo ranks, one after the
+    other (spawning the ranks and importing TorchRec in them is most of a small check's time):
+    every sharding type's sharded-vs-plain check, the sharded teachers' check, and the student
+    trained with its input distribution issued ahead and inline. {check: [rank 0's, rank 1's]}."""
+    root = tmp_path_factory.mktemp("two_rank")
+    tiny = shutil.copytree(FIXTURES / "ml-tiny", root / "ml-tiny")
+    (root / "teachers").mkdir()
+    train = SMALL + [f"data.root={real_data_dir}", "data.max_rows=20000", "model.params.hidden=[64,32]"]
+    calls = {**{t: (dist_workers.sharded_vs_plain, str(tiny), t) for t in SHARDING_TYPES},
+             "teachers": (dist_workers.sharded_teachers_stay_frozen, str(teacher_dir), str(real_data_dir), str(root / "teachers")),
+             "ahead": (dist_workers.train_run, train, str(root / "ahead")),
+             "inline": (dist_workers.train_run, train + ["train.overlap_input_dist=false"], str(root / "inline"))}
+    per_rank = run_local(dist_workers.in_sequence, 2, list(calls.values()))
+    return {name: [rank[i] for rank in per_rank] for i, name in enumerate(calls)} | {"root": root}
+
+
+@pytest.fixture(scope="module")
+def sharded_vs_plain(two_rank_checks):
+    """{sharding type: [rank 0's result, rank 1's]}."""
+    return {t: two_rank_checks[t] for t in SHARDING_TYPES}
 
 
 @pytest.mark.parametrize("sharding_type", SHARDING_TYPES)
@@ -104,22 +118,19 @@ def test_two_process_distill_resumes_at_world_size_one(two_rank_distill, teacher
     assert [h["step"] for h in one["history"]] == [6, 12]  # epoch 0's record came back with the checkpoint
 
 
-def test_input_distribution_issued_ahead_changes_no_number(real_data_dir, tmp_path):
+def test_input_distribution_issued_ahead_changes_no_number(two_rank_checks):
     """2 ranks: with ``train.overlap_input_dist`` every step but an epoch's first takes its sparse
     input distributed during the step before (as TorchRec's TrainPipelineSparseDist orders it), and
     the trained student is, bit for bit, the one trained with the inline input distribution."""
-    overrides = SMALL + [f"data.root={real_data_dir}", "data.max_rows=20000", "model.params.hidden=[64,32]"]
     # both runs on one pair of gloo ranks, one after the other (each builds its own model, data and optimisers)
-    per_rank = run_local(dist_workers.in_sequence, 2, [(dist_workers.train_run, overrides, str(tmp_path / "ahead")),
-                                                       (dist_workers.train_run, overrides + ["train.overlap_input_dist=false"], str(tmp_path / "inline"))])
-    ahead, inline = [r[0] for r in per_rank], [r[1] for r in per_rank]
+    ahead, inline, root = two_rank_checks["ahead"], two_rank_checks["inline"], two_rank_checks["root"]
     assert [r["prefetched_steps"] for r in ahead] == [2 * (6 - 1)] * 2  # 2 epochs of 6 steps, each rank
     assert [r["prefetched_steps"] for r in inline] == [0, 0]
     assert ahead[0]["steps"] == inline[0]["steps"] == 12
     assert [h["train_loss"] for h in ahead[0]["history"]] == [h["train_loss"] for h in inline[0]["history"]]
     assert ahead[0]["test"] == inline[0]["test"]
-    a = load_checkpoint(tmp_path / "ahead" / "model.safetensors")["state_dict"]
-    b = load_checkpoint(tmp_path / "inline" / "model.safetensors")["state_dict"]
+    a = load_checkpoint(root / "ahead" / "model.safetensors")["state_dict"]
+    b = load_checkpoint(root / "inline" / "model.safetensors")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -140,10 +151,10 @@ def test_corrupt_or_incomplete_checkpoint_is_refused(two_rank_distill, teacher_d
     assert good.is_dir() and (good / "COMPLETE").is_file()  # the good checkpoint is untouched
 
 
-def test_sharded_teachers_match_their_files_and_stay_frozen(teacher_dir, real_data_dir, tmp_path):
+def test_sharded_teachers_match_their_files_and_stay_frozen(two_rank_checks):
     """Sharded teachers give the outputs of the trained models they were loaded from (DMP's
     fresh table init is overwritten), and training steps never change them."""
-    for r in run_local(dist_workers.sharded_teachers_stay_frozen, 2, str(teacher_dir), str(real_data_dir), str(tmp_path)):
+    for r in two_rank_checks["teachers"]:
         assert max(r["sharded_equals_plain"].values()) < 1e-5
         assert max(r["after_minus_before"].values()) == 0.0
         assert r["names"] == []
