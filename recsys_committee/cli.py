@@ -112,7 +112,8 @@ def _export(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from recsys_committee.data.prepared.build import PrepareOptions, prepare_command
 
-    options = PrepareOptions(bucket_rows=args.bucket_rows, chunk_rows=args.chunk_rows, row_group_rows=args.row_group_rows, num_workers=args.num_workers)
+    options = PrepareOptions(bucket_rows=args.bucket_rows, chunk_rows=args.chunk_rows, row_group_rows=args.row_group_rows,
+                             piece_rows=args.piece_rows, num_workers=args.num_workers)
     manifest = prepare_command(Path(args.data), Path(args.out), options, overwrite=args.overwrite)
     print(json.dumps({k: manifest[k] for k in ("rows", "buckets", "content_hash", "prepare_seconds")}, indent=2))
     return 0
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--num-workers", type=int, default=1, help="run the buckets as N Ray tasks (default: in this process)")
     prep.add_argument("--bucket-rows", type=int, default=500_000, help="rows per user bucket: bounds the memory of one featurise step")
     prep.add_argument("--chunk-rows", type=int, default=500_000, help="source rows read at a time")
+    prep.add_argument("--piece-rows", type=int, default=250_000,
+                      help="rows of a bucket featurised at a time (bounds memory when one user holds much of a bucket)")
     prep.add_argument("--row-group-rows", type=int, default=4096, help="parquet row group size (the streaming reader's unit)")
     _overwrite_flag(prep)
     prep.set_defaults(func=_prepare)

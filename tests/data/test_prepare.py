@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_spec import QUICK, click_log  # noqa: E402
 
-SMALL_BUCKETS = PrepareOptions(bucket_rows=700, chunk_rows=1000, row_group_rows=128)
+SMALL_BUCKETS = PrepareOptions(bucket_rows=700, chunk_rows=1000, row_group_rows=128, piece_rows=250)  # ~3 time-ordered pieces a bucket
 
 
 def _whole_split(split) -> "object":
@@ -52,7 +52,7 @@ def test_prepared_movielens_equals_the_in_memory_features(real_data_dir, tmp_pat
     from recsys_committee.data.features.loading import load_spec_data
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
-    manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024), log=lambda _: None)
+    manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024, piece_rows=9_000), log=lambda _: None)
     assert manifest["buckets"] == 4 and manifest["rows"] == {"train": 80_000, "val": 10_000, "test": 10_000}
     mem = load_spec_data(spec)
     _assert_same_features(mem, open_prepared(tmp_path / "ml"), torch.from_numpy(mem.raw.inter["__src"].to_numpy()))

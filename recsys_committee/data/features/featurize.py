@@ -229,11 +229,16 @@ def build_spec_features(spec: DataSpec, rows: pl.DataFrame,
 
 
 def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_ids: Optional[pl.Series] = None,
-              item_stats: Optional[pl.DataFrame] = None) -> FeatureTable:
+              item_stats: Optional[pl.DataFrame] = None, user_stats: Optional[pl.DataFrame] = None,
+              user_keys: Optional[pl.Series] = None, history_context: Optional[pl.DataFrame] = None) -> FeatureTable:
     """Features of ``rows`` (in time order) with fixed vocabularies; derived features see only
-    these rows' pasts. The out-of-core path (``data/prepared/build.py``) calls this per bucket of users,
-    with the rows' stable ids and the item statistics it computed per bucket of items
-    (``item_stats``: one row per row of ``rows``, the ``item_prev_*`` columns)."""
+    these rows' pasts. The out-of-core path (``data/prepared/build.py``) calls this per
+    time-ordered piece of a bucket of users, with what the piece cannot see alone: the rows'
+    stable ids, statistics computed over the whole bucket of items (``item_stats``) and of users
+    (``user_stats``; each one row per row of ``rows``, the ``*_prev_*`` columns), user keys
+    numbered over the whole bucket (``user_keys``) and the users' earlier rows that histories
+    are cut from (``history_context``: ``__user_key``, ``timestamp``, ``item_id`` and the rating
+    or label, every row earlier than any of ``rows``; they get no features of their own)."""
     n = rows.height
     cards = dict(vocab.cards)
     cols: dict[str, pl.Series] = {}
@@ -270,7 +275,8 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_i
                           "label": rows["__label"]})
     if spec.rating:
         frame = frame.with_columns(rows[spec.rating].alias("rating"))
-    frame = frame.with_columns(entity_key(rows[spec.user]).alias("__user_key"), entity_key(rows[spec.item]).alias("__item_key"))
+    frame = frame.with_columns((user_keys if user_keys is not None else entity_key(rows[spec.user])).alias("__user_key"),
+                               entity_key(rows[spec.item]).alias("__item_key"))
     if CONTRIBUTES in rows.columns:
         frame = frame.with_columns(rows[CONTRIBUTES])
     # ---- derived, past-only (computed over every row: a row's past includes earlier val/test rows, as in production)
@@ -280,14 +286,15 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_i
         for key, prefix, want in (("__user_key", "user", "user_stats"), ("__item_key", "item", "item_stats")):
             if want not in spec.derived:
                 continue
-            if want == "item_stats" and item_stats is not None:
-                frame = frame.hstack(item_stats)
-                dense_names += list(item_stats.columns)
+            given = item_stats if want == "item_stats" else user_stats
+            if given is not None:
+                frame = frame.hstack(given)
+                dense_names += list(given.columns)
                 continue
             stats = past_stats_of_rows(spec, frame, key, prefix, vocab)
             frame = frame.hstack(stats)
             dense_names += list(stats.columns)
-        jagged.update(_histories(spec, frame, like_min))
+        jagged.update(_histories(spec, frame, like_min, history_context))
     frame = frame.drop("__user_key", "__item_key", *([CONTRIBUTES] if CONTRIBUTES in frame.columns else []))
     for d in spec.dense:
         frame = frame.with_columns(rows[d].alias(d))
@@ -306,18 +313,41 @@ def _numeric_lenient(series: pl.Series) -> pl.Series:
     return series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The user's last N items strictly before the row's time, in global row order."""
+def _history_windows(spec: DataSpec) -> dict[str, Optional[int]]:
+    """How many past items each history keeps (None: not built)."""
     wanted = {"history": spec.history_length("history", 20), "history_long": spec.history_length("history_long", 50)}
-    rated = spec.rating is not None
     for name in ("liked", "disliked", "rated_history"):
         if name in spec.derived and wanted["history_long"] is None:
             wanted["history_long"] = 50  # liked/disliked/rated histories are cut from the long history
+    return wanted
+
+
+def longest_history(spec: DataSpec) -> int:
+    """The most past rows of a user any history reads (0: the spec builds none): all a later
+    piece of the log needs to carry of each user's past for its histories."""
+    return max((v for v in _history_windows(spec).values() if v is not None), default=0) if spec.time else 0
+
+
+def history_columns(spec: DataSpec) -> list[str]:
+    """The columns of a ``featurize`` frame that histories are cut from (a history context's)."""
+    return ["__user_key", "timestamp", "item_id", "rating" if spec.rating is not None else "label"]
+
+
+def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float],
+               context: Optional[pl.DataFrame] = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The user's last N items strictly before the row's time, in global row order. ``context``:
+    earlier rows that are history but get none of their own (a piece's users' earlier rows)."""
+    wanted = _history_windows(spec)
+    rated = spec.rating is not None
     if not any(v is not None for v in wanted.values()):
         return {}
     partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
-    by_user = frame.select("__user_key", "timestamp", "item_id", *(["rating"] if rated else ["label"]), *([CONTRIBUTES] if partial else [])
-                           ).with_row_index("_row").sort(["__user_key", "timestamp", "item_id"], maintain_order=True)
+    if partial and context is not None:
+        raise ValueError("a history context with transfer rows is not supported")
+    rows = frame.select(*history_columns(spec), *([CONTRIBUTES] if partial else [])).with_row_index("_row")
+    if context is not None and context.height:  # after the rows in the frame, before them in time: sorted first per user
+        rows = pl.concat([rows, context.select(history_columns(spec)).with_row_index("_row", offset=frame.height)], how="vertical_relaxed")
+    by_user = rows.sort(["__user_key", "timestamp", "item_id"], maintain_order=True)
     contributes = torch.from_numpy(by_user[CONTRIBUTES].to_numpy()) if partial else None
     u = torch.from_numpy(by_user["__user_key"].to_numpy().astype(np.int64))
     t = torch.from_numpy(by_user["timestamp"].to_numpy().astype(np.int64))
@@ -326,6 +356,7 @@ def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float]) -
     back = torch.from_numpy(by_user["_row"].to_numpy().astype(np.int64))
     inverse = torch.empty_like(back)
     inverse[back] = torch.arange(back.numel())  # global row -> position in user order
+    inverse = inverse[:frame.height]  # the context's rows get no history of their own
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def put(name: str, values: torch.Tensor, lengths: torch.Tensor) -> None:

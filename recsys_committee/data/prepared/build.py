@@ -29,6 +29,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -38,7 +39,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_committee.data.features.featurize import Vocabularies, crc32_of, entity_key, featurize, past_stats_of_rows, vocab_from_parts, vocab_parts
+from recsys_committee.data.features.featurize import (Vocabularies, crc32_of, entity_key, featurize, history_columns, longest_history,
+                                                      past_stats_of_rows, vocab_from_parts, vocab_parts)
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.data.logs.spec import DataSpec
@@ -55,6 +57,7 @@ class PrepareOptions:
     bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
     chunk_rows: int = 500_000  # source rows read at a time
     row_group_rows: int = 4096  # the streaming reader's unit
+    piece_rows: int = 250_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
 
 
@@ -249,40 +252,135 @@ def _arrow_table(table: Any, index: np.ndarray) -> pa.Table:
     return pa.table(arrays)
 
 
-def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int) -> dict[str, Any]:
+def time_pieces(times: np.ndarray, piece_rows: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of time-sorted rows, each about ``piece_rows`` long, cut only where
+    the time changes: rows of one second are never split, so a piece's past is exactly the
+    pieces before it."""
+    pieces, start, n = [], 0, len(times)
+    while start < n:
+        end = min(start + max(piece_rows, 1), n)
+        if end < n:
+            same = np.searchsorted(times[end:], times[end - 1], side="right")  # the rest of the cut second
+            end += int(same)
+        pieces.append((start, end))
+        start = end
+    return pieces
+
+
+class _HistoryTail:
+    """Each user's last ``keep`` rows seen so far, in history order: what the next piece's
+    histories need of the pieces before it (memory: users x ``keep`` narrow rows, not the log)."""
+
+    def __init__(self, spec: DataSpec, keep: int) -> None:
+        self.spec, self.keep, self.rows = spec, keep, None
+
+    def context_for(self, user_keys: pl.Series) -> Optional[pl.DataFrame]:
+        if self.rows is None:
+            return None
+        return self.rows.join(pl.DataFrame({"__user_key": user_keys.unique()}), on="__user_key", how="semi", maintain_order="left")
+
+    def add(self, narrow: pl.DataFrame) -> None:
+        rows = narrow if self.rows is None else pl.concat([self.rows, narrow], how="vertical_relaxed")
+        self.rows = rows.sort(["__user_key", "timestamp", "item_id"], maintain_order=True).group_by("__user_key", maintain_order=True).tail(self.keep)
+
+
+class _ShardWriters:
+    """One parquet shard per split for a bucket, appended piece by piece, each renamed into place
+    only when the bucket is done (``atomic_path``), so a crash never leaves a finished-looking shard."""
+
+    def __init__(self, out: Path, ub: int, row_group_rows: int) -> None:
+        self.out, self.ub, self.row_group_rows = out, ub, row_group_rows
+        self.stack, self.writers, self.paths, self.rows = ExitStack(), {}, {}, {}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if name not in self.writers:
+            self.paths[name] = self.out / name / f"part-{self.ub:05d}.parquet"
+            tmp = self.stack.enter_context(atomic_path(self.paths[name]))
+            self.writers[name] = self.stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+            self.rows[name] = 0
+        self.writers[name].write_table(table, row_group_size=self.row_group_rows)
+        self.rows[name] += table.num_rows
+
+    def close(self) -> dict[str, Any]:
+        """Finish every shard; their manifest entries."""
+        self.stack.close()
+        shards = {}
+        for name, path in self.paths.items():
+            groups = pq.ParquetFile(path).metadata
+            shards[name] = {"file": f"{name}/{path.name}", "rows": self.rows[name], "sha256": file_sha256(path),
+                            "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]}
+        return shards
+
+
+def _bucket_rows(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any]) -> Optional[pl.DataFrame]:
+    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
+    if not files:
+        return None
+    rows = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").with_columns(split_expr(spec, bounds))
+    return rows.filter(pl.col("__split") >= 0).sort(sort_order(spec), maintain_order=True)
+
+
+def _bucket_stats(spec: DataSpec, out: Path, ub: int, rows: pl.DataFrame, user_keys: pl.Series, vocab: Vocabularies) -> dict[str, pl.DataFrame]:
+    """The past-only statistics of every row of the bucket, computed over the whole bucket (narrow
+    columns, so cheap) before it is featurised piece by piece: item statistics from the item
+    buckets, user statistics here."""
+    stats: dict[str, pl.DataFrame] = {}
+    if "item_stats" in spec.derived:
+        stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet"))
+        joined = rows.select(ORDER_TIEBREAK).join(pl.concat([pl.read_parquet(f) for f in stat_files]), on=ORDER_TIEBREAK, how="left", maintain_order="left")
+        stats["item_stats"] = joined.drop(ORDER_TIEBREAK)
+    if "user_stats" in spec.derived:
+        narrow = pl.DataFrame({"__user_key": user_keys, "timestamp": rows[spec.time], "label": rows["__label"],
+                               **({"rating": rows[spec.rating]} if spec.rating else {})})
+        stats["user_stats"] = past_stats_of_rows(spec, narrow, "__user_key", "user", vocab)
+    return stats
+
+
+def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int,
+                piece_rows: int = 250_000) -> dict[str, Any]:
     """Featurise one bucket of users; write its shard of each split; return (and record) its
-    row counts, dense sums over train rows and the feature facts."""
+    row counts, dense sums over train rows and the feature facts.
+
+    Why in time-ordered pieces: a bucket holds every row of its users, and on a skewed log one
+    user can hold a tenth of it; the jagged histories (~170 ids a row) are what fills memory. So
+    statistics are computed over the whole bucket's narrow columns, and the rows are featurised
+    ``piece_rows`` at a time, each piece carrying its users' last rows from the pieces before it
+    (``_HistoryTail``): the features are the whole bucket's, memory is a piece's."""
     marker = out / "buckets" / f"ub-{ub:05d}.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
     record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in SPLITS}}
-    if files:
-        rows = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").with_columns(split_expr(spec, bounds))
-        rows = rows.filter(pl.col("__split") >= 0).sort(sort_order(spec), maintain_order=True)
-    if files and rows.height:
-        stats = None
-        if "item_stats" in spec.derived:
-            stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet"))
-            joined = rows.select(ORDER_TIEBREAK).join(pl.concat([pl.read_parquet(f) for f in stat_files]), on=ORDER_TIEBREAK, how="left", maintain_order="left")
-            stats = joined.drop(ORDER_TIEBREAK)
-        table = featurize(spec, rows, vocab, example_ids=rows[ORDER_TIEBREAK], item_stats=stats)
-        codes = rows["__split"].to_numpy()
-        for name in SPLITS:
-            index = np.nonzero(codes == SPLIT_CODE[name])[0]
-            record["rows"][name] = int(index.size)
-            if index.size == 0:
-                continue
-            path = out / name / f"part-{ub:05d}.parquet"
-            _write_atomic(_arrow_table(table, index), path, row_group_rows)
-            groups = pq.ParquetFile(path).metadata
-            record["shards"][name] = {"file": f"{name}/{path.name}", "rows": int(index.size), "sha256": file_sha256(path),
-                                      "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]}
-        train = np.nonzero(codes == 0)[0]
-        dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
-        record["dense"] = {"n": int(train.size), "sum": dense.sum(0).tolist(), "sumsq": (dense ** 2).sum(0).tolist()}
-        record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
-                              "jagged": sorted(table.jagged)}
+    rows = _bucket_rows(spec, out, ub, bounds)
+    if rows is not None and rows.height:
+        user_keys = entity_key(rows[spec.user])  # numbered over the whole bucket: one key per user across pieces
+        stats = _bucket_stats(spec, out, ub, rows, user_keys, vocab)
+        tail = _HistoryTail(spec, longest_history(spec))
+        writers = _ShardWriters(out, ub, row_group_rows)
+        dense_n, dense_sum, dense_sumsq = 0, 0.0, 0.0
+        with writers.stack:
+            for start, end in time_pieces(rows[spec.time].to_numpy(), piece_rows):
+                piece, keys = rows.slice(start, end - start), user_keys.slice(start, end - start)
+                table = featurize(spec, piece, vocab, example_ids=piece[ORDER_TIEBREAK], user_keys=keys,
+                                  item_stats=stats["item_stats"].slice(start, end - start) if "item_stats" in stats else None,
+                                  user_stats=stats["user_stats"].slice(start, end - start) if "user_stats" in stats else None,
+                                  history_context=tail.context_for(keys) if tail.keep else None)
+                if tail.keep:
+                    tail.add(pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:])))
+                codes = piece["__split"].to_numpy()
+                for name in SPLITS:
+                    index = np.nonzero(codes == SPLIT_CODE[name])[0]
+                    if index.size:
+                        writers.write(name, _arrow_table(table, index))
+                train = np.nonzero(codes == 0)[0]
+                dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
+                dense_n, dense_sum, dense_sumsq = dense_n + int(train.size), dense_sum + dense.sum(0), dense_sumsq + (dense ** 2).sum(0)
+                record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
+                                      "jagged": sorted(table.jagged)}
+                del table
+            record["shards"] = writers.close()
+        record["rows"].update({name: shard["rows"] for name, shard in record["shards"].items()})
+        width = len(record["features"]["dense_names"])
+        record["dense"] = {"n": dense_n, "sum": (np.zeros(width) + dense_sum).tolist(), "sumsq": (np.zeros(width) + dense_sumsq).tolist()}
     write_json(marker, record)
     return record
 
@@ -334,7 +432,8 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
     if "item_stats" in spec.derived:
         _run_many(item_bucket, [(spec, out, ib, bounds, vocab) for ib in range(buckets)], options.num_workers)
-    records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows) for ub in range(buckets)], options.num_workers)
+    records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows) for ub in range(buckets)],
+                        options.num_workers)
     manifest = _manifest(spec, plan, bounds, vocab, records)
     for split, n in manifest["rows"].items():
         if n == 0:
