@@ -16,7 +16,8 @@ rows, workers, samples_per_s, peak_rss_gib_per_worker):
 
 Reproduce: ``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000``
 (the synthetic logs are written to data/scale/ once; about 30 minutes on 2 cores, nothing else
-running). Entries of other scripts in the results file (scale_drill.py, lm_cache_actors.py) are kept.
+running). ``prepare`` alone at both skews, with whole buckets side by side:
+``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000 --prepare-only --whole-buckets``. Entries of other scripts in the results file (scale_drill.py, lm_cache_actors.py) are kept.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
-# a million users and 100k items, Zipf 0.8 / 1.0: the most active user has ~1.3% of the rows, the
-# most popular item ~8% (a bucket holds at least its largest user / item: see prepare.py)
-SYNTHETIC = ["--users", "1000000", "--items", "100000", "--user-zipf", "0.8", "--item-zipf", "1.0"]
+# a million users and 100k items. "gentle" (Zipf 0.8 / 1.0): the most active user has ~1.3% of
+# the rows, the most popular item ~8%; "default" (the generator's own 1.1 / 1.2, closer to real
+# logs): the top user ~12%, the top item ~20%. A user bucket holds every row of its users, so
+# ``prepare`` featurises it in time-ordered pieces (``--piece-rows``); "whole" runs one piece per
+# bucket, as prepare did before, side by side.
+SKEWS = {"gentle": {"user_zipf": 0.8, "item_zipf": 1.0}, "default": {"user_zipf": 1.1, "item_zipf": 1.2}}
+SYNTHETIC = ["--users", "1000000", "--items", "100000"]
+WHOLE_BUCKET = 10**12  # --piece-rows that never cuts a bucket
 OWN_KINDS = {"prepare", "train_student", "reader", "our_loop", "plain_torchrec", "plain_torchrec_in_memory"}  # this script's entries of the results file
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
@@ -67,21 +73,41 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     return time.perf_counter() - start, peak[0] / 2**30, out
 
 
-def synthetic(rows: int, root: Path) -> Path:
+def synthetic(rows: int, root: Path, skew: str = "gentle") -> Path:
     spec = root / "ml-synth.yaml"
     if not spec.is_file():
-        subprocess.run([PY, "-m", "recsys_committee.data.logs.synthetic", "--out", str(root), "--rows", str(rows), *SYNTHETIC],
-                       check=True, cwd=ROOT)
+        zipf = SKEWS[skew]
+        subprocess.run([PY, "-m", "recsys_committee.data.logs.synthetic", "--out", str(root), "--rows", str(rows), *SYNTHETIC,
+                        "--user-zipf", str(zipf["user_zipf"]), "--item-zipf", str(zipf["item_zipf"])], check=True, cwd=ROOT)
     return spec
 
 
-def prepare_run(rows: int, spec: Path, out: Path) -> dict[str, Any]:
-    seconds, peak, _ = measured([PY, "-m", "recsys_committee", "prepare", "--data", str(spec), "--out", str(out), "--overwrite"])
+def prepare_run(rows: int, spec: Path, out: Path, skew: str = "gentle", piece_rows: int | None = None) -> dict[str, Any]:
+    pieces = [] if piece_rows is None else ["--piece-rows", str(piece_rows)]
+    seconds, peak, _ = measured([PY, "-m", "recsys_committee", "prepare", "--data", str(spec), "--out", str(out), "--overwrite", *pieces])
     manifest = json.loads((out / "manifest.json").read_text())
     n = sum(manifest["rows"].values())
-    print(f"prepare {rows:,}: {seconds:.1f}s, peak RSS {peak:.2f} GiB ({n:,} rows, {manifest['buckets']} buckets)", flush=True)
-    return {"kind": "prepare", "rows": n, "workers": 1, "samples_per_s": n / seconds, "peak_rss_gib_per_worker": [peak],
-            "prepare_s": seconds, "prepare_peak_rss_gib": peak, "buckets": manifest["buckets"]}
+    used = manifest["options"]["piece_rows"]
+    label = "whole buckets" if used >= WHOLE_BUCKET else f"pieces of {used:,}"
+    print(f"prepare {rows:,}, {skew} skew, {label}: {seconds:.1f}s, peak RSS {peak:.2f} GiB ({n:,} rows, {manifest['buckets']} buckets)", flush=True)
+    return {"kind": "prepare", "rows": n, "size": rows, "workers": 1, "samples_per_s": n / seconds, "peak_rss_gib_per_worker": [peak],
+            "prepare_s": seconds, "prepare_peak_rss_gib": peak, "buckets": manifest["buckets"], "skew": SKEWS[skew],
+            "piece_rows": None if used >= WHOLE_BUCKET else used}
+
+
+def prepare_runs(rows: int, data_root: Path, out: Path, skews: list[str], whole: bool) -> tuple[list[dict[str, Any]], Path]:
+    """``prepare`` of a log of ``rows`` at every skew (with the default pieces, and whole buckets
+    too if ``whole``); returns the entries and the first skew's dataset (the one trained on)."""
+    tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+    entries, first = [], None
+    for skew in skews:
+        spec = synthetic(rows, data_root / (tag if skew == "gentle" else f"{tag}-{skew}"), skew)
+        dataset = out / tag / ("dataset" if skew == skews[0] else f"dataset-{skew}")
+        if whole:
+            entries.append(prepare_run(rows, spec, dataset, skew, WHOLE_BUCKET))
+        entries.append(prepare_run(rows, spec, dataset, skew))
+        first = first or dataset
+    return entries, first
 
 
 def train_run(rows: int, dataset: Path, out: Path, workers: int, steps: int, batch: int, overlap: bool = True) -> dict[str, Any]:
@@ -249,41 +275,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2048, help="rows per worker per step")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed setting, interleaved (the median is reported)")
+    parser.add_argument("--skews", nargs="+", choices=sorted(SKEWS), default=["gentle", "default"],
+                        help="synthetic skews prepared (training runs read the first one's dataset)")
+    parser.add_argument("--whole-buckets", action="store_true", help="also prepare with one piece per bucket (prepare before --piece-rows)")
+    parser.add_argument("--prepare-only", action="store_true", help="only the prepare entries")
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
     out = Path(args.out)
     for rows in args.rows:
         tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
-        spec = synthetic(rows, Path(args.data_root) / tag)
-        dataset = out / tag / "dataset"
-        runs.append(prepare_run(rows, spec, dataset))
-        rows_prepared = runs[-1]["rows"]
+        entries, dataset = prepare_runs(rows, Path(args.data_root), out, args.skews, args.whole_buckets)
+        runs += entries
+        if args.prepare_only:
+            continue
+        rows_prepared = entries[-1]["rows"] if len(args.skews) == 1 else next(e["rows"] for e in entries if e["skew"] == SKEWS[args.skews[0]])
         runs += train_runs(rows_prepared, dataset, out / tag, args.workers, args.steps, args.batch_size, args.repeats)
         runs += loop_comparison(dataset, rows_prepared, args.steps, args.batch_size, out / tag, args.repeats)
     path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rerun = {r["rows"] for r in runs}  # entries of sizes not rerun, and other scripts' (scale_drill, lm_cache_actors, torchrec_ranks), are kept
-    kept = [r for r in json.loads(path.read_text()) if r.get("kind") not in OWN_KINDS or r.get("rows") not in rerun] if path.is_file() else []
+    # replaced: this script's kinds that this run measured, at the sizes it ran; entries of other
+    # kinds or sizes, and other scripts' (scale_drill, lm_cache_actors, torchrec_ranks), are kept
+    rerun = {(r["kind"], _size(r)) for r in runs}
+    kept = [r for r in json.loads(path.read_text()) if r.get("kind") not in OWN_KINDS or (r["kind"], _size(r)) not in rerun] if path.is_file() else []
     path.write_text(json.dumps(runs + kept, indent=2))
     print(f"wrote {args.results}")
     summarise(runs)
     return 0
 
 
+def _size(entry: dict[str, Any]) -> int:
+    """The log size an entry was run at (prepared row counts fall a few rows short of it)."""
+    return int(entry.get("size") or round(entry["rows"], -4))
+
+
 def summarise(runs: list[dict[str, Any]]) -> None:
-    """The issue's targets as ratios of what this run measured."""
-    by = lambda kind, **kw: [r for r in runs if r["kind"] == kind and all(r[k] == v for k, v in kw.items())]  # noqa: E731
-    sizes = sorted({r["rows"] for r in by("prepare")})
+    """The targets as ratios of what this run measured."""
+    by = lambda kind, **kw: [r for r in runs if r["kind"] == kind and all(r.get(k) == v for k, v in kw.items())]  # noqa: E731
+    sizes = sorted({_size(r) for r in by("prepare")})
+    for name, skew in SKEWS.items():
+        pieces = sorted((r for r in by("prepare", skew=skew) if r["piece_rows"] is not None), key=_size)
+        whole = {_size(r): r for r in by("prepare", skew=skew, piece_rows=None)}
+        for r in pieces:
+            base = whole.get(_size(r))
+            vs = f"; whole buckets {base['prepare_s']:.1f}s, {base['prepare_peak_rss_gib']:.2f} GiB" if base else ""
+            print(f"prepare {_size(r):,} rows, {name} skew ({skew['user_zipf']}/{skew['item_zipf']}): {r['prepare_s']:.1f}s "
+                  f"({r['prepare_s'] / r['rows'] * 1e6:.2f} us/row), peak RSS {r['prepare_peak_rss_gib']:.2f} GiB{vs}")
+        if len(pieces) >= 2:
+            small, big = pieces[0], pieces[-1]
+            print(f"prepare peak RSS, {name} skew: {big['prepare_peak_rss_gib']:.2f} / {small['prepare_peak_rss_gib']:.2f} GiB = "
+                  f"{big['prepare_peak_rss_gib'] / small['prepare_peak_rss_gib']:.2f}x (targets: <= 1.5 GiB, <= 1.2x)")
+    at = lambda kind, size, **kw: [r for r in by(kind, **kw) if _size(r) == size]  # noqa: E731
     if len(sizes) >= 2:
-        small, big = by("prepare", rows=sizes[0])[0], by("prepare", rows=sizes[-1])[0]
-        print(f"prepare peak RSS {big['prepare_peak_rss_gib']:.2f} / {small['prepare_peak_rss_gib']:.2f} GiB = {big['prepare_peak_rss_gib'] / small['prepare_peak_rss_gib']:.2f}x (target <= 1.3x)")
         for w in sorted({r["workers"] for r in by("train_student")}):
-            a, b = by("train_student", rows=sizes[0], workers=w), by("train_student", rows=sizes[-1], workers=w)
+            a, b = at("train_student", sizes[0], workers=w), at("train_student", sizes[-1], workers=w)
             if a and b:
                 ra, rb = max(a[0]["peak_rss_gib_per_worker"]), max(b[0]["peak_rss_gib_per_worker"])
                 print(f"student peak RSS/worker, {w} worker(s): {rb:.2f} / {ra:.2f} GiB = {rb / ra:.2f}x (target <= 1.2x, <= 3 GiB)")
     for rows in sizes:
-        one, two = by("train_student", rows=rows, workers=1), by("train_student", rows=rows, workers=2)
+        one, two = at("train_student", rows, workers=1), at("train_student", rows, workers=2)
         one = [r for r in one if r.get("overlap_input_dist", True)]
         inline = [r for r in two if r.get("overlap_input_dist") is False]
         two = [r for r in two if r.get("overlap_input_dist", True)]
@@ -291,15 +340,14 @@ def summarise(runs: list[dict[str, Any]]) -> None:
             print(f"{rows:,} rows: 2 workers / 1 = {two[0]['samples_per_s'] / one[0]['samples_per_s']:.2f}x samples/s (target >= 1.6x)")
         if two and inline:
             print(f"{rows:,} rows, 2 workers: input distribution ahead / inline = {two[0]['samples_per_s'] / inline[0]['samples_per_s']:.2f}x samples/s")
-        reader, ours, plain = by("reader", rows=rows), by("our_loop", rows=rows), by("plain_torchrec", rows=rows)
-        in_memory = by("plain_torchrec_in_memory", rows=rows)
+        reader, ours, plain = at("reader", rows), at("our_loop", rows), at("plain_torchrec", rows)
+        in_memory = at("plain_torchrec_in_memory", rows)
         if reader and one:
             print(f"{rows:,} rows: reader / streaming student (1 worker) = {reader[0]['samples_per_s'] / one[0]['samples_per_s']:.1f}x (target >= 5x)")
         if ours and plain:
             print(f"{rows:,} rows: our loop / plain TorchRec (same reader) = {ours[0]['samples_per_s'] / plain[0]['samples_per_s']:.2f}x (target >= 0.9x)")
         if ours and in_memory:
             print(f"{rows:,} rows: our loop / plain TorchRec on in-memory batches = {ours[0]['samples_per_s'] / in_memory[0]['samples_per_s']:.2f}x")
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
