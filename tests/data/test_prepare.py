@@ -145,3 +145,16 @@ def test_prepare_and_prepared_data_errors(tmp_path, one_error):
     no_time = tmp_path / "no_time.yaml"
     no_time.write_text(spec.read_text().replace("time: ts, ", ""))
     one_error(["prepare", "--data", str(no_time), "--out", str(tmp_path / "nt")], "columns.time")
+
+
+def test_time_pieces_cover_every_row_once_and_never_split_a_second():
+    import numpy as np
+
+    from recsys_committee.data.prepared.build import time_pieces
+
+    times = np.array([1, 1, 1, 2, 3, 3, 3, 3, 4, 5, 5, 6])
+    pieces = time_pieces(times, 2)
+    assert pieces == [(0, 3), (3, 8), (8, 11), (11, 12)]  # 2 rows each, grown to the end of the cut second
+    for start, end in pieces[1:]:
+        assert times[start] != times[start - 1]  # a cut falls only where the time changes
+    assert time_pieces(times, 100) == [(0, 12)] and time_pieces(times[:0], 5) == []

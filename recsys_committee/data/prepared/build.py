@@ -57,7 +57,7 @@ class PrepareOptions:
     bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
     chunk_rows: int = 500_000  # source rows read at a time
     row_group_rows: int = 4096  # the streaming reader's unit
-    piece_rows: int = 250_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
+    piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
 
 
@@ -280,8 +280,11 @@ class _HistoryTail:
         return self.rows.join(pl.DataFrame({"__user_key": user_keys.unique()}), on="__user_key", how="semi", maintain_order="left")
 
     def add(self, narrow: pl.DataFrame) -> None:
-        rows = narrow if self.rows is None else pl.concat([self.rows, narrow], how="vertical_relaxed")
-        self.rows = rows.sort(["__user_key", "timestamp", "item_id"], maintain_order=True).group_by("__user_key", maintain_order=True).tail(self.keep)
+        """Take in a piece's rows. Only the piece is sorted: per user, the rows kept so far are in
+        history order and strictly earlier than the piece's, so appending keeps that order."""
+        piece = narrow.sort(["__user_key", "timestamp", "item_id"], maintain_order=True)
+        rows = piece if self.rows is None else pl.concat([self.rows, piece], how="vertical_relaxed")
+        self.rows = rows.group_by("__user_key", maintain_order=True).tail(self.keep)
 
 
 class _ShardWriters:
@@ -337,7 +340,7 @@ def _bucket_stats(spec: DataSpec, out: Path, ub: int, rows: pl.DataFrame, user_k
 
 
 def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int,
-                piece_rows: int = 250_000) -> dict[str, Any]:
+                piece_rows: int = 100_000) -> dict[str, Any]:
     """Featurise one bucket of users; write its shard of each split; return (and record) its
     row counts, dense sums over train rows and the feature facts.
 
