@@ -67,12 +67,21 @@ def split_rows(spec: DataSpec, n: int) -> Split:
 CONTRIBUTES = "__contributes"  # False on transfer rows: they get past-only features but are nobody's past
 
 
-def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0) -> pl.DataFrame:
-    """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly earlier."""
+def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0,
+                carry: Optional[pl.DataFrame] = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly
+    earlier, one row per (key, time); and each key's sums over ``frame`` added to ``carry`` (the
+    sums over earlier rows of the log, when ``frame`` is one time-ordered piece of it)."""
     aggs, cols = _stat_sums(rating, like)
     per_second = frame.group_by([key, time]).agg(aggs).sort([key, time])
     cum = per_second.with_columns([(pl.col(c).cum_sum().over(key) - pl.col(c)).alias(f"prev_{c}") for c in cols])
-    return _stats_columns(cum, key, time, prefix, rating, prior)
+    sums = [pl.col(c).sum() for c in cols]
+    totals = per_second.group_by(key).agg(sums)
+    if carry is not None:
+        cum = cum.join(carry.rename({c: f"carry_{c}" for c in cols}), on=key, how="left")
+        cum = cum.with_columns([(pl.col(f"prev_{c}") + pl.col(f"carry_{c}").fill_null(0)).alias(f"prev_{c}") for c in cols])
+        totals = pl.concat([carry, totals], how="vertical_relaxed").group_by(key).agg(sums)
+    return _stats_columns(cum, key, time, prefix, rating, prior), totals
 
 
 def _past_stats_asof(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float) -> pl.DataFrame:
@@ -111,12 +120,26 @@ def like_expr(spec: DataSpec) -> pl.Expr:
 def past_stats_of_rows(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: str, vocab: "Vocabularies") -> pl.DataFrame:
     """``_past_stats`` of ``key`` joined back to every row of ``frame`` (columns key, timestamp,
     label(, rating)), in ``frame``'s row order: only the ``{prefix}_prev_*`` columns."""
-    prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
     partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
-    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []), *([CONTRIBUTES] if partial else []))
-    stats = (_past_stats_asof if partial else _past_stats)(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
+    if not partial:
+        return past_stats_carried(spec, frame, key, prefix, vocab, None)[0]
+    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []), CONTRIBUTES)
+    prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
+    stats = _past_stats_asof(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
+    return src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left").drop(key, "timestamp")
+
+
+def past_stats_carried(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: str, vocab: "Vocabularies",
+                       carry: Optional[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``past_stats_of_rows`` for one time-ordered piece of a log, every row of it later than
+    every row before it: ``carry`` holds each key's sums over the earlier pieces (None: none).
+    Returns the piece's statistics and the carry after it (one row per key seen so far), so
+    the out-of-core path holds a piece and a row per key, never a hot key's whole past."""
+    prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
+    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []))
+    stats, carry = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior, carry)
     joined = src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
-    return joined.drop(key, "timestamp")
+    return joined.drop(key, "timestamp"), carry
 
 
 def _multi_tokens(series: pl.Series, separator: Optional[str], where: str) -> pl.Series:

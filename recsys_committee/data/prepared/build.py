@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_committee.data.features.featurize import (Vocabularies, crc32_of, entity_key, featurize, history_columns, longest_history,
-                                                      past_stats_of_rows, vocab_from_parts, vocab_parts)
+                                                      past_stats_carried, vocab_from_parts, vocab_parts)
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.data.logs.spec import DataSpec
@@ -214,19 +214,74 @@ def fit_vocab_out_of_core(spec: DataSpec, out: Path, bounds: dict[str, Any]) -> 
     return vocab_from_parts(spec, parts)
 
 
+# --------------------------------------------------------------------------- time pieces of a bucket
+def time_pieces(times: np.ndarray, piece_rows: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of time-sorted rows, each about ``piece_rows`` long, cut only where
+    the time changes: rows of one second are never split, so a piece's past is exactly the
+    pieces before it."""
+    pieces, start, n = [], 0, len(times)
+    while start < n:
+        end = min(start + max(piece_rows, 1), n)
+        if end < n:
+            same = np.searchsorted(times[end:], times[end - 1], side="right")  # the rest of the cut second
+            end += int(same)
+        pieces.append((start, end))
+        start = end
+    return pieces
+
+
+class BucketPieces:
+    """One bucket's staged rows (within the split's cut), read one time range at a time.
+
+    Why: a bucket holds every row of its keys, and on a skewed log one user holds a tenth of
+    the rows and one item a fifth. Only the bucket's time column is read whole; each piece is
+    read with a time filter (parquet statistics skip the files and row groups outside it), so
+    memory is a piece's, whatever the hottest key holds."""
+
+    def __init__(self, spec: DataSpec, files: list[Path], bounds: dict[str, Any], piece_rows: int) -> None:
+        self.spec = spec
+        scans = [pl.scan_parquet(f) for f in files]
+        rows = pl.concat(scans, how="vertical_relaxed") if len(scans) > 1 else scans[0]
+        self.rows = rows.with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
+        times = np.sort(self.rows.select(spec.time).collect()[spec.time].to_numpy())
+        self.ranges = [(times[a].item(), times[b - 1].item()) for a, b in time_pieces(times, piece_rows)]
+        self._numbering: dict[str, pl.DataFrame] = {}
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        for first, last in self.ranges:
+            yield self.rows.filter(pl.col(self.spec.time).is_between(first, last)).collect().sort(sort_order(self.spec), maintain_order=True)
+
+    def key_of(self, rows: pl.DataFrame, column: str) -> pl.Series:
+        """``entity_key`` of a piece's users / items, numbered over the whole bucket so one user
+        has one key in every piece (integer ids are their own key)."""
+        if rows[column].dtype.is_integer():
+            return entity_key(rows[column])
+        if column not in self._numbering:
+            distinct = self.rows.select(column).unique().collect().sort(column)
+            self._numbering[column] = distinct.with_row_index("__key").with_columns(pl.col("__key").cast(pl.Int64))
+        return rows.select(column).join(self._numbering[column], on=column, how="left", maintain_order="left")["__key"]
+
+
 # --------------------------------------------------------------------------- 4. item statistics
-def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], vocab: Vocabularies) -> None:
+def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], vocab: Vocabularies, piece_rows: int = 100_000) -> None:
+    """Past-only item statistics of one item bucket, a time piece at a time with each item's sums
+    carried, written per (user bucket, piece) with each row's source row and time (the user
+    bucket joins them by source row, reading only its own pieces' times)."""
     marker = out / "istats" / "_done" / f"ib-{ib:05d}"
     if marker.is_file():
         return
+    for stale in (out / "istats").glob(f"ub=*/ib-{ib:05d}-*.parquet"):  # a crashed run's pieces (the count may differ)
+        stale.unlink()
     files = sorted((out / "istage" / f"ib={ib:05d}").glob("c-*.parquet"))
-    if files:
-        rows = pl.concat([pl.read_parquet(f) for f in files]).with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
-        frame = rows.select(entity_key(rows[spec.item]).alias("__item_key"), pl.col(spec.time).alias("timestamp"), pl.col("__label").alias("label"),
+    carry = None
+    pieces = BucketPieces(spec, files, bounds, piece_rows) if files else []
+    for number, rows in enumerate(pieces):
+        frame = rows.select(pieces.key_of(rows, spec.item).alias("__item_key"), pl.col(spec.time).alias("timestamp"), pl.col("__label").alias("label"),
                             *([pl.col(spec.rating).alias("rating")] if spec.rating else []))
-        stats = past_stats_of_rows(spec, frame, "__item_key", "item", vocab).with_columns(rows[ORDER_TIEBREAK], rows["__ub"])
+        stats, carry = past_stats_carried(spec, frame, "__item_key", "item", vocab, carry)
+        stats = stats.with_columns(rows[ORDER_TIEBREAK], rows[spec.time].alias("__time"), rows["__ub"])
         for (ub,), part in stats.partition_by("__ub", as_dict=True).items():
-            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}.parquet")
+            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}-{number:05d}.parquet")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
@@ -250,21 +305,6 @@ def _arrow_table(table: Any, index: np.ndarray) -> pa.Table:
         np.cumsum(lengths.numpy(), out=offs[1:])
         arrays[name] = pa.ListArray.from_arrays(pa.array(offs), pa.array(v.numpy().astype(np.int64)))
     return pa.table(arrays)
-
-
-def time_pieces(times: np.ndarray, piece_rows: int) -> list[tuple[int, int]]:
-    """[start, end) ranges of time-sorted rows, each about ``piece_rows`` long, cut only where
-    the time changes: rows of one second are never split, so a piece's past is exactly the
-    pieces before it."""
-    pieces, start, n = [], 0, len(times)
-    while start < n:
-        end = min(start + max(piece_rows, 1), n)
-        if end < n:
-            same = np.searchsorted(times[end:], times[end - 1], side="right")  # the rest of the cut second
-            end += int(same)
-        pieces.append((start, end))
-        start = end
-    return pieces
 
 
 class _HistoryTail:
@@ -315,72 +355,55 @@ class _ShardWriters:
         return shards
 
 
-def _bucket_rows(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any]) -> Optional[pl.DataFrame]:
-    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
-    if not files:
-        return None
-    rows = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").with_columns(split_expr(spec, bounds))
-    return rows.filter(pl.col("__split") >= 0).sort(sort_order(spec), maintain_order=True)
-
-
-def _bucket_stats(spec: DataSpec, out: Path, ub: int, rows: pl.DataFrame, user_keys: pl.Series, vocab: Vocabularies) -> dict[str, pl.DataFrame]:
-    """The past-only statistics of every row of the bucket, computed over the whole bucket (narrow
-    columns, so cheap) before it is featurised piece by piece: item statistics from the item
-    buckets, user statistics here."""
-    stats: dict[str, pl.DataFrame] = {}
-    if "item_stats" in spec.derived:
-        stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet"))
-        joined = rows.select(ORDER_TIEBREAK).join(pl.concat([pl.read_parquet(f) for f in stat_files]), on=ORDER_TIEBREAK, how="left", maintain_order="left")
-        stats["item_stats"] = joined.drop(ORDER_TIEBREAK)
-    if "user_stats" in spec.derived:
-        narrow = pl.DataFrame({"__user_key": user_keys, "timestamp": rows[spec.time], "label": rows["__label"],
-                               **({"rating": rows[spec.rating]} if spec.rating else {})})
-        stats["user_stats"] = past_stats_of_rows(spec, narrow, "__user_key", "user", vocab)
-    return stats
-
-
 def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int,
                 piece_rows: int = 100_000) -> dict[str, Any]:
     """Featurise one bucket of users; write its shard of each split; return (and record) its
     row counts, dense sums over train rows and the feature facts.
 
     Why in time-ordered pieces: a bucket holds every row of its users, and on a skewed log one
-    user can hold a tenth of it; the jagged histories (~170 ids a row) are what fills memory. So
-    statistics are computed over the whole bucket's narrow columns, and the rows are featurised
-    ``piece_rows`` at a time, each piece carrying its users' last rows from the pieces before it
-    (``_HistoryTail``): the features are the whole bucket's, memory is a piece's."""
+    user can hold a tenth of it. Each piece (``BucketPieces``) is featurised with what it cannot
+    see alone: its users' statistics carried from the pieces before it, their last rows for the
+    histories (``_HistoryTail``) and the item statistics of its time range. The features are the
+    whole bucket's; memory is a piece's."""
     marker = out / "buckets" / f"ub-{ub:05d}.json"
     if marker.is_file():
         return json.loads(marker.read_text())
     record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in SPLITS}}
-    rows = _bucket_rows(spec, out, ub, bounds)
-    if rows is not None and rows.height:
-        user_keys = entity_key(rows[spec.user])  # numbered over the whole bucket: one key per user across pieces
-        stats = _bucket_stats(spec, out, ub, rows, user_keys, vocab)
-        tail = _HistoryTail(spec, longest_history(spec))
-        writers = _ShardWriters(out, ub, row_group_rows)
-        dense_n, dense_sum, dense_sumsq = 0, 0.0, 0.0
-        with writers.stack:
-            for start, end in time_pieces(rows[spec.time].to_numpy(), piece_rows):
-                piece, keys = rows.slice(start, end - start), user_keys.slice(start, end - start)
-                table = featurize(spec, piece, vocab, example_ids=piece[ORDER_TIEBREAK], user_keys=keys,
-                                  item_stats=stats["item_stats"].slice(start, end - start) if "item_stats" in stats else None,
-                                  user_stats=stats["user_stats"].slice(start, end - start) if "user_stats" in stats else None,
-                                  history_context=tail.context_for(keys) if tail.keep else None)
-                if tail.keep:
-                    tail.add(pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:])))
-                codes = piece["__split"].to_numpy()
-                for name in SPLITS:
-                    index = np.nonzero(codes == SPLIT_CODE[name])[0]
-                    if index.size:
-                        writers.write(name, _arrow_table(table, index))
-                train = np.nonzero(codes == 0)[0]
-                dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
-                dense_n, dense_sum, dense_sumsq = dense_n + int(train.size), dense_sum + dense.sum(0), dense_sumsq + (dense ** 2).sum(0)
-                record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
-                                      "jagged": sorted(table.jagged)}
-                del table
-            record["shards"] = writers.close()
+    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
+    item_stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet")) if "item_stats" in spec.derived else []
+    tail = _HistoryTail(spec, longest_history(spec))
+    writers = _ShardWriters(out, ub, row_group_rows)
+    carry, dense_n, dense_sum, dense_sumsq = None, 0, 0.0, 0.0
+    with writers.stack:
+        pieces = BucketPieces(spec, files, bounds, piece_rows) if files else []
+        for piece in pieces:
+            keys = pieces.key_of(piece, spec.user)
+            user_stats = item_stats = None
+            if "user_stats" in spec.derived:
+                narrow = pl.DataFrame({"__user_key": keys, "timestamp": piece[spec.time], "label": piece["__label"],
+                                       **({"rating": piece[spec.rating]} if spec.rating else {})})
+                user_stats, carry = past_stats_carried(spec, narrow, "__user_key", "user", vocab, carry)
+            if item_stat_files:
+                scans = pl.concat([pl.scan_parquet(f) for f in item_stat_files])
+                found = scans.filter(pl.col("__time").is_between(piece[spec.time].min(), piece[spec.time].max())).drop("__time").collect()
+                item_stats = piece.select(ORDER_TIEBREAK).join(found, on=ORDER_TIEBREAK, how="left", maintain_order="left").drop(ORDER_TIEBREAK)
+            table = featurize(spec, piece, vocab, example_ids=piece[ORDER_TIEBREAK], user_keys=keys, item_stats=item_stats, user_stats=user_stats,
+                              history_context=tail.context_for(keys) if tail.keep else None)
+            if tail.keep:
+                tail.add(pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:])))
+            codes = piece["__split"].to_numpy()
+            for name in SPLITS:
+                index = np.nonzero(codes == SPLIT_CODE[name])[0]
+                if index.size:
+                    writers.write(name, _arrow_table(table, index))
+            train = np.nonzero(codes == 0)[0]
+            dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
+            dense_n, dense_sum, dense_sumsq = dense_n + int(train.size), dense_sum + dense.sum(0), dense_sumsq + (dense ** 2).sum(0)
+            record["features"] = {"cardinalities": table.cardinalities, "dense_names": table.dense_names, "layout": table.layout.as_dict(),
+                                  "jagged": sorted(table.jagged)}
+            del table
+        record["shards"] = writers.close()
+    if "features" in record:
         record["rows"].update({name: shard["rows"] for name, shard in record["shards"].items()})
         width = len(record["features"]["dense_names"])
         record["dense"] = {"n": dense_n, "sum": (np.zeros(width) + dense_sum).tolist(), "sumsq": (np.zeros(width) + dense_sumsq).tolist()}
@@ -434,7 +457,7 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     vocab = Vocabularies(**json.loads(vocab_file.read_text()))
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
     if "item_stats" in spec.derived:
-        _run_many(item_bucket, [(spec, out, ib, bounds, vocab) for ib in range(buckets)], options.num_workers)
+        _run_many(item_bucket, [(spec, out, ib, bounds, vocab, options.piece_rows) for ib in range(buckets)], options.num_workers)
     records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows) for ub in range(buckets)],
                         options.num_workers)
     manifest = _manifest(spec, plan, bounds, vocab, records)
