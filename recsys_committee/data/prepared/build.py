@@ -5,7 +5,10 @@ statistics) buffers its whole input, so memory grows with the log. Every past-on
 needs the rows of ONE user (histories, user stats) or ONE item (item stats), so the rows are
 first written bucketed by user (``crc32(user) % B``) and, narrow, by item; each bucket is then
 featurised on its own by the same ``featurize`` the in-memory path runs, so both paths give the
-same features. Memory is bounded by a source chunk and a bucket, never by the whole log.
+same features. A bucket is then read and featurised one time range at a time (``BucketPieces``),
+with each key's running sums and each user's last rows carried between pieces, because on a
+skewed log one user or item holds a large share of its bucket. Memory is bounded by a source
+chunk and a piece, never by the whole log nor by its hottest key.
 
 Steps (each resumable; a rerun skips what finished, and a file is only ever renamed into place
 once complete, so a partial file is never taken for a finished one):
@@ -55,7 +58,7 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 @dataclass(frozen=True)
 class PrepareOptions:
     bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
-    chunk_rows: int = 500_000  # source rows read at a time
+    chunk_rows: int = 250_000  # source rows read at a time (ingest holds a few copies of a chunk)
     row_group_rows: int = 4096  # the streaming reader's unit
     piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
