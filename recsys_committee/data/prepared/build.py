@@ -58,7 +58,7 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 @dataclass(frozen=True)
 class PrepareOptions:
     bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
-    chunk_rows: int = 250_000  # source rows read at a time (ingest holds a few copies of a chunk)
+    chunk_rows: int = 500_000  # source rows read at a time
     row_group_rows: int = 4096  # the streaming reader's unit
     piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
@@ -92,13 +92,23 @@ def _scan(path: Path, spec: DataSpec) -> pl.LazyFrame:
     return pl.scan_csv(path, separator=spec.separator, infer_schema_length=10_000)
 
 
+def _read_chunks(path: Path, spec: DataSpec, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """A source file ``chunk_rows`` rows at a time. Parquet is read by pyarrow a row group at a
+    time: polars' streaming ``collect_batches`` buffered ~0.3 GiB more on a 10M-row file."""
+    if path.suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield pl.from_arrow(batch)
+        return
+    yield from _scan(path, spec).collect_batches(chunk_size=chunk_rows)
+
+
 def source_chunks(spec: DataSpec, chunk_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
     """(chunk number, rows with ``__src``) over the interaction files in glob order; ``__src``
     numbers rows across files exactly as ``reader.read_rows`` does."""
     offset, number = 0, 0
     for path in _files(spec.interactions):
         try:
-            for chunk in _scan(path, spec).collect_batches(chunk_size=chunk_rows):
+            for chunk in _read_chunks(path, spec, chunk_rows):
                 if chunk.height == 0:
                     continue
                 yield number, chunk.with_row_index(ORDER_TIEBREAK, offset=offset).with_columns(pl.col(ORDER_TIEBREAK).cast(pl.Int64))
@@ -123,7 +133,9 @@ def _needed_columns(spec: DataSpec) -> list[str]:
 
 # --------------------------------------------------------------------------- 1. ingest
 def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callable[[str], None]) -> int:
-    sides = side_tables(spec)
+    needed = set(_needed_columns(spec))  # side columns no feature reads (long titles, tags) are never joined into a chunk
+    sides = {what: (path, key, table.select([c for c in table.columns if c == key or c in needed]))
+             for what, (path, key, table) in side_tables(spec).items()}
     done_dir = out / "stage" / "_done"
     total = 0
     for number, chunk in source_chunks(spec, chunk_rows):
@@ -266,6 +278,7 @@ class BucketPieces:
 
 
 # --------------------------------------------------------------------------- 4. item statistics
+NARROW_PIECE_FACTOR = 5  # an item piece holds ~6 narrow columns, not a user piece's histories: 5x the rows in less memory
 def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], vocab: Vocabularies, piece_rows: int = 100_000) -> None:
     """Past-only item statistics of one item bucket, a time piece at a time with each item's sums
     carried, written per (user bucket, piece) with each row's source row and time (the user
@@ -277,7 +290,7 @@ def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], voca
         stale.unlink()
     files = sorted((out / "istage" / f"ib={ib:05d}").glob("c-*.parquet"))
     carry = None
-    pieces = BucketPieces(spec, files, bounds, piece_rows) if files else []
+    pieces = BucketPieces(spec, files, bounds, piece_rows * NARROW_PIECE_FACTOR) if files else []
     for number, rows in enumerate(pieces):
         frame = rows.select(pieces.key_of(rows, spec.item).alias("__item_key"), pl.col(spec.time).alias("timestamp"), pl.col("__label").alias("label"),
                             *([pl.col(spec.rating).alias("rating")] if spec.rating else []))
