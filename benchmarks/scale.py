@@ -35,6 +35,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
 PY = sys.executable
 # a million users and 100k items. "gentle" (Zipf 0.8 / 1.0): the most active user has ~1.3% of
 # the rows, the most popular item ~8%; "default" (the generator's own 1.1 / 1.2, closer to real
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     # kinds or sizes, and other scripts' (scale_drill, lm_cache_actors, torchrec_ranks), are kept
     rerun = {(r["kind"], _size(r)) for r in runs}
     kept = [r for r in json.loads(path.read_text()) if r.get("kind") not in OWN_KINDS or (r["kind"], _size(r)) not in rerun] if path.is_file() else []
-    path.write_text(json.dumps(runs + kept, indent=2))
+    measured_at = provenance()  # the commit and command line every entry of this run was measured with
+    path.write_text(json.dumps([{**r, "provenance": measured_at} for r in runs] + kept, indent=2))
     print(f"wrote {args.results}")
     summarise(runs)
     return 0
