@@ -279,6 +279,9 @@ class BucketPieces:
 
 # --------------------------------------------------------------------------- 4. item statistics
 NARROW_PIECE_FACTOR = 5  # an item piece holds ~6 narrow columns, not a user piece's histories: 5x the rows in less memory
+ITEM_STATS_ROW_GROUP = 8192  # rows per row group of the item statistics (what a user piece's time filter can skip)
+
+
 def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], vocab: Vocabularies, piece_rows: int = 100_000) -> None:
     """Past-only item statistics of one item bucket, a time piece at a time with each item's sums
     carried, written per (user bucket, piece) with each row's source row and time (the user
@@ -297,7 +300,8 @@ def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], voca
         stats, carry = past_stats_carried(spec, frame, "__item_key", "item", vocab, carry)
         stats = stats.with_columns(rows[ORDER_TIEBREAK], rows[spec.time].alias("__time"), rows["__ub"])
         for (ub,), part in stats.partition_by("__ub", as_dict=True).items():
-            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}-{number:05d}.parquet")
+            # in time order, in small row groups: a user piece's time filter skips the rest of the file
+            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}-{number:05d}.parquet", ITEM_STATS_ROW_GROUP)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
