@@ -41,8 +41,8 @@ PY = sys.executable
 # a million users and 100k items. "gentle" (Zipf 0.8 / 1.0): the most active user has ~1.3% of
 # the rows, the most popular item ~8%; "default" (the generator's own 1.1 / 1.2, closer to real
 # logs): the top user ~12%, the top item ~20%. A user bucket holds every row of its users, so
-# ``prepare`` featurises it in time-ordered pieces (``--piece-rows``); "whole" runs one piece per
-# bucket, as prepare did before, side by side.
+# ``prepare`` featurises it in time-ordered pieces (``--piece-rows``); ``--whole-buckets`` also runs
+# the same code with one piece per bucket, side by side.
 SKEWS = {"gentle": {"user_zipf": 0.8, "item_zipf": 1.0}, "default": {"user_zipf": 1.1, "item_zipf": 1.2}}
 SYNTHETIC = ["--users", "1000000", "--items", "100000"]
 WHOLE_BUCKET = 10**12  # --piece-rows that never cuts a bucket
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         runs += entries
         if args.prepare_only:
             continue
-        rows_prepared = entries[-1]["rows"] if len(args.skews) == 1 else next(e["rows"] for e in entries if e["skew"] == SKEWS[args.skews[0]])
+        rows_prepared = next(e["rows"] for e in entries if e["skew"] == SKEWS[args.skews[0]])  # the dataset trained on
         runs += train_runs(rows_prepared, dataset, out / tag, args.workers, args.steps, args.batch_size, args.repeats)
         runs += loop_comparison(dataset, rows_prepared, args.steps, args.batch_size, out / tag, args.repeats)
     path = Path(args.results)

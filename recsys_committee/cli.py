@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--data", required=True, help="the data spec YAML")
     prep.add_argument("--out", required=True, help="DATASET_DIR (an unfinished prepare there is resumed)")
     prep.add_argument("--num-workers", type=int, default=1, help="run the buckets as N Ray tasks (default: in this process)")
-    prep.add_argument("--bucket-rows", type=int, default=500_000, help="rows per user bucket: bounds the memory of one featurise step")
+    prep.add_argument("--bucket-rows", type=int, default=500_000, help="rows per user / item bucket on average (sets the bucket count)")
     prep.add_argument("--chunk-rows", type=int, default=500_000, help="source rows read at a time")
     prep.add_argument("--piece-rows", type=int, default=100_000,
                       help="rows of a bucket featurised at a time (bounds memory when one user holds much of a bucket)")

@@ -68,19 +68,22 @@ CONTRIBUTES = "__contributes"  # False on transfer rows: they get past-only feat
 
 
 def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float = 0.0,
-                carry: Optional[pl.DataFrame] = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                carry: Optional[pl.DataFrame] = None, sums_out: bool = True) -> tuple[pl.DataFrame, Optional[pl.DataFrame]]:
     """Count (log), smoothed mean rating (with a rating) and like rate of ``key`` over rows strictly
-    earlier, one row per (key, time); and each key's sums over ``frame`` added to ``carry`` (the
-    sums over earlier rows of the log, when ``frame`` is one time-ordered piece of it)."""
+    earlier, one row per (key, time); and (``sums_out``) each key's sums over ``frame`` added to
+    ``carry`` (the sums over earlier rows of the log, when ``frame`` is one time-ordered piece of it)."""
     aggs, cols = _stat_sums(rating, like)
     per_second = frame.group_by([key, time]).agg(aggs).sort([key, time])
     cum = per_second.with_columns([(pl.col(c).cum_sum().over(key) - pl.col(c)).alias(f"prev_{c}") for c in cols])
-    sums = [pl.col(c).sum() for c in cols]
-    totals = per_second.group_by(key).agg(sums)
     if carry is not None:
         cum = cum.join(carry.rename({c: f"carry_{c}" for c in cols}), on=key, how="left")
         cum = cum.with_columns([(pl.col(f"prev_{c}") + pl.col(f"carry_{c}").fill_null(0)).alias(f"prev_{c}") for c in cols])
-        totals = pl.concat([carry, totals], how="vertical_relaxed").group_by(key).agg(sums)
+    totals = None
+    if sums_out:
+        sums = [pl.col(c).sum() for c in cols]
+        totals = per_second.group_by(key).agg(sums)
+        if carry is not None:
+            totals = pl.concat([carry, totals], how="vertical_relaxed").group_by(key).agg(sums)
     return _stats_columns(cum, key, time, prefix, rating, prior), totals
 
 
@@ -122,7 +125,7 @@ def past_stats_of_rows(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: st
     label(, rating)), in ``frame``'s row order: only the ``{prefix}_prev_*`` columns."""
     partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
     if not partial:
-        return past_stats_carried(spec, frame, key, prefix, vocab, None)[0]
+        return past_stats_carried(spec, frame, key, prefix, vocab, None, sums_out=False)[0]
     src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []), CONTRIBUTES)
     prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
     stats = _past_stats_asof(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior)
@@ -130,14 +133,15 @@ def past_stats_of_rows(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: st
 
 
 def past_stats_carried(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: str, vocab: "Vocabularies",
-                       carry: Optional[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+                       carry: Optional[pl.DataFrame], sums_out: bool = True) -> tuple[pl.DataFrame, Optional[pl.DataFrame]]:
     """``past_stats_of_rows`` for one time-ordered piece of a log, every row of it later than
     every row before it: ``carry`` holds each key's sums over the earlier pieces (None: none).
     Returns the piece's statistics and the carry after it (one row per key seen so far), so
-    the out-of-core path holds a piece and a row per key, never a hot key's whole past."""
+    the out-of-core path holds a piece and a row per key, never a hot key's whole past
+    (``sums_out=False``: no carry is wanted, as for a whole log in memory)."""
     prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
     src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []))
-    stats, carry = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior, carry)
+    stats, carry = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior, carry, sums_out)
     joined = src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
     return joined.drop(key, "timestamp"), carry
 
@@ -257,8 +261,9 @@ def featurize(spec: DataSpec, rows: pl.DataFrame, vocab: Vocabularies, example_i
     """Features of ``rows`` (in time order) with fixed vocabularies; derived features see only
     these rows' pasts. The out-of-core path (``data/prepared/build.py``) calls this per
     time-ordered piece of a bucket of users, with what the piece cannot see alone: the rows'
-    stable ids, statistics computed over the whole bucket of items (``item_stats``) and of users
-    (``user_stats``; each one row per row of ``rows``, the ``*_prev_*`` columns), user keys
+    stable ids, their item and user statistics (``item_stats``, ``user_stats``: computed by the
+    caller with each key's sums carried from earlier pieces; one row per row of ``rows``, the
+    ``*_prev_*`` columns), user keys
     numbered over the whole bucket (``user_keys``) and the users' earlier rows that histories
     are cut from (``history_context``: ``__user_key``, ``timestamp``, ``item_id`` and the rating
     or label, every row earlier than any of ``rows``; they get no features of their own)."""

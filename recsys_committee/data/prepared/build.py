@@ -57,7 +57,7 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    bucket_rows: int = 500_000  # rows per user bucket (what one featurise step holds)
+    bucket_rows: int = 500_000  # rows per bucket on average (sets the bucket count; a hot key's bucket is larger)
     chunk_rows: int = 500_000  # source rows read at a time
     row_group_rows: int = 4096  # the streaming reader's unit
     piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
@@ -331,8 +331,8 @@ class _HistoryTail:
     """Each user's last ``keep`` rows seen so far, in history order: what the next piece's
     histories need of the pieces before it (memory: users x ``keep`` narrow rows, not the log)."""
 
-    def __init__(self, spec: DataSpec, keep: int) -> None:
-        self.spec, self.keep, self.rows = spec, keep, None
+    def __init__(self, keep: int) -> None:
+        self.keep, self.rows = keep, None
 
     def context_for(self, user_keys: pl.Series) -> Optional[pl.DataFrame]:
         if self.rows is None:
@@ -391,7 +391,8 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
     record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in SPLITS}}
     files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
     item_stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet")) if "item_stats" in spec.derived else []
-    tail = _HistoryTail(spec, longest_history(spec))
+    item_stats_scan = pl.concat([pl.scan_parquet(f) for f in item_stat_files]) if item_stat_files else None  # planned once, filtered per piece
+    tail = _HistoryTail(longest_history(spec))
     writers = _ShardWriters(out, ub, row_group_rows)
     carry, dense_n, dense_sum, dense_sumsq = None, 0, 0.0, 0.0
     with writers.stack:
@@ -403,9 +404,8 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
                 narrow = pl.DataFrame({"__user_key": keys, "timestamp": piece[spec.time], "label": piece["__label"],
                                        **({"rating": piece[spec.rating]} if spec.rating else {})})
                 user_stats, carry = past_stats_carried(spec, narrow, "__user_key", "user", vocab, carry)
-            if item_stat_files:
-                scans = pl.concat([pl.scan_parquet(f) for f in item_stat_files])
-                found = scans.filter(pl.col("__time").is_between(piece[spec.time].min(), piece[spec.time].max())).drop("__time").collect()
+            if item_stats_scan is not None:
+                found = item_stats_scan.filter(pl.col("__time").is_between(piece[spec.time].min(), piece[spec.time].max())).drop("__time").collect()
                 item_stats = piece.select(ORDER_TIEBREAK).join(found, on=ORDER_TIEBREAK, how="left", maintain_order="left").drop(ORDER_TIEBREAK)
             table = featurize(spec, piece, vocab, example_ids=piece[ORDER_TIEBREAK], user_keys=keys, item_stats=item_stats, user_stats=user_stats,
                               history_context=tail.context_for(keys) if tail.keep else None)
