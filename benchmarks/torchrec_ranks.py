@@ -11,8 +11,14 @@ Two loops: the plain one (forward, backward, step) and TorchRec's ``TrainPipelin
 interleaved, the median reported; entries ``plain_torchrec_ranks`` of ``benchmarks/results/scale.json``
 (other entries kept).
 
+With ``--ray``, the same streaming student under Ray Train's ``TorchTrainer`` (1 and 2 workers,
+scale.py's ``train_student`` runs) in the same run, rounds interleaved with the no-Ray ones, so
+"2 workers / 1 under Ray" is set against "2 ranks / 1 without Ray" measured minutes apart, not
+sessions apart; entries ``train_student`` at that size are replaced.
+
 Reproduce: ``.venv/bin/python benchmarks/torchrec_ranks.py --dataset runs/scale/1m/dataset``
-(after benchmarks/scale.py prepared it; a few minutes).
+(after benchmarks/scale.py prepared it; a few minutes). At 10M with Ray, the default skew:
+``.venv/bin/python benchmarks/torchrec_ranks.py --dataset runs/scale/10m/dataset-default --steps 300 --ray``
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale import plain_torchrec_student  # noqa: E402  (the same plain-TorchRec student as scale.py's arm)
+from provenance import provenance  # noqa: E402
+from scale import _size, plain_torchrec_student, train_run  # noqa: E402  (the same plain-TorchRec student and Ray runs as scale.py's)
 WARMUP = 10  # steps left out of the rate, as the training loop's steady throughput
 
 
@@ -134,14 +141,21 @@ def rank_main(rank: int, world: int, port: int, dataset: str, steps: int, batch:
     dist.destroy_process_group()
 
 
-def run(world: int, args: argparse.Namespace, out: Path) -> dict[str, list[float]]:
+def run(world: int, args: argparse.Namespace, out: Path, repeats: int) -> dict[str, list[float]]:
     import torch.multiprocessing as mp
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(rank_main, args=(world, port, args.dataset, args.steps, args.batch_size, args.repeats, str(out)), nprocs=world)
+    mp.spawn(rank_main, args=(world, port, args.dataset, args.steps, args.batch_size, repeats, str(out)), nprocs=world)
     return json.loads(out.read_text())
+
+
+def ray_entry(runs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """The median round's figures of one worker count under Ray, every round's samples/s."""
+    ranked = sorted(runs, key=lambda e: e["samples_per_s"])
+    return {**ranked[len(ranked) // 2], "overlap_input_dist": True, "rounds": [e["samples_per_s"] for e in runs],
+            "peak_rss_gib_per_worker": [max(e["peak_rss_gib_per_worker"][i] for e in runs) for i in range(workers)]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", default="benchmarks/results/scale.json")
+    parser.add_argument("--ray", action="store_true", help="also the streaming student under Ray Train (1 and 2 workers), rounds interleaved")
     args = parser.parse_args(argv)
     manifest = json.loads((Path(args.dataset) / "manifest.json").read_text())
     rows = sum(manifest["rows"].values())
@@ -158,7 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     for world in (1, 2):
         (scratch.parent / f"ours-{world}-ranks").mkdir(parents=True, exist_ok=True)
     entries = []
-    by_world = {world: run(world, args, scratch) for world in (1, 2)}
+    # one round of every setting at a time (1 rank, 2 ranks, then Ray's 1 and 2 workers): a slow
+    # minute of a shared machine lands on every setting alike, not on whichever ran then
+    rounds: list[dict[int, dict[str, list[float]]]] = []
+    ray_runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for r in range(args.repeats):
+        rounds.append({world: run(world, args, scratch, 1) for world in (1, 2)})
+        if args.ray:
+            for workers in (1, 2):
+                ray_runs[workers].append(train_run(rows, Path(args.dataset), scratch.parent / f"ray-w{workers}", workers, args.steps, args.batch_size))
+    by_world = {world: {k: [v for got in rounds for v in got[world][k]] for k in rounds[0][world]} for world in (1, 2)}
     for world, rates in by_world.items():
         preempted = rates.pop("our_streaming_student_preemptions_per_s")
         for loop, rounds in rates.items():
@@ -171,12 +195,26 @@ def main(argv: list[str] | None = None) -> int:
                 entries[-1]["preemptions_per_s"] = preempted[rounds.index(median)]  # the median round's
                 note = f", training thread preempted {preempted[rounds.index(median)] or 0:,.0f}/s"
             print(f"{world} gloo rank(s), {loop}: {median:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in rounds)}){note}")
+    ratio = {}
     for loop in by_world[1]:
         one, two = (next(e for e in entries if e["workers"] == w and e["loop"] == loop) for w in (1, 2))
-        print(f"{loop}: 2 ranks / 1 = {two['samples_per_s'] / one['samples_per_s']:.2f}x")
+        ratio[loop] = two["samples_per_s"] / one["samples_per_s"]
+        print(f"{loop}: 2 ranks / 1 = {ratio[loop]:.2f}x")
+    print(f"our streaming student / plain TorchRec, 1 -> 2 ranks: {ratio['our_streaming_student']:.2f}x / {ratio['loop']:.2f}x "
+          f"= {ratio['our_streaming_student'] / ratio['loop']:.2f} (target >= 1)")
+    if args.ray:
+        with_ray = [ray_entry(ray_runs[w], w) for w in (1, 2)]
+        entries += with_ray
+        under_ray = with_ray[1]["samples_per_s"] / with_ray[0]["samples_per_s"]
+        for e in with_ray:
+            print(f"Ray Train, {e['workers']} worker(s): {e['samples_per_s']:,.0f} samples/s (rounds {', '.join(f'{r:,.0f}' for r in e['rounds'])}), "
+                  f"training thread preempted {e['preemptions_per_s'] or 0:,.0f}/s")
+        print(f"2 workers / 1 under Ray: {under_ray:.2f}x = {under_ray / ratio['our_streaming_student']:.2f} of the no-Ray ratio (target >= 0.95)")
     path = Path(args.results)
-    kept = [r for r in json.loads(path.read_text()) if not (r.get("kind") == "plain_torchrec_ranks" and r.get("rows") == rows)] if path.is_file() else []
-    path.write_text(json.dumps(kept + entries, indent=2))
+    replaced = {"plain_torchrec_ranks"} | ({"train_student"} if args.ray else set())
+    kept = [r for r in json.loads(path.read_text()) if not (r.get("kind") in replaced and _size(r) == _size({"rows": rows}))] if path.is_file() else []
+    measured_at = provenance()
+    path.write_text(json.dumps(kept + [{**e, "provenance": measured_at} for e in entries], indent=2))
     print(f"wrote {path}")
     return 0
 
