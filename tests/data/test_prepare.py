@@ -4,6 +4,7 @@ in an order that a resumed epoch rebuilds exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -48,14 +49,41 @@ def _assert_same_features(mem, prep, src: torch.Tensor) -> None:
         assert torch.allclose(mb.dense, pb.dense, atol=1e-5), name
 
 
+def _assert_same_texts(mem, root: Path, options, in_memory: list[str]) -> None:
+    """Every row of every split of the prepared dataset renders the in-memory path's LM text
+    (rows matched by source row), read a row group at a time as the LM cache reads them."""
+    import pyarrow.parquet as pq
+
+    from recsys_committee.data.prepared.texts import PreparedTexts
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    texts = PreparedTexts(root, manifest, options)
+    by_source = dict(zip(mem.raw.inter["__src"].to_list(), in_memory))  # the labeled rows come first in the table
+    seen = 0
+    for split in ("train", "val", "test"):
+        for shard in manifest["shards"][split]:
+            file = pq.ParquetFile(root / shard["file"])
+            for group in range(file.num_row_groups):
+                rows = file.read_row_group(group, columns=[*texts.columns, "example_id"])
+                for source, text in zip(rows.column("example_id").to_pylist(), texts.render(rows)):
+                    assert text == by_source[source], (split, source)
+                    seen += 1
+    assert seen == mem.raw.inter.height
+
+
 def test_prepared_movielens_equals_the_in_memory_features(real_data_dir, tmp_path):
     from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.models.lm.text import TextOptions, render_texts
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
     manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024, piece_rows=9_000), log=lambda _: None)
     assert manifest["buckets"] == 4 and manifest["rows"] == {"train": 80_000, "val": 10_000, "test": 10_000}
     mem = load_spec_data(spec)
     _assert_same_features(mem, open_prepared(tmp_path / "ml"), torch.from_numpy(mem.raw.inter["__src"].to_numpy()))
+    # the LM teacher's MovieLens texts (the shipped options: 3 titles with ratings, statistics)
+    assert manifest["text"]["kind"] == "preset" and sorted(manifest["text"]["files"]) == ["items", "users"]
+    options = TextOptions(history_n=3, include_ratings=True, include_stats=True)
+    _assert_same_texts(mem, tmp_path / "ml", options, render_texts(mem.table, mem.raw.users, mem.raw.items, options))
 
 
 def test_prepared_click_log_equals_in_memory_and_resumes_after_a_crash(tmp_path, monkeypatch):
@@ -167,11 +195,19 @@ def test_a_skewed_parquet_log_prepared_in_pieces_equals_the_in_memory_features(t
     from recsys_committee.data.features.loading import load_spec_data
     from recsys_committee.data.logs.synthetic import SyntheticSpec, write_spec, write_synthetic
 
+    from recsys_committee.models.lm.templates import render_template_texts
+    from recsys_committee.models.lm.text import TextOptions
+
     write_synthetic(tmp_path, SyntheticSpec(rows=6_000, users=300, items=200, chunk_rows=2_000, seed=5))
     spec = load_spec(write_spec(tmp_path, text=True))  # the users table joined too
+    # an item text that changes from row to row: a past item is listed with its LAST row's text
+    spec = dataclasses.replace(spec, text={**spec.text, "item": spec.text["item"] + " @{timestamp}"})
     manifest = prepare(spec, tmp_path / "ds", PrepareOptions(bucket_rows=2_000, chunk_rows=1_500, row_group_rows=256, piece_rows=150), log=lambda _: None)
     assert manifest["buckets"] == 3
     mem = load_spec_data(spec)
     users = mem.raw.inter["user_id"].value_counts()["count"]
     assert users.max() > 5 * 150  # the hottest user spans several pieces
     _assert_same_features(mem, open_prepared(tmp_path / "ds"), torch.from_numpy(mem.raw.inter["__src"].to_numpy()))
+    assert manifest["text"]["kind"] == "templates"
+    options = TextOptions(history_n=3)
+    _assert_same_texts(mem, tmp_path / "ds", options, render_template_texts(mem.table, mem.raw.inter, spec.text, options.history_n))

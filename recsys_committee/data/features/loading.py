@@ -71,9 +71,15 @@ def load_spec_data(spec: DataSpec) -> RecData:
     else:
         mean = std = torch.zeros(0)
     datasets = {name: RecDataset(table, split[name], mean, std) for name in ("train", "val", "test")}
-    if spec.ids == "raw":  # the side tables' keys as the features' ids (the LM teacher's texts join on them)
-        users = users.with_columns(pl.col(spec.user).cast(pl.Int64).alias("user_id")) if users is not None else None
-        items = items.with_columns(pl.col(spec.item).cast(pl.Int64).alias("item_id")) if items is not None else None
-    raw = RawTables(inter=rows, users=users, items=items)
+    raw = RawTables(rows, *keyed_side_tables(spec, users, items))
     transfer = RecDataset(table, torch.arange(rows.height, table.num_rows), mean, std) if table.num_rows > rows.height else None
     return RecData(table=table, split=split, raw=raw, spec=spec, vocab=vocab, dense_stats=(mean, std), transfer=transfer, **datasets)
+
+
+def keyed_side_tables(spec: DataSpec, users: pl.DataFrame | None, items: pl.DataFrame | None) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """The side tables as the LM teacher's MovieLens texts read them: with ``ids: raw`` their
+    keys are the features' ids too (``user_id`` / ``item_id``), which the texts join on."""
+    if spec.ids == "raw":
+        users = users.with_columns(pl.col(spec.user).cast(pl.Int64).alias("user_id")) if users is not None else None
+        items = items.with_columns(pl.col(spec.item).cast(pl.Int64).alias("item_id")) if items is not None else None
+    return users, items

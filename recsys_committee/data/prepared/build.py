@@ -20,8 +20,10 @@ once complete, so a partial file is never taken for a finished one):
 3. vocab    vocabularies and the rating prior from the train split, file by file
 4. items    per item bucket: past-only item statistics -> ``istats/ub=*/ib-*.parquet``
 5. users    per user bucket: ``featurize`` -> ``{train,val,test}/part-*.parquet`` (row groups of
-            ``row_group_rows``) + the bucket's dense sums
-6. manifest row counts, schema, vocabularies, dense statistics, boundaries, content hash
+            ``row_group_rows``; with text templates also each row's rendered parts, see
+            ``texts.py``) + the bucket's dense sums
+6. manifest row counts, schema, vocabularies, dense statistics, boundaries, content hash, and
+            what the LM teacher's texts are made of (``text/``)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from recsys_committee.data.features.featurize import (Vocabularies, crc32_of, en
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.data.logs.spec import DataSpec
+from recsys_committee.data.prepared.texts import PARTS, STAGE_DIR, LastItemTexts, finish_text, row_parts, text_columns
 from recsys_committee.files import atomic_path, file_sha256, write_json
 
 MANIFEST = "manifest.json"
@@ -133,7 +136,8 @@ def _needed_columns(spec: DataSpec) -> list[str]:
 
 # --------------------------------------------------------------------------- 1. ingest
 def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callable[[str], None]) -> int:
-    needed = set(_needed_columns(spec))  # side columns no feature reads (long titles, tags) are never joined into a chunk
+    # side columns no feature nor text template reads (long descriptions) are never joined into a chunk
+    needed = set(_needed_columns(spec)) | set(text_columns(spec))
     sides = {what: (path, key, table.select([c for c in table.columns if c == key or c in needed]))
              for what, (path, key, table) in side_tables(spec).items()}
     done_dir = out / "stage" / "_done"
@@ -143,7 +147,8 @@ def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callab
         if marker.is_file():
             total += json.loads(marker.read_text())["rows"]
             continue
-        rows = check_rows(chunk, spec, sides).select(_needed_columns(spec))
+        rows = check_rows(chunk, spec, sides)
+        rows = rows.select(*_needed_columns(spec), *row_parts(spec, rows))  # the LM's text parts rendered here, where the sides are joined
         rows = rows.with_columns(bucket_of(rows[spec.user], buckets).alias("__ub"), bucket_of(rows[spec.item], buckets).alias("__ib"))
         for (ub,), part in rows.partition_by("__ub", as_dict=True).items():
             _write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"c-{number:05d}.parquet")
@@ -393,6 +398,7 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
     item_stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet")) if "item_stats" in spec.derived else []
     item_stats_scan = pl.concat([pl.scan_parquet(f) for f in item_stat_files]) if item_stat_files else None  # planned once, filtered per piece
     tail = _HistoryTail(longest_history(spec))
+    item_texts = LastItemTexts(spec)
     writers = _ShardWriters(out, ub, row_group_rows)
     carry, dense_n, dense_sum, dense_sumsq = None, 0, 0.0, 0.0
     with writers.stack:
@@ -411,11 +417,16 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
                               history_context=tail.context_for(keys) if tail.keep else None)
             if tail.keep:
                 tail.add(pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:])))
+            item_texts.add(table.frame["item_id"], piece)
+            texts = [c for c in PARTS.values() if c in piece.columns]
             codes = piece["__split"].to_numpy()
             for name in SPLITS:
                 index = np.nonzero(codes == SPLIT_CODE[name])[0]
                 if index.size:
-                    writers.write(name, _arrow_table(table, index))
+                    shard = _arrow_table(table, index)
+                    for column in texts:
+                        shard = shard.append_column(column, piece[column].gather(index).to_arrow())
+                    writers.write(name, shard)
             train = np.nonzero(codes == 0)[0]
             dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
             dense_n, dense_sum, dense_sumsq = dense_n + int(train.size), dense_sum + dense.sum(0), dense_sumsq + (dense ** 2).sum(0)
@@ -423,6 +434,7 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
                                   "jagged": sorted(table.jagged)}
             del table
         record["shards"] = writers.close()
+        item_texts.write(out, ub)
     if "features" in record:
         record["rows"].update({name: shard["rows"] for name, shard in record["shards"].items()})
         width = len(record["features"]["dense_names"])
@@ -481,11 +493,12 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows) for ub in range(buckets)],
                         options.num_workers)
     manifest = _manifest(spec, plan, bounds, vocab, records)
+    manifest["text"] = finish_text(spec, out)
     for split, n in manifest["rows"].items():
         if n == 0:
             raise DataValidationError(f"{spec.where('split')}: the {split} split is empty ({bounds['rows']} rows, fractions {spec.fractions})")
     manifest["prepare_seconds"] = time.perf_counter() - started
-    for scratch in ("stage", "istage", "istats"):
+    for scratch in ("stage", "istage", "istats", STAGE_DIR):
         shutil.rmtree(out / scratch, ignore_errors=True)
     write_json(out / MANIFEST, manifest)
     log(f"prepare: wrote {out / MANIFEST} ({', '.join(f'{k} {v:,}' for k, v in manifest['rows'].items())} rows)")

@@ -57,6 +57,8 @@ class PreparedSplit:
         self.dense_names: list[str] = list(manifest["schema"]["dense"])
         self.scalar: list[str] = list(manifest["schema"]["scalar"])
         self.jagged: list[str] = list(manifest["schema"]["jagged"])
+        # what a batch is made of: a shard's text parts (for the LM's texts) are not read in training
+        self.columns = list(dict.fromkeys(["example_id", "label", "timestamp", *self.scalar, *self.dense_names, *self.jagged]))
         self.units = [Unit(sh["file"], g, n) for sh in manifest["shards"][name] for g, n in enumerate(sh["row_groups"])]
         self._files: dict[str, pq.ParquetFile] = {}
         self.caches: dict[str, Path] = {}  # teacher name -> streamed cache folder (files aligned with the shards)
@@ -75,7 +77,7 @@ class PreparedSplit:
         as ``teacher:<name>:features`` / ``:logits`` columns (same rows, same order)."""
         tables = []
         for u in units:
-            table = self._open(self.root / u.file).read_row_group(u.group, use_threads=False)  # parallelism is the workers'
+            table = self._open(self.root / u.file).read_row_group(u.group, columns=self.columns, use_threads=False)  # parallelism is the workers'
             for name, root in (self.caches.items() if with_caches else ()):
                 cached = self._open(root / u.file).read_row_group(u.group, use_threads=False)
                 for column in ("features", "logits"):

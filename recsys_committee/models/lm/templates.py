@@ -52,28 +52,50 @@ def render_template_texts(table: FeatureTable, rows: pl.DataFrame, text: dict[st
     """One text per row of ``table``; ``rows`` are the joined source rows in the same order."""
     if rows.height != table.num_rows:
         raise ValueError(f"{rows.height} source rows for {table.num_rows} feature rows")
+    parts = template_parts(rows, text, where)
+    item_ids = table.frame["item_id"]
+    # the text of each item id as last seen in the data (item columns do not change per row)
+    item_text = pl.DataFrame({"item_id": item_ids, "item": parts["item"]}).unique(subset="item_id", keep="last")
+    history = table.jagged.get("history")
+    return assemble_template_texts(item_ids, parts, item_text, history, history_n)
+
+
+def template_parts(rows: pl.DataFrame, text: dict[str, str], where: str = "text") -> pl.DataFrame:
+    """Each row's rendered ``item`` (and ``user``) template: the part of its text that its own
+    columns decide (what a prepared dataset stores per row)."""
     if "item" not in text:
         raise TemplateError(f"{where}: needs an 'item' template")
-    columns = rows.columns
-    item = rows.select(template_expr(text["item"], columns, f"{where}.item").alias("item"))["item"]
-    frame = pl.DataFrame({"_row": np.arange(rows.height, dtype=np.uint32), "item": item, "item_id": table.frame["item_id"]})
-    parts = [pl.lit("item: "), pl.col("item")]
+    exprs = [template_expr(text["item"], rows.columns, f"{where}.item").alias("item")]
     if "user" in text:
-        frame = frame.with_columns(rows.select(template_expr(text["user"], columns, f"{where}.user").alias("user"))["user"])
-        parts += [pl.lit(". user: "), pl.col("user")]
-    if history_n and "history" in table.jagged:
-        # the text of each item id as last seen in the data (item columns do not change per row)
-        item_text = frame.select("item_id", "item").unique(subset="item_id", keep="last")
-        values, offsets = table.jagged["history"]
-        rows_all = torch.arange(table.num_rows)
-        segment, rank, flat = _last_n(values, offsets, rows_all, history_n)
+        exprs.append(template_expr(text["user"], rows.columns, f"{where}.user").alias("user"))
+    return rows.select(exprs)
+
+
+def template_columns(text: dict[str, str]) -> list[str]:
+    """The columns the templates name (what ``prepare`` must keep to render them)."""
+    return list(dict.fromkeys(m.group(1) for k in ("item", "user") if k in text for m in PLACEHOLDER.finditer(text[k])))
+
+
+def assemble_template_texts(item_ids: pl.Series, parts: pl.DataFrame, item_text: pl.DataFrame,
+                            history: tuple[torch.Tensor, torch.Tensor] | None, history_n: int) -> list[str]:
+    """``item: <item>. user: <user>. recent: <item>; <item>.`` per row, from its rendered parts,
+    its ``history`` (values, offsets; most recent last) and ``item_text`` (item_id -> item: the
+    text a past item is listed with)."""
+    frame = pl.DataFrame({"_row": np.arange(parts.height, dtype=np.uint32), "item": parts["item"], "item_id": item_ids})
+    text = [pl.lit("item: "), pl.col("item")]
+    if "user" in parts.columns:
+        frame = frame.with_columns(parts["user"])
+        text += [pl.lit(". user: "), pl.col("user")]
+    if history_n and history is not None:
+        values, offsets = history
+        segment, rank, flat = _last_n(values, offsets, torch.arange(parts.height), history_n)
         hist = pl.DataFrame({"_row": segment.numpy().astype(np.uint32), "rank": rank.numpy(), "item_id": values[flat].numpy()})
-        recent = (hist.join(item_text, on="item_id", how="left").with_columns(pl.col("item").fill_null("unknown item"))
+        recent = (hist.join(item_text.select("item_id", "item"), on="item_id", how="left").with_columns(pl.col("item").fill_null("unknown item"))
                   .sort(["_row", "rank"]).group_by("_row", maintain_order=True).agg(recent=pl.col("item").str.join("; ")))
         frame = frame.join(recent, on="_row", how="left").sort("_row")
-        parts += [pl.lit(". recent: "), pl.col("recent").fill_null("none")]
-    parts.append(pl.lit("."))
-    return frame.select(text=pl.concat_str(parts))["text"].to_list()
+        text += [pl.lit(". recent: "), pl.col("recent").fill_null("none")]
+    text.append(pl.lit("."))
+    return frame.select(text=pl.concat_str(text))["text"].to_list()
 
 
 def spec_texts(data: Any) -> dict[str, str] | None:
