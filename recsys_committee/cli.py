@@ -85,9 +85,13 @@ def _cache(args: argparse.Namespace) -> int:
         from recsys_committee.errors import UserError
 
         raise UserError("cache needs --config (the LM teacher's) or --teacher MODEL with --data DATASET_DIR")
-    from recsys_committee.lm_cache_command import run_cache
+    from recsys_committee.data.prepared.build import is_prepared
+    from recsys_committee.lm_cache_command import run_cache, run_streamed_cache
 
     cfg = _load(args)
+    if args.data is not None and is_prepared(args.data):  # the LM over a prepared dataset's shards: Ray Data actors
+        print(json.dumps(run_streamed_cache(cfg, Path(args.data), Path(args.out), workers=args.num_workers), indent=2))
+        return 0
     print(json.dumps(run_cache(cfg, Path(args.out), rebuild=args.rebuild_cache, workers=args.num_workers), indent=2))
     return 0
 

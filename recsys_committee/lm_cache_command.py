@@ -39,26 +39,34 @@ TEXT_PARAMS = ("model_dir", "max_length", "history_n", "include_ratings", "inclu
 DEFAULTS = {"cache_taps": ["encoder.layer.3", "pooled"], "cache_dtype": "float16", "cache_shard_rows": 4096, "cache_batch_size": 64}
 
 
-def lm_cache_parts(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
-    """(model, compute, key, params) of the LM cache a config asks for: built the same way by
-    the command and by every batch-inference actor."""
-    from recsys_committee.models.lm.cache import LMCacheCompute, lm_cache_key
+def lm_model(cfg: RunConfig, data: Any = None) -> tuple[Any, dict[str, Any], bool]:
+    """(model, params, with_logits) of the LM a config names: the encoder (with the texts of
+    ``data`` rendered and tokenised when given) and, with ``init_checkpoint``, that model's weights
+    (then the cache holds its logits too)."""
     from recsys_committee.models.lm.checkpoint import load_lm_weights
     from recsys_committee.models.lm.model import build_lm_model
-    from recsys_committee.rec_domain import load_data
 
     if cfg.model.name != "lm_teacher":
         raise ConfigError(f"model.name: the cache command caches the LM teacher ('lm_teacher'), got '{cfg.model.name}'")
     params = {**DEFAULTS, **cfg.model.params}
-    taps = list(params["cache_taps"] or [])
-    if not taps:
-        raise ConfigError("model.params.cache_taps must name at least one output (encoder.layer.i or pooled)")
-    data = load_data(cfg.data)
-    model = build_lm_model(data, data.raw, **{k: params[k] for k in TEXT_PARAMS if k in params})
+    model = build_lm_model(data, getattr(data, "raw", None), texts=data is not None, **{k: params[k] for k in TEXT_PARAMS if k in params})
     checkpoint = params.get("init_checkpoint")
     if checkpoint:
         load_lm_weights(model, checkpoint.replace("{teacher_dir}", cfg.teacher_dir))
-    with_logits = bool(checkpoint)
+    return model, params, bool(checkpoint)
+
+
+def lm_cache_parts(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """(model, compute, key, params) of the LM cache a config asks for: built the same way by
+    the command and by every batch-inference actor."""
+    from recsys_committee.models.lm.cache import LMCacheCompute, lm_cache_key
+    from recsys_committee.rec_domain import load_data
+
+    data = load_data(cfg.data)
+    model, params, with_logits = lm_model(cfg, data)
+    taps = list(params["cache_taps"] or [])
+    if not taps:
+        raise ConfigError("model.params.cache_taps must name at least one output (encoder.layer.i or pooled)")
     if params.get("token_cache") and params.get("finetune") == "top_k":
         # a top_k teacher: the frozen lower layers come from its token cache, only the top ones run
         from recsys_committee.models.lm.cache import attach_token_cache
@@ -67,6 +75,39 @@ def lm_cache_parts(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, 
                            shard_rows=params["cache_shard_rows"], batch_size=params["cache_batch_size"], progress=cfg.train.progress)
     key = lm_cache_key(model, data.table, taps, params["cache_dtype"], with_logits=with_logits)
     return model, LMCacheCompute(model, taps, with_logits=with_logits), key, params
+
+
+def default_tap(params: dict[str, Any]) -> str:
+    """The tap a streamed LM cache stores: the config's first ``cache_taps`` entry (the committee's
+    LM reads ``encoder.layer.3``), else the pooled output."""
+    from recsys_committee.models.lm.cache import POOLED
+
+    taps = [t for t in (params.get("cache_taps") or []) if not t.endswith(":tokens")]
+    return taps[0] if taps else POOLED
+
+
+def run_streamed_cache(cfg: RunConfig, dataset: Path, out: Path, workers: int = 1, tap: str | None = None) -> dict[str, Any]:
+    """The LM's outputs over every shard of a prepared dataset (``cache --config LM --data
+    DATASET_DIR``): ``workers`` Ray Data actors, one output shard per input shard, resumable and
+    checksummed like an expert's (``data/prepared/teacher_outputs.py``), read by a streamed
+    distillation through a ``streamed_cache`` teacher."""
+    from recsys_committee.data.prepared.stream import open_prepared
+    from recsys_committee.data.prepared.teacher_outputs import build_shard_outputs
+    from recsys_committee.data.prepared.texts import PreparedTexts
+
+    data = open_prepared(dataset)
+    model, params, with_logits = lm_model(cfg)
+    PreparedTexts(data.root, data.manifest, model.text_options)  # no texts kept, or options they cannot serve: one line here
+    tap = tap or default_tap(params)
+    key = {"dataset": data.manifest["content_hash"], "text": data.manifest["text"], "teacher": "lm_minilm", "weights": model.encoder_digest(),
+           "head": model.head_digest() if with_logits else None, "tap": tap,
+           "text_options": {**model.text_options.as_dict(), "max_length": model.max_length}}
+    index = build_shard_outputs(dataset, out, key, "recsys_committee.models.lm.prepared:lm_outputs",
+                                {"run": dataclasses.asdict(cfg), "tap": tap, "batch_size": params["cache_batch_size"]},
+                                actors=workers, dtype=params["cache_dtype"], teacher_params=sum(p.numel() for p in model.parameters()),
+                                logits=with_logits)
+    return {"cache": str(out), "rows": index["rows"], "tap": tap, "logits": with_logits, "actors": workers,
+            "seconds": round(index["seconds"], 1), "examples_per_s": index["examples_per_s"]}
 
 
 def run_cache(cfg: RunConfig, out: Path, rebuild: bool = False, workers: int = 1) -> dict[str, Any]:
