@@ -25,6 +25,34 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from scale import ONE_THREAD, PY, measured  # noqa: E402
 
 
+def train_expert(config: str, dataset: str, out: Path, steps: int, batch: int, seed: int = 0) -> None:
+    """An expert trained on the prepared dataset for ``steps`` steps (one worker), once."""
+    if (out / "metrics.json").is_file():
+        return
+    seconds, _, _ = measured([PY, "-m", "recsys_committee", "train", "--config", config, "--data", dataset, "--out", str(out), "--overwrite", "train.epochs=1",
+                              f"train.max_steps_per_epoch={steps}", f"train.batch_size={batch}", "train.progress=false", f"seed={seed}"], ONE_THREAD)
+    print(f"{out.name}: test AUC {json.loads((out / 'metrics.json').read_text())['test']['auc']:.4f} ({seconds:.0f}s)", flush=True)
+
+
+def unbroken_and_killed(dataset: str, out: Path, common: list[str], kill_at_step: int) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The shipped distillation on 2 Ray workers from a prepared dataset, unbroken and with rank 1
+    SIGKILLed at ``kill_at_step`` (resumed from the last DCP checkpoint): both runs' metrics, and
+    whether they agree on steps, teacher-forward counts and test AUC."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, extra in (("unbroken", []), ("killed", ["dist.kill_rank=1", f"dist.kill_at_step={kill_at_step}", "dist.max_failures=1"])):
+        cmd = [PY, "-m", "recsys_committee", "distill", "--config", "configs/rec/diverse_distill.yaml", "--data", dataset, "--overwrite",
+               "--num-workers", "2", "--out", str(out / name), *common, *extra]
+        seconds, _, _ = measured(cmd, ONE_THREAD)
+        m = json.loads((out / name / "metrics.json").read_text())
+        results[name] = m
+        print(f"{name}: steps {m['steps']}, resumed from {m.get('resumed_from_step')}, forwards {m['teacher_forwards']}, test AUC {m['test']['auc']:.6f}, "
+              f"peak RSS/worker {m['peak_rss_gib_per_rank']} ({seconds:.0f}s)", flush=True)
+    a, b = results["unbroken"], results["killed"]
+    same = a["steps"] == b["steps"] and a["teacher_forwards"] == b["teacher_forwards"] and abs(a["test"]["auc"] - b["test"]["auc"]) < 1e-9
+    print(f"killed + resumed == unbroken: {same}")
+    return results, same
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
@@ -43,27 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     # two DLRM experts (seeds 0 and 1): the gate needs a choice to route (expert_din_dcn attends
     # over history_long, which the scale spec does not derive)
     for name, seed in (("expert_dlrm", 0), ("expert_dlrm_b", 1)):
-        if not (teachers / name / "metrics.json").is_file():
-            seconds, _, _ = measured([PY, "-m", "recsys_committee", "train", "--config", "configs/rec/expert_dlrm.yaml", "--data", args.dataset,
-                                      "--out", str(teachers / name), "--overwrite", "train.epochs=1", f"train.max_steps_per_epoch={args.teacher_steps}",
-                                      f"train.batch_size={args.batch_size}", "train.progress=false", f"seed={seed}"], ONE_THREAD)
-            print(f"{name}: test AUC {json.loads((teachers / name / 'metrics.json').read_text())['test']['auc']:.4f} ({seconds:.0f}s)", flush=True)
+        train_expert("configs/rec/expert_dlrm.yaml", args.dataset, teachers / name, args.teacher_steps, args.batch_size, seed)
     common = [f"teacher_dir={teachers}", f"train.epochs={args.epochs}", f"train.max_steps_per_epoch={args.steps}", f"train.batch_size={args.batch_size}",
               "train.checkpoint_every=20", "train.patience=10", "train.progress=false", "committee.gate_config.warmup_steps=20",
               'teachers=[{name: dlrm, kind: rec_model, checkpoint: "{teacher_dir}/expert_dlrm/model.safetensors", tap: top}, '
               '{name: dlrm_b, kind: rec_model, checkpoint: "{teacher_dir}/expert_dlrm_b/model.safetensors", tap: top}]']
-    results: dict[str, dict[str, Any]] = {}
-    for name, extra in (("unbroken", []), ("killed", ["dist.kill_rank=1", f"dist.kill_at_step={args.kill_at_step}", "dist.max_failures=1"])):
-        cmd = [PY, "-m", "recsys_committee", "distill", "--config", "configs/rec/diverse_distill.yaml", "--data", args.dataset, "--overwrite",
-               "--num-workers", "2", "--out", str(out / name), *common, *extra]
-        seconds, _, _ = measured(cmd, ONE_THREAD)
-        m = json.loads((out / name / "metrics.json").read_text())
-        results[name] = m
-        print(f"{name}: steps {m['steps']}, resumed from {m.get('resumed_from_step')}, forwards {m['teacher_forwards']}, test AUC {m['test']['auc']:.6f}, "
-              f"peak RSS/worker {m['peak_rss_gib_per_rank']} ({seconds:.0f}s)", flush=True)
-    a, b = results["unbroken"], results["killed"]
-    same = a["steps"] == b["steps"] and a["teacher_forwards"] == b["teacher_forwards"] and abs(a["test"]["auc"] - b["test"]["auc"]) < 1e-9
-    print(f"killed + resumed == unbroken: {same}")
+    results, same = unbroken_and_killed(args.dataset, out, common, args.kill_at_step)
     entries = []
     for name, m in results.items():
         seconds = sum(h["seconds"] for h in m["history"])
