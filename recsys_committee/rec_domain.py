@@ -68,11 +68,18 @@ def with_transfer_per_row(spec: DataSpec, per_row: Optional[int]) -> DataSpec:
 
 def load_data(cfg: DataConfig) -> RecData:
     """The run's data: a prepared dataset folder (``--data DATASET_DIR``, told apart by its
-    manifest) is streamed; a data spec is read and featurised in memory."""
+    manifest) is streamed, or with ``data.sample_rows`` a seeded sample of it is held in memory;
+    a data spec is read and featurised in memory."""
     if cfg.spec is not None and Path(cfg.spec).is_dir():
         from recsys_committee.data.prepared.stream import open_prepared
 
+        if cfg.sample_rows is not None:
+            from recsys_committee.data.prepared.sample import sample_prepared
+
+            return sample_prepared(open_prepared(cfg.spec), cfg.sample_rows, cfg.sample_seed)
         return open_prepared(cfg.spec)
+    if cfg.sample_rows is not None:
+        raise ConfigError("data.sample_rows samples a prepared dataset: pass --data DATASET_DIR (recsys-committee prepare)")
     return load_spec_data(data_spec(cfg))
 
 

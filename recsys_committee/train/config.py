@@ -40,6 +40,10 @@ class DataConfig:
     fractions: Optional[list[float]] = None  # train, val, test shares
     max_rows: Optional[int] = None  # keep the first rows in time (real-data slices for tests)
     transfer_per_row: Optional[int] = None  # overrides the spec's transfer.sampled.per_row (0: no sampled transfer rows)
+    # a prepared dataset (--data DATASET_DIR) read in memory as a seeded sample: this many train
+    # rows, val / test rows in proportion (a model trained on a sample: the LM teacher at scale)
+    sample_rows: Optional[int] = None
+    sample_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.fractions is not None and (len(self.fractions) != 3 or any(not f > 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6):

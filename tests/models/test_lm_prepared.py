@@ -1,6 +1,7 @@
-"""The LM teacher over a prepared dataset: Ray Data actors cache its outputs shard by shard, from
-texts rendered out of the shards, equal to the in-memory cache of the same rows; a rerun computes
-nothing; a dataset prepared without texts is refused in one line."""
+"""The LM teacher over a prepared dataset: fine-tuned on a seeded sample of it (a token cache of the
+sample only), then Ray Data actors cache its outputs shard by shard, from texts rendered out of
+the shards, equal to the in-memory cache of the same rows; a rerun computes nothing; a dataset
+prepared without texts is refused in one line."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parents[2]
 LM_CACHE = str(ROOT / "configs/rec/lm_cache.yaml")
 ROWS = 160
-TEXT = {"history_n": 3, "include_ratings": True, "include_stats": True}  # lm_teacher.yaml's texts
 
 
 def _spec(tmp_path: Path, real_data_dir: Path, text: bool = True) -> Path:
@@ -35,19 +35,6 @@ def _spec(tmp_path: Path, real_data_dir: Path, text: bool = True) -> Path:
     return path
 
 
-def _checkpoint(tmp_path: Path) -> Path:
-    """An lm_teacher file with a (seeded, untrained) head: the caches then hold logits too."""
-    from recsys_committee.models.lm.model import build_lm_model
-    from recsys_committee.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = build_lm_model(texts=False, **TEXT)
-    path = tmp_path / "lm" / "model.safetensors"
-    path.parent.mkdir()
-    save_checkpoint(path, {"model": "lm_teacher", "params": TEXT, "cardinalities": {}, "num_dense": 0, "state_dict": model.state_dict()})
-    return path
-
-
 def test_the_lm_cached_over_prepared_shards_equals_the_in_memory_cache(real_data_dir, local_ray, tmp_path, capsys):
     from recsys_committee.data.features.loading import load_spec_data
     from recsys_committee.data.logs.spec import load_spec
@@ -56,7 +43,13 @@ def test_the_lm_cached_over_prepared_shards_equals_the_in_memory_cache(real_data
 
     spec, ds = _spec(tmp_path, real_data_dir), tmp_path / "ds"
     assert cli_main(["prepare", "--data", str(spec), "--out", str(ds), "--bucket-rows", "60", "--row-group-rows", "32"]) == 0
-    same = [f"model.params.init_checkpoint={_checkpoint(tmp_path)}", "model.params.cache_dtype=float32", "model.params.cache_taps=[encoder.layer.3]",
+    # the LM's top layers fine-tuned on a sample: 40 train rows, val / test in proportion (5 each)
+    lm = tmp_path / "teachers" / "lm_teacher"
+    assert cli_main(["train", "--config", str(ROOT / "configs/rec/lm_teacher_sample.yaml"), "--data", str(ds), "--out", str(lm), "data.sample_rows=40",
+                     f"model.params.token_cache={tmp_path / 'tokens'}", "train.epochs=1", "train.batch_size=20", "train.progress=false"]) == 0
+    tokens = json.loads((tmp_path / "tokens" / "index.json").read_text())
+    assert tokens["n_rows"] == 50  # the sample's rows only, not the dataset's 160
+    same = [f"model.params.init_checkpoint={lm / 'model.safetensors'}", "model.params.cache_dtype=float32", "model.params.cache_taps=[encoder.layer.3]",
             "model.params.cache_batch_size=16", "train.progress=false"]
     assert cli_main(["cache", "--config", LM_CACHE, "--data", str(spec), "--out", str(tmp_path / "mem"), "model.params.cache_shard_rows=64", *same]) == 0
     streamed = ["cache", "--config", LM_CACHE, "--data", str(ds), "--out", str(tmp_path / "st"), "--num-workers", "1", *same]
@@ -93,3 +86,7 @@ def test_a_prepared_dataset_without_texts_is_refused_for_the_lm(real_data_dir, t
     assert cli_main(["cache", "--config", LM_CACHE, "--data", str(ds), "--out", str(tmp_path / "st")]) == 2
     err = capsys.readouterr().err
     assert "keeps no texts" in err and "Traceback" not in err and not (tmp_path / "st").exists()
+    # a sample is drawn from a prepared dataset only
+    assert cli_main(["train", "--config", str(ROOT / "configs/rec/lm_teacher_sample.yaml"), "--data", str(spec), "--out", str(tmp_path / "lm")]) == 2
+    err = capsys.readouterr().err
+    assert "data.sample_rows samples a prepared dataset" in err and "Traceback" not in err

@@ -90,7 +90,7 @@ def module_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _table_and_raw(data: Any, raw: Optional[RawTables], who: str) -> tuple[FeatureTable, RawTables]:
+def _table_and_raw(data: Any, raw: Optional[RawTables], who: str) -> tuple[FeatureTable, Optional[RawTables]]:
     if data is None:
         raise LMDataError(
             f"{who} renders a text per example and needs the data: pass data=<RecData or FeatureTable> and "
@@ -104,9 +104,10 @@ def _table_and_raw(data: Any, raw: Optional[RawTables], who: str) -> tuple[Featu
     if not isinstance(table, FeatureTable):
         raise LMDataError(f"{who}: data must be a RecData or FeatureTable, got {type(data).__name__}")
     raw = raw if raw is not None else getattr(data, "raw", None)
-    if spec is not None and spec.text.get("preset") == "movielens" and (raw is None or raw.users is None or raw.items is None):
+    renders_own = getattr(data, "render_lm_texts", None) is not None  # a prepared dataset's sample: its texts come from the shards
+    if spec is not None and spec.text.get("preset") == "movielens" and not renders_own and (raw is None or raw.users is None or raw.items is None):
         raise LMDataError(f"{who}: text preset movielens needs the users and items tables (titles, genres, profiles)")
-    if raw is None:
+    if raw is None and not renders_own:
         raise LMDataError(f"{who} needs raw=<RawTables> (movie titles, genres, user profiles) next to data")
     ids = table.frame["example_id"].to_numpy()
     if not np.array_equal(ids, np.arange(table.num_rows)):

@@ -257,7 +257,9 @@ def build_lm_model(data: Any = None, raw: Optional[RawTables] = None, *, model_d
     if texts:
         table, raw = _table_and_raw(data, raw, "lm_teacher")
         templates = spec_texts(data)
-        if templates is None:  # the built-in MovieLens texts
+        if getattr(data, "render_lm_texts", None) is not None:  # a prepared dataset's sample renders them from its shards
+            texts = data.render_lm_texts(text)
+        elif templates is None:  # the built-in MovieLens texts
             texts = render_texts(table, raw.users, raw.items, text)
         else:
             if text.include_ratings or text.include_stats or text.id_tokens:
