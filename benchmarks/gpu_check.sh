@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU check of the streaming data plane (a few minutes on one GPU): prepare a 1M-row synthetic
 # log, train the streaming student and an expert for a few hundred steps on CUDA (Ray Train,
-# --use-gpu: nccl, FBGEMM's CUDA kernels), run a gated distillation, and print samples/s.
+# --use-gpu: nccl, FBGEMM's CUDA kernels), run a gated distillation, and print samples/s; then the
+# LM teacher's outputs over a prepared text-bearing log: the Ray Data actors' batch function in
+# this process on the GPU (torch + pyarrow + transformers), and `cache --num-workers 1` (the actor
+# gets the GPU from Ray).
 # Needs the CUDA stack: `pip install -e '.[cuda]'` (fbgemm-gpu instead of fbgemm-gpu-cpu).
 # Usage: bash benchmarks/gpu_check.sh [OUT=runs/gpu_check]
 set -euo pipefail
@@ -30,3 +33,24 @@ for run in ("student", "teachers/expert_dlrm", "distill"):
     m = json.load(open(f"{out}/{run}/metrics.json"))
     print(f"{run}: {steps * batch / m['history'][0]['seconds']:,.0f} samples/s on CUDA, test AUC {m['test']['auc']:.4f}")
 PYEOF
+# the LM over prepared shards on the GPU
+$PY -m recsys_committee.data.logs.synthetic --out "$OUT/text" --rows 40000 --users 4000 --items 1000
+$PY -m recsys_committee prepare --data "$OUT/text/ml-synth-text.yaml" --out "$OUT/text_dataset" --overwrite
+LM=(model.params.include_ratings=false model.params.include_stats=false model.params.cache_batch_size=512)
+$PY - "$OUT/text_dataset" "${LM[@]}" <<'PYEOF'
+import dataclasses, sys, time
+import torch
+from recsys_committee.data.prepared.stream import open_prepared
+from recsys_committee.models.lm.prepared import lm_outputs
+from recsys_committee.train.config import load_config
+cfg = load_config("configs/rec/lm_cache.yaml", sys.argv[2:])
+data = open_prepared(sys.argv[1])
+outputs = lm_outputs(data, dataclasses.asdict(cfg), "encoder.layer.3", 512)
+rows, start = 0, time.perf_counter()
+for unit in data.train.units:
+    features, _ = outputs(data.train, unit)
+    rows += features.shape[0]
+torch.cuda.synchronize()
+print(f"LM outputs, the actors' batch function on {torch.cuda.get_device_name(0)}: {rows / (time.perf_counter() - start):,.0f} rows/s over {rows:,} rows")
+PYEOF
+$PY -m recsys_committee cache --config configs/rec/lm_cache.yaml --data "$OUT/text_dataset" --out "$OUT/lm_cache" --num-workers 1 "${LM[@]}"

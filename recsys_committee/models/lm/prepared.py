@@ -26,6 +26,7 @@ def lm_outputs(data: Any, run: dict[str, Any], tap: str, batch_size: int) -> Cal
     from recsys_committee.train.config import RunConfig, from_dict
 
     model, params, with_logits = lm_model(from_dict(RunConfig, run))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")  # an actor given a GPU by Ray sees only that one
     texts = PreparedTexts(data.root, data.manifest, model.text_options)
     tokenizer = load_tokenizer(params.get("model_dir"))
     compute = LMCacheCompute(model, [tap], with_logits=with_logits)
@@ -35,8 +36,8 @@ def lm_outputs(data: Any, run: dict[str, Any], tap: str, batch_size: int) -> Cal
         model.set_tokens(*tokenize(tokenizer, texts.render(rows), model.max_length))
         n = rows.num_rows
         parts = [compute(torch.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-        features = torch.cat([p[tap] for p in parts]).numpy()
-        logits = torch.cat([p["logits"] for p in parts]).numpy() if with_logits else np.full(n, np.nan, dtype=np.float32)
+        features = torch.cat([p[tap] for p in parts]).cpu().numpy()
+        logits = torch.cat([p["logits"] for p in parts]).cpu().numpy() if with_logits else np.full(n, np.nan, dtype=np.float32)
         return features, logits
 
     return outputs
