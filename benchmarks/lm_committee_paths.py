@@ -34,7 +34,7 @@ EXPERTS = ('{name: dlrm, kind: rec_model, checkpoint: "{teacher_dir}/expert_dlrm
 
 def run(cmd: list[str]) -> None:
     seconds, _, _ = measured([PY, "-m", "recsys_committee", *cmd], ONE_THREAD)
-    print(f"{cmd[0]} {cmd[-1] if cmd[0] == 'prepare' else ''}({seconds:.0f}s)", flush=True)
+    print(f"{cmd[0]}: {seconds:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from recsys_committee.data.features.split import Split
 from recsys_committee.data.features.table import FeatureTable
 from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.data.model_input.batching import RecDataset
-from recsys_committee.data.prepared.texts import PARTS, PreparedTexts, _jagged
+from recsys_committee.data.prepared.texts import PARTS, PreparedTexts, arrow_jagged
 
 SPLITS = ("train", "val", "test")
 
@@ -50,8 +50,7 @@ def _read_rows(split: Any, positions: np.ndarray) -> pa.Table:
     for unit_index in np.unique(where):
         unit = split.units[unit_index]
         local = positions[where == unit_index] - starts[unit_index]
-        group = split._open(split.root / unit.file).read_row_group(unit.group, use_threads=False)
-        parts.append(group.take(pa.array(local)))
+        parts.append(split.read_unit(unit).take(pa.array(local)))
     return pa.concat_tables(parts, promote_options="default")
 
 
@@ -74,7 +73,7 @@ def sample_prepared(data: Any, rows: int, seed: int = 0) -> SampledData:
     jagged_names = list(data.train.jagged)
     scalar = [c for c in shard_rows.column_names if c not in jagged_names and c not in PARTS.values()]
     frame = pl.from_arrow(shard_rows.select(scalar)).with_columns(pl.Series("example_id", np.arange(shard_rows.num_rows, dtype=np.int64)))
-    table = FeatureTable(frame=frame, jagged={n: _jagged(shard_rows, n) for n in jagged_names}, cardinalities=dict(data.table.cardinalities),
+    table = FeatureTable(frame=frame, jagged={n: arrow_jagged(shard_rows, n) for n in jagged_names}, cardinalities=dict(data.table.cardinalities),
                          dense_names=list(data.table.dense_names), layout=data.table.layout)
     bounds = np.cumsum([0] + sizes)
     split = Split(*(torch.arange(int(bounds[i]), int(bounds[i + 1])) for i in range(3)))

@@ -72,6 +72,10 @@ class PreparedSplit:
             self._files[path] = pq.ParquetFile(path)
         return self._files[path]
 
+    def read_unit(self, unit: Unit, columns: Optional[list[str]] = None) -> pa.Table:
+        """One row group with the columns named (all of them by default: the LM's text parts too)."""
+        return self._open(self.root / unit.file).read_row_group(unit.group, columns=columns, use_threads=False)
+
     def _read(self, units: list[Unit], with_caches: bool = True) -> pa.Table:
         """The row groups ``units``; each attached teacher cache's matching row group is appended
         as ``teacher:<name>:features`` / ``:logits`` columns (same rows, same order)."""

@@ -112,7 +112,8 @@ def finish_text(spec: DataSpec, out: Path) -> Optional[dict[str, Any]]:
     return {"kind": "templates", "templates": templates_of(spec), "files": {"items": _write(last.sort("item_id"), out / TEXT_DIR / "items.parquet")}}
 
 
-def _jagged(table: pa.Table, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def arrow_jagged(table: pa.Table, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A list column of Arrow rows as (values, offsets): the jagged layout a FeatureTable holds."""
     arr = table.column(name).combine_chunks()
     values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -153,12 +154,12 @@ class PreparedTexts:
         if self.entry["kind"] == "preset":
             from recsys_committee.models.lm.text import render_texts
 
-            table = FeatureTable(frame=pl.from_arrow(rows.select(PRESET_COLUMNS)), jagged={n: _jagged(rows, n) for n in PRESET_JAGGED},
+            table = FeatureTable(frame=pl.from_arrow(rows.select(PRESET_COLUMNS)), jagged={n: arrow_jagged(rows, n) for n in PRESET_JAGGED},
                                  cardinalities={})
             return render_texts(table, self.users, self.items, self.options)
         from recsys_committee.models.lm.templates import assemble_template_texts
 
         parts = pl.DataFrame({k: pl.from_arrow(rows.column(PARTS[k])) for k in self.entry["templates"]})
         item_ids = pl.from_arrow(rows.column("item_id")).cast(pl.Int64)
-        return assemble_template_texts(item_ids, parts, self.items, _jagged(rows, "history") if "history" in rows.column_names else None,
+        return assemble_template_texts(item_ids, parts, self.items, arrow_jagged(rows, "history") if "history" in rows.column_names else None,
                                        self.options.history_n)

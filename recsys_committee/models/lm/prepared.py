@@ -32,7 +32,7 @@ def lm_outputs(data: Any, run: dict[str, Any], tap: str, batch_size: int) -> Cal
     compute = LMCacheCompute(model, [tap], with_logits=with_logits)
 
     def outputs(split: Any, unit: Any) -> tuple[np.ndarray, np.ndarray]:
-        rows = split._open(split.root / unit.file).read_row_group(unit.group, columns=texts.columns, use_threads=False)
+        rows = split.read_unit(unit, texts.columns)
         model.set_tokens(*tokenize(tokenizer, texts.render(rows), model.max_length))
         n = rows.num_rows
         parts = [compute(torch.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
