@@ -173,6 +173,9 @@ def test_prepare_and_prepared_data_errors(tmp_path, one_error):
     no_time = tmp_path / "no_time.yaml"
     no_time.write_text(spec.read_text().replace("time: ts, ", ""))
     one_error(["prepare", "--data", str(no_time), "--out", str(tmp_path / "nt")], "columns.time")
+    bad_text = tmp_path / "bad_text.yaml"
+    bad_text.write_text(spec.read_text() + '\ntext: {item: "{no_such_column}"}\n')
+    one_error(["prepare", "--data", str(bad_text), "--out", str(tmp_path / "bt")], "no_such_column", "text.item")
 
 
 def test_time_pieces_cover_every_row_once_and_never_split_a_second():
