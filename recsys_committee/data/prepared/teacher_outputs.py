@@ -147,7 +147,10 @@ def build_shard_outputs(dataset: str | Path, out: str | Path, key: dict[str, Any
     records = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         ShardInference, fn_constructor_kwargs={"dataset": str(dataset), "out": str(out), "outputs": outputs, "options": options, "dtype": dtype,
                                               "threads": threads},
-        batch_size=1, num_cpus=threads, num_gpus=gpus, compute=ActorPoolStrategy(min_size=actors, max_size=actors)).take_all()
+        # one shard in flight per actor: shards differ in size (a bucket per user range), and a shard
+        # queued behind a large one on a busy actor would wait while another actor idles
+        batch_size=1, num_cpus=threads, num_gpus=gpus,
+        compute=ActorPoolStrategy(min_size=actors, max_size=actors, max_tasks_in_flight_per_actor=1)).take_all()
     seconds = time.perf_counter() - start
     computed = [r for r in records if not r["skipped"]]
     # the actors' own clock: from the first shard begun to the last one finished (start-up left out)
