@@ -13,7 +13,8 @@ Steps, each skipped when its output exists (so the LM cache, the long step, resu
 3. the two experts trained on the prepared dataset (one worker, ``--teacher-steps`` steps);
 4. the two distillations; entries ``lm_committee_drill`` of ``benchmarks/results/scale.json``.
 
-Reproduce: ``.venv/bin/python benchmarks/lm_committee_drill.py --rows 200000``
+Reproduce: ``.venv/bin/python benchmarks/lm_committee_drill.py --rows 201000 --out runs/lm_drill_201k``
+(the generator drops repeated pairs: 201,000 asked for gives 200,801 rows)
 """
 
 from __future__ import annotations
