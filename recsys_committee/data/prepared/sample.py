@@ -41,19 +41,6 @@ class SampledData(RecData):
         return PreparedTexts(self.prepared.root, self.prepared.manifest, options).render(self.rows)
 
 
-def _read_rows(split: Any, positions: np.ndarray) -> pa.Table:
-    """The rows at ``positions`` (sorted, in manifest order) of a prepared split, every column,
-    reading only the row groups that hold them."""
-    starts = np.cumsum([0] + [u.rows for u in split.units])
-    where = np.searchsorted(starts, positions, side="right") - 1
-    parts = []
-    for unit_index in np.unique(where):
-        unit = split.units[unit_index]
-        local = positions[where == unit_index] - starts[unit_index]
-        parts.append(split.read_unit(unit).take(pa.array(local)))
-    return pa.concat_tables(parts, promote_options="default")
-
-
 def sample_prepared(data: Any, rows: int, seed: int = 0) -> SampledData:
     """``rows`` train rows drawn uniformly without replacement (seeded), and val / test rows in
     the same proportion of their splits, each split's rows in manifest order."""
@@ -67,7 +54,7 @@ def sample_prepared(data: Any, rows: int, seed: int = 0) -> SampledData:
         n = len(split)
         want = min(n, rows) if name == "train" else max(1, int(round(n * share)))
         positions = np.sort(rng.choice(n, size=want, replace=False)) if want < n else np.arange(n)
-        tables.append(_read_rows(split, positions))
+        tables.append(split.take_rows(positions, every_column=True))
         sizes.append(want)
     shard_rows = pa.concat_tables(tables, promote_options="default")
     jagged_names = list(data.train.jagged)

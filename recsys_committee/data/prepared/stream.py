@@ -116,17 +116,25 @@ class PreparedSplit:
         return RecBatch(labels=torch.from_numpy(col("label").astype(np.float32)), example_ids=torch.from_numpy(col("example_id").astype(np.int64)),
                         users=torch.from_numpy(col("user_id").astype(np.int64)), dense=dense, sparse=sparse, extras=extras)
 
-    def batch(self, rows: torch.Tensor) -> RecBatch:
-        """The rows ``rows`` (positions in manifest order), reading only the row groups that hold
-        them: for small look-ups (the committee's probe batch, tests), not for epochs."""
+    def take_rows(self, positions: np.ndarray, every_column: bool = False) -> pa.Table:
+        """The rows at ``positions`` (manifest order, in the order given), reading only the row
+        groups that hold them: the training columns with the attached caches, or
+        (``every_column``) every stored column, the LM's text parts too."""
+        positions = np.asarray(positions, dtype=np.int64)
         starts = np.cumsum([0] + [u.rows for u in self.units])
-        where = np.searchsorted(starts, rows.numpy(), side="right") - 1
-        needed = sorted(set(where.tolist()))
-        table = self._read([self.units[i] for i in needed])
-        read_offsets = np.cumsum([0] + [self.units[i].rows for i in needed])  # where each needed group starts in ``table``
-        base = {u: int(read_offsets[k]) for k, u in enumerate(needed)}
-        local = np.array([base[w] + int(r) - int(starts[w]) for r, w in zip(rows.tolist(), where.tolist())], dtype=np.int64)
-        return self.to_batch(table.take(pa.array(local)))
+        where = np.searchsorted(starts, positions, side="right") - 1
+        needed = np.unique(where)
+        units = [self.units[i] for i in needed]
+        table = (pa.concat_tables([self.read_unit(u) for u in units], promote_options="default") if every_column
+                 else self._read(units))
+        read_offsets = np.cumsum([0] + [u.rows for u in units])[:-1]  # where each needed group starts in ``table``
+        local = read_offsets[np.searchsorted(needed, where)] + positions - starts[where]
+        return table.take(pa.array(local))
+
+    def batch(self, rows: torch.Tensor) -> RecBatch:
+        """The rows ``rows`` (positions in manifest order): for small look-ups (the committee's
+        probe batch, tests), not for epochs."""
+        return self.to_batch(self.take_rows(rows.numpy()))
 
     def column(self, name: str) -> torch.Tensor:
         """One column over the whole split in manifest order (labels, users for metrics)."""

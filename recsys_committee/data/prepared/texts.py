@@ -69,6 +69,13 @@ def _write(frame: pl.DataFrame, path: Path) -> str:
     return file_sha256(path)
 
 
+def last_per_item(rows: pl.DataFrame) -> pl.DataFrame:
+    """Each item's last row in the global row order (time, user, source row): the row whose
+    item part a history lists the item with. One expression for a bucket's pieces and for the
+    merge over buckets, so both cut ties alike."""
+    return rows.sort(["__t", "__u", ORDER_TIEBREAK]).unique(subset="item_id", keep="last", maintain_order=True)
+
+
 class LastItemTexts:
     """Per item, the item part of its last row seen so far in the global row order (time, user,
     item, source row), over one user bucket's pieces; ``merge_item_texts`` then takes the last
@@ -84,7 +91,7 @@ class LastItemTexts:
         rows = pl.DataFrame({"item_id": item_ids.cast(pl.Int64), "item": piece[PARTS["item"]], "__t": piece[s.time], "__u": piece[s.user],
                              ORDER_TIEBREAK: piece[ORDER_TIEBREAK]})
         rows = rows if self.rows is None else pl.concat([self.rows, rows])
-        self.rows = rows.sort(["__t", "__u", ORDER_TIEBREAK]).unique(subset="item_id", keep="last", maintain_order=True)
+        self.rows = last_per_item(rows)
 
     def write(self, out: Path, ub: int) -> None:
         if self.rows is not None:
@@ -108,7 +115,7 @@ def finish_text(spec: DataSpec, out: Path) -> Optional[dict[str, Any]]:
     last = pl.concat([pl.read_parquet(f) for f in staged]) if staged else pl.DataFrame({"item_id": [], "item": []},
                                                                                          schema={"item_id": pl.Int64, "item": pl.String})
     if staged:
-        last = last.sort(["__t", "__u", ORDER_TIEBREAK]).unique(subset="item_id", keep="last", maintain_order=True).select("item_id", "item")
+        last = last_per_item(last).select("item_id", "item")
     return {"kind": "templates", "templates": templates_of(spec), "files": {"items": _write(last.sort("item_id"), out / TEXT_DIR / "items.parquet")}}
 
 
