@@ -25,11 +25,12 @@ What it runs, in order (``--reuse`` reads finished runs instead of rerunning the
 Writes ``benchmarks/results/gap.json`` (its ``rec`` entry; other domains' entries are kept),
 ``gap_rec.md`` and ``gap_rec_val_curves.png``.
 
-Vision (``--domain vision``, after ``make demo``; ~30 minutes): the demo's protocol and its
-seed-0 teachers (``--teacher-dir runs/vision_demo``), no-KD and the shipped method over the seeds,
-a one-seed validation screen of average KD and CA-MKD, the
-best of them over the seeds; the "LM" gap is against the foundation model; writes the ``vision``
-entry of gap.json.
+Vision (``--domain vision``, after ``make demo``; ~2 hours on 2 cores with the shipped 6 transfer
+images per labeled image): the demo's protocol and its seed-0 teachers (``--teacher-dir
+runs/vision_demo``), no-KD and the shipped method over the seeds, a one-seed validation screen of
+average KD and CA-MKD, the best of them over the seeds, and (``--transfer-screen 2 4 6``) the
+shipped method with each transfer-set size on validation; the "LM" gap is against the foundation
+model; writes the ``vision`` entry of gap.json.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class VisionBench(Bench):
     def distill(self, method: str, config: str, seed: int, extra: list[str] = ()) -> dict[str, Any]:
         from vision_committee.domain import run_vision_distill
 
-        cfg = load_config(ROOT / "configs" / "vision" / f"{config}.yaml", [f"seed={seed}", "train.progress=false", *self.student_budget, *extra])
+        cfg = load_config(ROOT / "configs" / "vision" / f"{config}.yaml", [f"seed={seed}", "train.progress=false", *self.student_budget, *self.args.overrides, *extra])
         run_dir = self.out / f"{method}-seed{seed}"
         metrics = reusable_metrics(run_dir, cfg) if self.args.reuse else None
         start = time.perf_counter()
@@ -206,6 +207,9 @@ def vision_main(args: argparse.Namespace) -> dict[str, Any]:
     no_kd = [bench.distill("no_kd", "no_kd", s) for s in args.seeds]
     screen = {m: bench.distill(m, m, args.screen_seed) for m in VISION_BASELINES}
     screen["diverse_distill_no_transfer"] = bench.distill("diverse_distill_no_transfer", SHIPPED, args.screen_seed, ["committee.transfer=false"])
+    # how many transfer images per labeled one: the shipped method on validation, one seed each
+    transfer_screen = {p: bench.distill(f"diverse_distill_transfer{p}", SHIPPED, args.screen_seed, [f"data.transfer_per_row={p}"])
+                       for p in args.transfer_screen}
     best_baseline = max(VISION_BASELINES, key=lambda m: screen[m]["val"]["top1"])
     methods = {SHIPPED: [bench.distill(SHIPPED, SHIPPED, s) for s in args.seeds], best_baseline: [bench.distill(best_baseline, best_baseline, s) for s in args.seeds]}
     for m, r in screen.items():
@@ -218,10 +222,13 @@ def vision_main(args: argparse.Namespace) -> dict[str, Any]:
                   "teachers": {n: {"test": t["test"]["top1"], "val": t["val"]["top1"]} for n, t in teachers.items()}}
     return {
         "shipped": SHIPPED, "metric": "test top-1 (Fashion-MNIST, official 10,000 test images)",
-        "protocol": "make demo's: teachers 8,000 images x 3 epochs (seed 0), students 2,000 images x 8 cosine epochs, 2 transfer images per labeled image",
+        "protocol": f"make demo's: teachers 8,000 images x 3 epochs (seed 0), students 2,000 images x 8 cosine epochs, "
+                    f"{methods[SHIPPED][0]['transfer']['per_labeled_row']:g} transfer images per labeled image",
+        "overrides": args.overrides,
         "seeds": args.seeds, "screen_seed": args.screen_seed,
         "no_kd": {k: base[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed", "epochs_run", "best_epoch", "student_params")},
         "references": references, "best_baseline": best_baseline, "screen_val": {m: r["val"]["top1"] for m, r in screen.items()},
+        "transfer_screen_val": {str(p): r["val"]["top1"] for p, r in transfer_screen.items()},
         "methods": method_entries(bench, methods, base, references, foundation, best_baseline, args.seeds, "top1"),
         "command": "python benchmarks/gap.py " + shlex.join(sys.argv[1:]),
     }
@@ -234,6 +241,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--reference-seeds", type=int, nargs="+", default=[0, 1, 2], help="expert seeds; the first one's experts are the teachers")
     parser.add_argument("--screen-seed", type=int, default=0)
+    parser.add_argument("--transfer-screen", type=int, nargs="*", default=[],
+                        help="vision: also run the shipped method with each of these transfer images per labeled image (screen seed, validation)")
     parser.add_argument("--baselines", nargs="+", default=BASELINES)
     parser.add_argument("--out", default="runs/gap")
     parser.add_argument("--results", default="benchmarks/results")
