@@ -49,8 +49,8 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
         data = data or load_vision_data(cfg)
         m = run_vision_train(cfg, out / name, data=data, overwrite=True)  # `make demo` again replaces its runs
         rows.append({"name": name, "params": m["params"], "top1": m["test"]["top1"], "val": m["val"]["top1"], "forwards": "", "seconds": m["epoch_seconds"]})
-    base = load_config(CONFIG_DIR / "distill_base.yaml")
-    live = [{**t, "cached": False} for t in base.teachers]
+    shipped = load_config(CONFIG_DIR / "distill_base.yaml")
+    live = [{**t, "cached": False} for t in shipped.teachers]
     for label, name, extra, folder in METHODS:
         cfg = load_config(CONFIG_DIR / f"{name}.yaml", [f"seed={seed}", f"teacher_dir={out}", "teachers=" + json.dumps(live), *STUDENT_BUDGET, *GATE_WARMUP,
                                                          *extra, *overrides])
@@ -63,7 +63,7 @@ def run_vision_demo(out: Path, seed: int = 0, overrides: list[str] = ()) -> list
     header = f"{'model':<46} {'params':>10} {'test top-1':>10} {'teacher fwd':>12} {'s/epoch':>8}"
     print(f"\nFashion-MNIST demo: teachers {len(data.train):,} training images x 3 epochs, students {len(student_data.train):,} x 8 epochs "
           f"(cosine), best-validation epoch, test = official 10,000; {DEMO_TRANSFER_PER_ROW} transfer images per labeled image "
-          "(the shipped config and benchmarks/gap.py: 6).")
+          f"(the shipped config and benchmarks/gap.py: {shipped.data.transfer_per_row}).")
     imagenet = imagenet_mobilenet_v2_params()
     print(f"Student {rows[-1]['params']:,} params = ImageNet MobileNetV2 ({imagenet:,}) / {imagenet / rows[-1]['params']:.2f}.")
     print(header + "\n" + "-" * len(header))
