@@ -10,7 +10,11 @@ What it runs, in order (``--reuse`` reads finished runs instead of rerunning the
      the seed-0 experts are the committee's frozen teachers. The best teacher is the one with
      the best mean validation AUC; the same-inputs ceiling is the best expert architecture
      trained on exactly the student's inputs (the shipped student reads every input the experts
-     read, so those are the expert runs themselves: the script checks the feature sets agree);
+     read, so those are the expert runs themselves: the script checks the feature sets agree).
+     The LM reference is the LM teacher run in ``OUT/refs/lm_teacher`` when one is there (it
+     is not trained here: ``recsys-committee cache --config configs/rec/lm_cache.yaml --out
+     runs/lm_cache --num-workers 2`` then ``recsys-committee train --config
+     configs/rec/lm_teacher.yaml --out OUT/refs/lm_teacher``, ~30 minutes on 2 cores);
   2. the no-KD student (``no_kd``) with every seed, and the student before it read every cheap
      input (``no_kd_basic_inputs``: ids, short history and categorical features only);
   3. a one-seed screen on validation of every baseline and of the shipped method without its
@@ -291,6 +295,10 @@ def main() -> int:
                   "teachers": {n: {k: r[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed")} for n, r in refs.items()}}
     if lm_test is None:
         references["lm_why"] = "no LM teacher was trained for this run (OUT/refs/lm_teacher/metrics.json)"
+    else:  # which LM recipe the reference is (the head on the frozen encoder, or fine-tuned layers)
+        lm_params = load_config(lm_metrics.parent / "config.yaml").model.params
+        references["lm_is"] = (f"lm_teacher (MiniLM), finetune: {lm_params.get('finetune')}, trained on the labeled rows "
+                               f"({lm_metrics.parent}); seed {json.loads(lm_metrics.read_text()).get('seed', 0)}")
     out_methods = method_entries(bench, methods, base, references, lm_test, best_baseline, args.seeds)
     rec = {
         "shipped": SHIPPED, "metric": "test AUC (ML-100K spec, temporal 80/10/10)", "seeds": args.seeds, "screen_seed": args.screen_seed,
