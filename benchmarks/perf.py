@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from recsys_committee.committee import Committee  # noqa: E402
+from recsys_committee.heap import hold_freed_heap  # noqa: E402
 from recsys_committee.models import build_model  # noqa: E402
 from recsys_committee.train.config import load_config  # noqa: E402
 from recsys_committee.train.optimizers import build_optimizers  # noqa: E402
@@ -197,7 +198,7 @@ def rec_setup(args) -> tuple:
         cfg = cfg or base
         return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)
 
-    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, base.optim
+    return factory, F.binary_cross_entropy_with_logits, teachers, configs, batches, base
 
 
 def vision_setup(args) -> tuple:
@@ -212,7 +213,7 @@ def vision_setup(args) -> tuple:
     teachers = build_teachers(base.teachers, base.teacher_dir, TeacherContext(data, progress=False))
     configs = {label: (load_config(ROOT / "configs/vision" / name, [f"teacher_dir={args.teacher_dir}", *args.overrides]), offset)
                for label, name, offset in (("dense", "diverse_distill_dense.yaml", 0), ("gated", args.gated_config, 10_000))}
-    return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, base.optim
+    return lambda cfg: VISION.build_model(cfg or base, data), F.cross_entropy, teachers, configs, batches, base
 
 
 def _vision_domain():
@@ -240,7 +241,10 @@ def main() -> int:
     args.teacher_dir = args.teacher_dir or ("runs/teachers" if args.domain == "rec" else "runs/vision_teachers")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    factory, loss, teachers, configs, batches, optim_cfg = (rec_setup if args.domain == "rec" else vision_setup)(args)
+    factory, loss, teachers, configs, batches, base = (rec_setup if args.domain == "rec" else vision_setup)(args)
+    optim_cfg = base.optim
+    # the heap as a distillation run holds it (train.hold_heap): every stepper here runs with it
+    heap_held = hold_freed_heap() if base.train.hold_heap else False
     make_opt = optimizer_maker(REC if args.domain == "rec" else _vision_domain(), optim_cfg)
     n_rows = args.steps * args.batch_size
     repeats = [committee_costs(factory, loss, teachers, configs, batches, make_opt, args.batch_size)
@@ -266,6 +270,7 @@ def main() -> int:
         "rows_timed": n_rows,
         "repeats": args.repeats,
         "optim": dataclasses.asdict(optim_cfg),  # what the steps were timed with (the fused AdamW or the loop)
+        "heap_held": heap_held,  # train.hold_heap: freed memory kept for the next step (recsys_committee/heap.py)
         "provenance": provenance(sorted(p for p in Path(args.teacher_dir).iterdir() if (p / "config.yaml").is_file())),  # the runs in --teacher-dir (the teachers among them)
     }
     Path(args.results).mkdir(parents=True, exist_ok=True)
@@ -273,7 +278,7 @@ def main() -> int:
 
     print(payload["command"])
     print(f"batch {args.batch_size}, {args.threads} thread(s), {args.steps} steps per stepper, interleaved; "
-          f"medians over {args.repeats} repeat(s)")
+          f"medians over {args.repeats} repeat(s); freed heap held between steps: {heap_held}")
     print(f"| what | ms/step | ratio |\n|---|---:|---:|")
     print(f"| student step | {1000 * t_student:.1f} | 1.00 |")
     for n, t in t_teacher.items():

@@ -225,6 +225,7 @@ class Committee(nn.Module):
         # per loss: (k, rows, per-row values) of each teacher that produced it (no scatter into
         # [B, K] inside the graph: the term is summed straight from the rows that ran)
         cols: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {n: [] for n in teacher_losses}
+        pair_weights: dict[int, torch.Tensor] = {}  # k -> the gate's w on that teacher's rows, gathered once
         answers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         decision: Optional[GateDecision] = None
         t_logits: Optional[torch.Tensor] = None
@@ -293,13 +294,15 @@ class Committee(nn.Module):
                         if labeled is not None:
                             values = values * rows(labeled if module.reads_labels else row_weight).to(values.dtype)
                         cols[name].append((k, idx, values))
+                        if k not in pair_weights:
+                            pair_weights[k] = rows(decision.weights[:, k])
 
         terms: dict[str, torch.Tensor] = {}
         for name, columns in cols.items():
             if not columns:
                 continue
             # term = mean over samples of sum_k w[i, k] L_k[i], summed from the rows that ran
-            terms[name] = sum((decision.weights[idx, k].to(values.dtype) * values).sum() for k, idx, values in columns) / b
+            terms[name] = sum((pair_weights[k].to(values.dtype) * values).sum() for k, _, values in columns) / b
         per_sample = PairMatrices(cols, b, k_total)  # [B, K] per loss, built when read
 
         # what each pair adds to the loss, per loss, before the gate's weights (0 where skipped):

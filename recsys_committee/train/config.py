@@ -111,6 +111,10 @@ class TrainConfig:
     # the student's ids) during this step, as TorchRec's TrainPipelineSparseDist orders it; the
     # numbers are the same either way (train/input_prefetch.py).
     overlap_input_dist: bool = True
+    # Distillation runs keep the C heap's freed memory for the next step instead of returning it
+    # to the system between steps (recsys_committee/heap.py: the teachers' forwards then run as
+    # fast inside a committee step as alone). The resident set stays at the step's peak.
+    hold_heap: bool = True
 
 
 @dataclass

@@ -31,6 +31,7 @@ from recsys_committee.train.config import RunConfig, dump_config, from_dict
 from recsys_committee.train.distributed import DistContext, Launch, describe_plan
 from recsys_committee.train.input_prefetch import InputDistPrefetch
 from recsys_committee.files import write_json
+from recsys_committee.heap import hold_freed_heap
 from recsys_committee.train.loop import FitResult, fit
 from recsys_committee.train.optimizers import build_optimizers
 from recsys_committee.train.out_dir import check_out, clear_run
@@ -183,6 +184,8 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     (resumed from ``launch.restore_from``) and rank 0 writes the files."""
     launch = begin_run(domain, cfg, out, launch, overwrite)
     ccfg = committee_config(cfg)
+    if cfg.train.hold_heap:
+        hold_freed_heap()  # this process (each Ray worker calls it in its own)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
     data = data if data is not None else domain.load_data(cfg)
     check_splits(data, cfg)

@@ -52,7 +52,7 @@ def test_kjt_shapes_and_lengths(ml_slice):
 def test_subset_equals_direct_batch(ml_slice):
     full = ml_slice.train.batch(torch.arange(50))
     # twice from the same batch (the second reads the column stacks the first one kept), then empty
-    for rows in ([3, 10, 42], [0, 1, 2, 3, 49], [7], []):
+    for rows in ([3, 10, 42], [0, 1, 2, 3, 49], [7], [49, 3, 3, 0], []):  # unsorted, repeated (padding) rows too
         index = torch.tensor(rows, dtype=torch.long)
         sub = full.subset(index)
         direct = ml_slice.train.batch(index)
