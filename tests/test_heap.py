@@ -10,37 +10,35 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
-import sys, torch
+import torch
 from recsys_committee.heap import hold_freed_heap, release_free_heap
-held = hold_freed_heap() if sys.argv[1] == "hold" else False
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
+def free_a_block():
+    before = rss()
+    block = torch.ones(4 * 2**20)  # 16 MiB, every page touched
+    grew = rss() - before
+    del block
+    return before, grew, rss() - before
 torch.ones(16).add_(1)  # torch's own first-op set-up, before anything is measured
-before = rss()
-block = torch.ones(4 * 2**20)  # 16 MiB, every page touched
-peak = rss()
-del block
-kept = rss() - before
+_, grew_default, kept_default = free_a_block()
+held = hold_freed_heap()
+before, grew_held, kept_held = free_a_block()
 release_free_heap()
-print(held, peak - before, kept, rss() - before)
+print(held, grew_default, kept_default, grew_held, kept_held, rss() - before)
 """
-
-
-def _probe(mode: str) -> tuple[bool, int, int, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return out[0] == "True", int(out[1]), int(out[2]), int(out[3])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policies are glibc's mallopt / malloc_trim")
 def test_held_heap_keeps_a_freed_block_for_the_next_step_and_trim_still_returns_it():
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    held = out[0] == "True"
+    grew_default, kept_default, grew_held, kept_held, trimmed = (int(v) for v in out[1:])
     mib = 2**20
-    held, grew, kept, trimmed = _probe("hold")
-    assert held and grew >= 15 * mib
-    assert kept >= 15 * mib  # freed, but still resident: the next step's allocation needs no page faults
+    assert grew_default >= 15 * mib and kept_default < 4 * mib  # glibc's default: a block this large is unmapped when freed
+    assert held and grew_held >= 15 * mib
+    assert kept_held >= 15 * mib  # held: freed, still resident, the next step's allocation needs no page faults
     assert trimmed < 4 * mib  # release_free_heap (streamed evaluation) still gives it back
-    held, grew, kept, _ = _probe("default")
-    assert not held and grew >= 15 * mib
-    assert kept < 4 * mib  # glibc's default: a block this large is unmapped when freed
 
 
 def test_distill_holds_the_heap_unless_told_not_to(ml_slice, tmp_path, monkeypatch):
