@@ -117,7 +117,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from recsys_committee.data.prepared.build import PrepareOptions, prepare_command
 
     options = PrepareOptions(bucket_rows=args.bucket_rows, chunk_rows=args.chunk_rows, row_group_rows=args.row_group_rows,
-                             piece_rows=args.piece_rows, num_workers=args.num_workers)
+                             piece_rows=args.piece_rows, num_workers=args.num_workers, pool_bin_rows=args.pool_bin_rows)
     manifest = prepare_command(Path(args.data), Path(args.out), options, overwrite=args.overwrite)
     print(json.dumps({k: manifest[k] for k in ("rows", "buckets", "content_hash", "prepare_seconds")}, indent=2))
     return 0
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--piece-rows", type=int, default=100_000,
                       help="rows of a bucket featurised at a time (bounds memory when one user holds much of a bucket)")
     prep.add_argument("--row-group-rows", type=int, default=4096, help="parquet row group size (the streaming reader's unit)")
+    prep.add_argument("--pool-bin-rows", type=int, default=2_000_000,
+                      help="transfer.sampled: train rows per time bin of the popularity pool the pairs are drawn from (what a draw holds at once)")
     _overwrite_flag(prep)
     prep.set_defaults(func=_prepare)
     demo = sub.add_parser("demo", help="end-to-end run on MovieLens-100K, prints the result table")

@@ -105,7 +105,7 @@ def run_streamed_cache(cfg: RunConfig, dataset: Path, out: Path, workers: int = 
     index = build_shard_outputs(dataset, out, key, "recsys_committee.models.lm.prepared:lm_outputs",
                                 {"run": dataclasses.asdict(cfg), "tap": tap, "batch_size": params["cache_batch_size"]},
                                 actors=workers, dtype=params["cache_dtype"], teacher_params=sum(p.numel() for p in model.parameters()),
-                                logits=with_logits)
+                                logits=with_logits, transfer=False)
     return {"cache": str(out), "rows": index["rows"], "tap": tap, "logits": with_logits, "actors": workers,
             "seconds": round(index["seconds"], 1), "examples_per_s": index["examples_per_s"]}
 

@@ -11,6 +11,8 @@ this domain.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,6 +68,22 @@ def with_transfer_per_row(spec: DataSpec, per_row: Optional[int]) -> DataSpec:
     return spec
 
 
+def prepared_transfer(data: Any, per_row: Optional[int]) -> Any:
+    """``data.transfer_per_row`` on a prepared dataset, whose transfer rows ``prepare`` drew: 0
+    leaves them all out; the count it was prepared with keeps them; another count is refused
+    (it would need another prepare)."""
+    if per_row is None or data.transfer is None:
+        return data
+    if per_row == 0:
+        return dataclasses.replace(data, transfer=None)
+    prepared = data.spec.transfer.get("sampled", {}).get("per_row")
+    if per_row != prepared:
+        raise ConfigError(f"data.transfer_per_row={per_row}: {data.root} was prepared with {prepared or 0} sampled pair(s) per train row "
+                          "(prepare draws them): set transfer.sampled.per_row in the data spec and prepare again, or pass "
+                          "data.transfer_per_row=0 to distil on the labeled rows only")
+    return data
+
+
 def load_data(cfg: DataConfig) -> RecData:
     """The run's data: a prepared dataset folder (``--data DATASET_DIR``, told apart by its
     manifest) is streamed, or with ``data.sample_rows`` a seeded sample of it is held in memory;
@@ -77,7 +95,7 @@ def load_data(cfg: DataConfig) -> RecData:
             from recsys_committee.data.prepared.sample import sample_prepared
 
             return sample_prepared(open_prepared(cfg.spec), cfg.sample_rows, cfg.sample_seed)
-        return open_prepared(cfg.spec)
+        return prepared_transfer(open_prepared(cfg.spec), cfg.transfer_per_row)
     if cfg.sample_rows is not None:
         raise ConfigError("data.sample_rows samples a prepared dataset: pass --data DATASET_DIR (recsys-committee prepare)")
     return load_spec_data(data_spec(cfg))

@@ -77,8 +77,11 @@ def test_prepared_movielens_equals_the_in_memory_features(real_data_dir, tmp_pat
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
     manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024, piece_rows=9_000), log=lambda _: None)
-    assert manifest["buckets"] == 4 and manifest["rows"] == {"train": 80_000, "val": 10_000, "test": 10_000}
+    assert manifest["buckets"] == 4
+    assert {k: manifest["rows"][k] for k in ("train", "val", "test")} == {"train": 80_000, "val": 10_000, "test": 10_000}
     mem = load_spec_data(spec)
+    # the spec's sampled pairs (2 per train row): drawn out of core from the same distribution as in memory
+    assert abs(manifest["rows"]["transfer"] - len(mem.transfer)) < 0.01 * len(mem.transfer)
     _assert_same_features(mem, open_prepared(tmp_path / "ml"), torch.from_numpy(mem.raw.inter["__src"].to_numpy()))
     # the LM teacher's MovieLens texts (the shipped options: 3 titles with ratings, statistics)
     assert manifest["text"]["kind"] == "preset" and sorted(manifest["text"]["files"]) == ["items", "users"]
@@ -214,3 +217,141 @@ def test_a_skewed_parquet_log_prepared_in_pieces_equals_the_in_memory_features(t
     assert manifest["text"]["kind"] == "templates"
     options = TextOptions(history_n=3)
     _assert_same_texts(mem, tmp_path / "ds", options, render_template_texts(mem.table, mem.raw.inter, spec.text, options.history_n))
+
+
+def _unlabeled_clicks(root: Path, spec_path: Path, rows: int = 900, seed: int = 1) -> Path:
+    """Impressions without an outcome for the click log (no label column): the spec's
+    ``transfer.unlabeled`` source, some of them after the train period (those are dropped)."""
+    import numpy as np
+    import polars as pl
+
+    log = pl.read_parquet(root / "clicks.parquet")
+    rng = np.random.default_rng(seed)
+    lo, hi = int(log["ts"].min()), int(log["ts"].max())
+    frame = pl.DataFrame({"visitor": rng.choice(log["visitor"].unique().sort().to_numpy(), rows),
+                          "product": rng.choice(log["product"].unique().sort().to_numpy(), rows),
+                          "ts": rng.integers(lo, hi, rows), "device": rng.choice(["ios", "android", "web"], rows)})
+    frame.unique(subset=["visitor", "product", "ts"], maintain_order=True).write_csv(root / "impressions.csv")
+    out = root / "clicks_transfer.yaml"
+    out.write_text(spec_path.read_text() + f"transfer: {{unlabeled: {{interactions: {root}/impressions.csv}}}}\n")
+    return out
+
+
+def _in_time_user_item_order(batch, times):
+    """The batch's rows in (time, user, item) order: how transfer rows are matched across paths
+    (their ids differ: the in-memory path numbers them after filtering, prepare as it reads them)."""
+    import numpy as np
+
+    order = np.lexsort((batch.sparse["item_id"][0].numpy(), batch.users.numpy(), np.asarray(times)))
+    return batch.subset(torch.from_numpy(order))
+
+
+def test_prepared_unlabeled_transfer_rows_equal_the_in_memory_ones_and_stream_with_the_train_split(tmp_path):
+    """Transfer rows on the out-of-core path: every unlabeled row of the train period, featurised
+    past-only at its time in pieces (carried statistics, history tails that hold labeled rows
+    only), with the in-memory path's features; they touch no labeled row's features, and a
+    distillation's train split streams them with the labeled rows."""
+    from recsys_committee.data.features.loading import load_spec_data
+
+    spec = load_spec(_unlabeled_clicks(tmp_path, click_log(tmp_path, rows=3000)))
+    manifest = prepare(spec, tmp_path / "ds", SMALL_BUCKETS, log=lambda _: None)
+    mem = load_spec_data(spec)
+    prep = open_prepared(tmp_path / "ds")
+    _assert_same_features(mem, prep, torch.from_numpy(mem.raw.inter["__src"].to_numpy()))  # labeled rows: untouched by the transfer rows
+    assert 0 < manifest["rows"]["transfer"] == len(mem.transfer) < 900  # those after the train period are not transfer rows
+    m = mem.transfer.batch(torch.arange(len(mem.transfer)))
+    m = _in_time_user_item_order(m, mem.table.frame["timestamp"].to_numpy()[mem.transfer.index.numpy()])
+    p = _in_time_user_item_order(prep.transfer.to_batch(prep.transfer._read(prep.transfer.units)), prep.transfer.column("timestamp").numpy())
+    assert torch.isnan(p.labels).all() and torch.isnan(m.labels).all()
+    assert torch.equal(m.users, p.users) and int(p.users.eq(0).sum()) == 0  # every impression's user is known
+    for k, (values, lengths) in m.sparse.items():
+        assert torch.equal(values, p.sparse[k][0]) and torch.equal(lengths, p.sparse[k][1]), k
+    assert torch.allclose(m.dense, p.dense, atol=1e-5)
+    assert int(p.sparse["history"][1].gt(0).sum()) > len(p) // 2  # they read real pasts (histories, statistics)
+    # a distillation streams both; warm users are those with a labeled train row
+    both = prep.with_transfer()
+    assert len(both.train) == manifest["rows"]["train"] + manifest["rows"]["transfer"]
+    seen = torch.cat([b.labels for b in both.train.batches(64, shuffle=True, generator=torch.Generator().manual_seed(0), ctx=DistContext(0, 1))])
+    assert torch.isnan(seen).any() and (~torch.isnan(seen)).any()
+    assert torch.equal(both.warm_users(), prep.warm_users())
+
+
+def test_prepared_sampled_pairs_are_unrated_train_period_pairs_featurised_as_in_memory(tmp_path):
+    """``transfer.sampled`` out of core: pairs drawn from a pool of earlier train rows (bins of a
+    few hundred rows here, so draws cross bins), none rated by its user before its time; each one's
+    features equal those the in-memory path gives the same (user, item, time, device) row, and
+    the labeled rows' features are untouched."""
+    import numpy as np
+    import polars as pl
+
+    from recsys_committee.data.features.loading import load_spec_data
+
+    base = click_log(tmp_path, rows=3000)
+    spec_path = tmp_path / "clicks_sampled.yaml"
+    spec_path.write_text(base.read_text() + "transfer: {sampled: {per_row: 2, seed: 3}}\n")
+    spec = load_spec(spec_path)
+    lines: list[str] = []
+    manifest = prepare(spec, tmp_path / "ds", dataclasses.replace(SMALL_BUCKETS, pool_bin_rows=400), log=lines.append)
+    assert manifest["buckets"] == 5 and any("in 6 time bin(s)" in line for line in lines), lines  # ~2,400 train rows, bins of 400
+    prep = open_prepared(tmp_path / "ds")
+    mem = load_spec_data(spec)
+    _assert_same_features(mem, prep, torch.from_numpy(mem.raw.inter["__src"].to_numpy()))
+    train_rows = manifest["rows"]["train"]
+    assert 1.8 * train_rows < manifest["rows"]["transfer"] <= 2 * train_rows
+    # the pairs as raw rows (decoded with the vocabularies): never rated by the user before their time
+    table = pq_table(tmp_path / "ds", manifest["shards"]["transfer"], ["user_id", "item_id", "device", "timestamp"])
+    values = prep.vocab.values
+    raw = pl.DataFrame({"visitor": [values["user_id"][i - 1] for i in table["user_id"]], "product": [values["item_id"][i - 1] for i in table["item_id"]],
+                        "ts": table["timestamp"], "device": [values["device"][i - 1] for i in table["device"]]})
+    log = pl.read_parquet(tmp_path / "clicks.parquet")
+    last_train = int(log.sort("ts")["ts"][train_rows - 1])
+    assert int(raw["ts"].max()) <= last_train
+    first = log.group_by(["visitor", "product"]).agg(pl.col("ts").min().alias("first"))
+    seen = raw.join(first, on=["visitor", "product"], how="left")
+    assert bool((seen["first"].is_null() | (seen["first"] >= seen["ts"])).all())
+    # the same rows through the in-memory path (as unlabeled rows): the same features
+    raw.write_csv(tmp_path / "pairs.csv")
+    again = tmp_path / "clicks_pairs.yaml"
+    again.write_text(base.read_text() + f"transfer: {{unlabeled: {{interactions: {tmp_path}/pairs.csv}}}}\n")
+    mem_pairs = load_spec_data(load_spec(again))
+    assert len(mem_pairs.transfer) == len(raw)
+    m = mem_pairs.transfer.batch(torch.arange(len(raw)))
+    p = prep.transfer.to_batch(prep.transfer._read(prep.transfer.units))
+    m_times = mem_pairs.table.frame["timestamp"].to_numpy()[mem_pairs.transfer.index.numpy()]
+    m = m.subset(torch.from_numpy(np.lexsort((m.sparse["device"][0].numpy(), m.sparse["item_id"][0].numpy(), m.users.numpy(), m_times))))
+    p = p.subset(torch.from_numpy(np.lexsort((p.sparse["device"][0].numpy(), p.sparse["item_id"][0].numpy(), p.users.numpy(), table["timestamp"].to_numpy()))))
+    for k, (values_, lengths) in m.sparse.items():
+        assert torch.equal(values_, p.sparse[k][0]) and torch.equal(lengths, p.sparse[k][1]), k
+    assert torch.allclose(m.dense, p.dense, atol=1e-5)
+
+
+def pq_table(root: Path, shards: list[dict], columns: list[str]):
+    import polars as pl
+
+    return pl.concat([pl.read_parquet(root / sh["file"], columns=columns) for sh in shards])
+
+
+def test_distilling_on_a_prepared_dataset_streams_its_transfer_rows(tmp_path, capsys, one_error):
+    """prepare (sampled pairs) -> an expert trained on the prepared folder -> DiverseDistill with
+    ``committee.transfer`` streams labeled and transfer rows; ``data.transfer_per_row=0`` leaves
+    them out and another count than the prepared one is refused in one line."""
+    spec_path = tmp_path / "clicks_sampled.yaml"
+    spec_path.write_text(click_log(tmp_path, rows=3000).read_text() + "transfer: {sampled: {per_row: 2}}\n")
+    assert cli_main(["prepare", "--data", str(spec_path), "--out", str(tmp_path / "ds"), "--bucket-rows", "700", "--row-group-rows", "128"]) == 0
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    small = [*QUICK, "model.params.hidden=[32,16]"]
+    assert cli_main(["train", "--config", str(ROOT / "configs/rec/expert_dlrm.yaml"), "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "dlrm"),
+                     *QUICK, "model.params.top=[32,16]"]) == 0
+    teachers = json.dumps([{"name": "dlrm", "kind": "rec_model", "checkpoint": str(tmp_path / "dlrm/model.safetensors"), "tap": "top"}])
+    def distill(out: str, *extra: str) -> list[str]:
+        return ["distill", "--config", str(ROOT / "configs/rec/diverse_distill.yaml"), "--data", str(tmp_path / "ds"), "--out", str(tmp_path / out),
+                *small, f"teachers={teachers}", *extra]
+
+    assert cli_main(distill("dd")) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "dd/metrics.json").read_text())
+    assert metrics["transfer"]["rows"] == manifest["rows"]["transfer"] > 0
+    forwards = metrics["teacher_forwards"]
+    assert forwards["samples"] == 4 * 128 and 0 < forwards["transfer_samples"] < forwards["samples"]  # both kinds of row in the streamed steps
+    assert cli_main(distill("labeled_only", "data.transfer_per_row=0")) == 0
+    assert json.loads((tmp_path / "labeled_only/metrics.json").read_text())["transfer"]["rows"] == 0
+    one_error(distill("other", "data.transfer_per_row=5"), "data.transfer_per_row=5", "prepared with 2")

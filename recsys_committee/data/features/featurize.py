@@ -87,16 +87,20 @@ def _past_stats(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: O
     return _stats_columns(cum, key, time, prefix, rating, prior), totals
 
 
-def _past_stats_asof(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float) -> pl.DataFrame:
+def _past_stats_asof(frame: pl.DataFrame, key: str, time: str, prefix: str, rating: Optional[str], like: pl.Expr, prior: float,
+                     carry: Optional[pl.DataFrame] = None) -> pl.DataFrame:
     """``_past_stats`` when some rows do not contribute (``CONTRIBUTES`` False): sums over the
-    contributing rows, read by every row as of the last second strictly before its own. One row
-    per (key, time) of ``frame``."""
+    contributing rows, read by every row as of the last second strictly before its own, plus
+    ``carry`` (each key's sums over earlier pieces of the log). One row per (key, time) of ``frame``."""
     aggs, cols = _stat_sums(rating, like)
     per_second = frame.filter(pl.col(CONTRIBUTES)).group_by([key, time]).agg(aggs).sort([key, time])
     cum = per_second.select(key, time, *[pl.col(c).cum_sum().over(key).alias(f"prev_{c}") for c in cols]).sort(time)
     wanted = frame.select(key, time).unique().sort(time)
     joined = wanted.join_asof(cum, on=time, by=key, strategy="backward", allow_exact_matches=False, check_sortedness=False)  # both sorted by time just above
     joined = joined.with_columns([pl.col(f"prev_{c}").fill_null(0) for c in cols])
+    if carry is not None:
+        joined = joined.join(carry.rename({c: f"carry_{c}" for c in cols}), on=key, how="left")
+        joined = joined.with_columns([(pl.col(f"prev_{c}") + pl.col(f"carry_{c}").fill_null(0)).alias(f"prev_{c}") for c in cols])
     return _stats_columns(joined, key, time, prefix, rating, prior)
 
 
@@ -140,8 +144,17 @@ def past_stats_carried(spec: DataSpec, frame: pl.DataFrame, key: str, prefix: st
     the out-of-core path holds a piece and a row per key, never a hot key's whole past
     (``sums_out=False``: no carry is wanted, as for a whole log in memory)."""
     prior = vocab.rating_prior.get(f"{prefix}_stats", 0.0)
-    src = frame.select(key, "timestamp", "label", *(["rating"] if spec.rating else []))
-    stats, carry = _past_stats(src, key, "timestamp", prefix, "rating" if spec.rating else None, like_expr(spec), prior, carry, sums_out)
+    rating = "rating" if spec.rating else None
+    src = frame.select(key, "timestamp", "label", *([rating] if rating else []))
+    if CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all()):
+        # transfer rows in the piece: each row reads the contributing rows before it (and the
+        # carry); the carry after the piece sums its contributing rows only
+        marked = src.with_columns(frame[CONTRIBUTES])
+        stats = _past_stats_asof(marked, key, "timestamp", prefix, rating, like_expr(spec), prior, carry)
+        if sums_out:
+            _, carry = _past_stats(src.filter(frame[CONTRIBUTES]), key, "timestamp", prefix, rating, like_expr(spec), prior, carry, True)
+    else:
+        stats, carry = _past_stats(src, key, "timestamp", prefix, rating, like_expr(spec), prior, carry, sums_out)
     joined = src.select(key, "timestamp").join(stats, on=[key, "timestamp"], how="left", maintain_order="left")
     return joined.drop(key, "timestamp"), carry
 
@@ -370,11 +383,12 @@ def _histories(spec: DataSpec, frame: pl.DataFrame, like_min: Optional[float],
     if not any(v is not None for v in wanted.values()):
         return {}
     partial = CONTRIBUTES in frame.columns and not bool(frame[CONTRIBUTES].all())
-    if partial and context is not None:
-        raise ValueError("a history context with transfer rows is not supported")
     rows = frame.select(*history_columns(spec), *([CONTRIBUTES] if partial else [])).with_row_index("_row")
     if context is not None and context.height:  # after the rows in the frame, before them in time: sorted first per user
-        rows = pl.concat([rows, context.select(history_columns(spec)).with_row_index("_row", offset=frame.height)], how="vertical_relaxed")
+        earlier = context.select(history_columns(spec)).with_row_index("_row", offset=frame.height)
+        if partial:  # a context holds history rows only: every one of them contributes
+            earlier = earlier.with_columns(pl.lit(True).alias(CONTRIBUTES))
+        rows = pl.concat([rows, earlier], how="vertical_relaxed")
     by_user = rows.sort(["__user_key", "timestamp", "item_id"], maintain_order=True)
     contributes = torch.from_numpy(by_user[CONTRIBUTES].to_numpy()) if partial else None
     u = torch.from_numpy(by_user["__user_key"].to_numpy().astype(np.int64))

@@ -44,7 +44,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_committee.data.features.featurize import (Vocabularies, crc32_of, entity_key, featurize, history_columns, longest_history,
+from recsys_committee.data.features.featurize import (CONTRIBUTES, Vocabularies, crc32_of, entity_key, featurize, history_columns, longest_history,
                                                       past_stats_carried, vocab_from_parts, vocab_parts)
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
 from recsys_committee.data.logs.schema import DataValidationError
@@ -55,7 +55,8 @@ from recsys_committee.files import atomic_path, file_sha256, write_json
 MANIFEST = "manifest.json"
 FORMAT = "recsys-committee-prepared/1"
 SPLITS = ("train", "val", "test")
-SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "transfer": 3}
+TRANSFER = "transfer"  # the shards of the spec's transfer rows (rows without a label, for distillation)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class PrepareOptions:
     row_group_rows: int = 4096  # the streaming reader's unit
     piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
+    pool_bin_rows: int = 2_000_000  # transfer.sampled: train rows per bin of the popularity pool (what a draw holds at once)
 
 
 def is_prepared(path: str | Path) -> bool:
@@ -131,6 +133,7 @@ def _needed_columns(spec: DataSpec) -> list[str]:
     cols = [spec.user, spec.item, spec.time, "__label", ORDER_TIEBREAK]
     cols += [spec.rating] if spec.rating else []
     cols += [c.column for c in spec.categorical] + [m.column for m in spec.multi_valued] + list(spec.dense)
+    cols += [CONTRIBUTES] if spec.transfer else []  # False on transfer rows: past-only features, nobody's past
     return list(dict.fromkeys(cols))
 
 
@@ -148,16 +151,55 @@ def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callab
             total += json.loads(marker.read_text())["rows"]
             continue
         rows = check_rows(chunk, spec, sides)
-        rows = rows.select(*_needed_columns(spec), *row_parts(spec, rows))  # the LM's text parts rendered here, where the sides are joined
-        rows = rows.with_columns(bucket_of(rows[spec.user], buckets).alias("__ub"), bucket_of(rows[spec.item], buckets).alias("__ib"))
-        for (ub,), part in rows.partition_by("__ub", as_dict=True).items():
-            _write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"c-{number:05d}.parquet")
-        narrow = rows.select(spec.user, spec.item, spec.time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK, "__ub", "__ib")
-        for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
-            _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"c-{number:05d}.parquet")
+        if spec.transfer:
+            rows = rows.with_columns(pl.lit(True).alias(CONTRIBUTES))
+        _stage(spec, rows, out, buckets, f"c-{number:05d}")
         write_json(marker, {"rows": rows.height})
         total += rows.height
         log(f"prepare: ingested chunk {number} ({total:,} rows)")
+    return total
+
+
+def _stage(spec: DataSpec, rows: pl.DataFrame, out: Path, buckets: int, name: str) -> None:
+    """Checked rows -> their user bucket's stage file and, narrow, their item bucket's."""
+    rows = rows.select(*_needed_columns(spec), *row_parts(spec, rows))  # the LM's text parts rendered here, where the sides are joined
+    rows = rows.with_columns(bucket_of(rows[spec.user], buckets).alias("__ub"), bucket_of(rows[spec.item], buckets).alias("__ib"))
+    for (ub,), part in rows.partition_by("__ub", as_dict=True).items():
+        _write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"{name}.parquet")
+    narrow = rows.select(spec.user, spec.item, spec.time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK,
+                         *([CONTRIBUTES] if spec.transfer else []), "__ub", "__ib")
+    for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
+        _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"{name}.parquet")
+
+
+def ingest_unlabeled(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, first_id: int, log: Callable[[str], None]) -> int:
+    """The spec's ``transfer.unlabeled`` files, chunk by chunk, checked as the in-memory path
+    checks them (no label column needed) and staged as transfer rows (``t-*`` files): label
+    NaN, rating null, ``CONTRIBUTES`` False. Their source-row ids follow the labeled rows'
+    (``first_id`` on). Which of them fall in the train period is decided with the split."""
+    path = spec.transfer["unlabeled"]["interactions"]
+    src_spec = dataclasses.replace(spec, interactions=path, rating=None)
+    needed = set(_needed_columns(spec)) | set(text_columns(spec))
+    sides = {what: (side, key, table.select([c for c in table.columns if c == key or c in needed]))
+             for what, (side, key, table) in side_tables(spec).items()}
+    done_dir = out / "stage" / "_done"
+    total = 0
+    for number, chunk in source_chunks(src_spec, chunk_rows):
+        marker = done_dir / f"t-{number:05d}.json"
+        if marker.is_file():
+            total += json.loads(marker.read_text())["rows"]
+            continue
+        chunk = chunk.with_columns((pl.col(ORDER_TIEBREAK) + first_id).alias(ORDER_TIEBREAK))
+        rows = check_rows(chunk, src_spec, sides, require_label=False)  # errors name this file
+        unlabeled = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
+        if spec.rating:
+            unlabeled.append(pl.lit(None, dtype=pl.Float64).alias(spec.rating))
+        rows = rows.with_columns(unlabeled)
+        _stage(spec, rows, out, buckets, f"t-{number:05d}")
+        write_json(marker, {"rows": rows.height})
+        total += rows.height
+    if total:
+        log(f"prepare: staged {total:,} unlabeled rows (transfer)")
     return total
 
 
@@ -210,6 +252,8 @@ def split_boundaries(spec: DataSpec, stage: pl.LazyFrame, total: int) -> dict[st
         n_val = int(round(n * spec.fractions[1]))
         out["val_from"] = kth_key(stage, spec, n_train)
         out["test_from"] = kth_key(stage, spec, n_train + n_val)
+    if spec.transfer:  # transfer rows come from the train period: time at most the last train row's
+        out["last_train_time"] = int(stage.with_columns(split_expr(spec, out)).filter(pl.col("__split") == 0).select(pl.col(spec.time).max()).collect().item())
     return out
 
 
@@ -222,6 +266,9 @@ def split_expr(spec: DataSpec, bounds: dict[str, Any]) -> pl.Expr:
         code = pl.when(u < spec.fractions[0]).then(0).when(u < spec.fractions[0] + spec.fractions[1]).then(1).otherwise(2)
     if "cut" in bounds:
         code = pl.when(_before(spec, bounds["cut"])).then(code).otherwise(-1)
+    if "last_train_time" in bounds:  # a transfer row: its own split, when it is in the train period
+        transfer = pl.when(pl.col(spec.time) <= bounds["last_train_time"]).then(SPLIT_CODE[TRANSFER]).otherwise(-1)
+        code = pl.when(pl.col(CONTRIBUTES)).then(code).otherwise(transfer)
     return code.cast(pl.Int8).alias("__split")
 
 
@@ -296,12 +343,12 @@ def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], voca
         return
     for stale in (out / "istats").glob(f"ub=*/ib-{ib:05d}-*.parquet"):  # a crashed run's pieces (the count may differ)
         stale.unlink()
-    files = sorted((out / "istage" / f"ib={ib:05d}").glob("c-*.parquet"))
+    files = sorted((out / "istage" / f"ib={ib:05d}").glob("*.parquet"))  # c-*: labeled rows; t-*, s-*: transfer rows (unlabeled, sampled)
     carry = None
     pieces = BucketPieces(spec, files, bounds, piece_rows * NARROW_PIECE_FACTOR) if files else []
     for number, rows in enumerate(pieces):
         frame = rows.select(pieces.key_of(rows, spec.item).alias("__item_key"), pl.col(spec.time).alias("timestamp"), pl.col("__label").alias("label"),
-                            *([pl.col(spec.rating).alias("rating")] if spec.rating else []))
+                            *([pl.col(spec.rating).alias("rating")] if spec.rating else []), *([pl.col(CONTRIBUTES)] if spec.transfer else []))
         stats, carry = past_stats_carried(spec, frame, "__item_key", "item", vocab, carry)
         stats = stats.with_columns(rows[ORDER_TIEBREAK], rows[spec.time].alias("__time"), rows["__ub"])
         for (ub,), part in stats.partition_by("__ub", as_dict=True).items():
@@ -393,8 +440,8 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
     marker = out / "buckets" / f"ub-{ub:05d}.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in SPLITS}}
-    files = sorted((out / "stage" / f"ub={ub:05d}").glob("c-*.parquet"))
+    record: dict[str, Any] = {"bucket": ub, "shards": {}, "rows": {s: 0 for s in (*SPLITS, *([TRANSFER] if spec.transfer else []))}}
+    files = sorted((out / "stage" / f"ub={ub:05d}").glob("*.parquet"))  # c-*: labeled rows; t-*, s-*: transfer rows (unlabeled, sampled)
     item_stat_files = sorted((out / "istats" / f"ub={ub:05d}").glob("ib-*.parquet")) if "item_stats" in spec.derived else []
     item_stats_scan = pl.concat([pl.scan_parquet(f) for f in item_stat_files]) if item_stat_files else None  # planned once, filtered per piece
     tail = _HistoryTail(longest_history(spec))
@@ -408,19 +455,23 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
             user_stats = item_stats = None
             if "user_stats" in spec.derived:
                 narrow = pl.DataFrame({"__user_key": keys, "timestamp": piece[spec.time], "label": piece["__label"],
-                                       **({"rating": piece[spec.rating]} if spec.rating else {})})
+                                       **({"rating": piece[spec.rating]} if spec.rating else {}),
+                                       **({CONTRIBUTES: piece[CONTRIBUTES]} if spec.transfer else {})})
                 user_stats, carry = past_stats_carried(spec, narrow, "__user_key", "user", vocab, carry)
             if item_stats_scan is not None:
                 found = item_stats_scan.filter(pl.col("__time").is_between(piece[spec.time].min(), piece[spec.time].max())).drop("__time").collect()
                 item_stats = piece.select(ORDER_TIEBREAK).join(found, on=ORDER_TIEBREAK, how="left", maintain_order="left").drop(ORDER_TIEBREAK)
             table = featurize(spec, piece, vocab, example_ids=piece[ORDER_TIEBREAK], user_keys=keys, item_stats=item_stats, user_stats=user_stats,
                               history_context=tail.context_for(keys) if tail.keep else None)
+            logged = piece[CONTRIBUTES] if spec.transfer else None  # transfer rows are nobody's history nor item text
             if tail.keep:
-                tail.add(pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:])))
-            item_texts.add(table.frame["item_id"], piece)
+                earlier = pl.DataFrame({"__user_key": keys}).hstack(table.frame.select(history_columns(spec)[1:]))
+                tail.add(earlier if logged is None else earlier.filter(logged))
+            item_texts.add(table.frame["item_id"] if logged is None else table.frame["item_id"].filter(logged),
+                           piece if logged is None else piece.filter(logged))
             texts = [c for c in PARTS.values() if c in piece.columns]
             codes = piece["__split"].to_numpy()
-            for name in SPLITS:
+            for name in record["rows"]:
                 index = np.nonzero(codes == SPLIT_CODE[name])[0]
                 if index.size:
                     shard = _arrow_table(table, index)
@@ -478,6 +529,7 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     total = ingest(spec, out, buckets, options.chunk_rows, log)
     if total == 0:
         raise DataValidationError(f"{spec.interactions}: no rows")
+    unlabeled = ingest_unlabeled(spec, out, buckets, options.chunk_rows, int(plan["source_rows"]), log) if "unlabeled" in spec.transfer else 0
     stage = pl.scan_parquet(out / "stage" / "ub=*" / "c-*.parquet")
     bounds_file = out / "boundaries.json"
     if not bounds_file.is_file():
@@ -488,6 +540,10 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
         write_json(vocab_file, fit_vocab_out_of_core(spec, out, bounds).as_dict())
     vocab = Vocabularies(**json.loads(vocab_file.read_text()))
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
+    if "sampled" in spec.transfer:  # staged before the statistics: they are featurised like the logged rows
+        from recsys_committee.data.prepared.sampled import stage_sampled
+
+        stage_sampled(spec, out, buckets, bounds, int(plan["source_rows"]) + unlabeled, options, _run_many, log)
     if "item_stats" in spec.derived:
         _run_many(item_bucket, [(spec, out, ib, bounds, vocab, options.piece_rows) for ib in range(buckets)], options.num_workers)
     records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows) for ub in range(buckets)],
@@ -495,10 +551,10 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     manifest = _manifest(spec, plan, bounds, vocab, records)
     manifest["text"] = finish_text(spec, out)
     for split, n in manifest["rows"].items():
-        if n == 0:
+        if n == 0 and split in SPLITS:
             raise DataValidationError(f"{spec.where('split')}: the {split} split is empty ({bounds['rows']} rows, fractions {spec.fractions})")
     manifest["prepare_seconds"] = time.perf_counter() - started
-    for scratch in ("stage", "istage", "istats", STAGE_DIR):
+    for scratch in ("stage", "istage", "istats", "pool", STAGE_DIR):
         shutil.rmtree(out / scratch, ignore_errors=True)
     write_json(out / MANIFEST, manifest)
     log(f"prepare: wrote {out / MANIFEST} ({', '.join(f'{k} {v:,}' for k, v in manifest['rows'].items())} rows)")
@@ -509,15 +565,16 @@ def _manifest(spec: DataSpec, plan: dict[str, Any], bounds: dict[str, Any], voca
     facts = next((r["features"] for r in records if "features" in r), None)
     if facts is None:
         raise DataValidationError(f"{spec.interactions}: no rows left to prepare")
-    rows = {s: sum(r["rows"][s] for r in records) for s in SPLITS}
+    names = [*SPLITS, *([TRANSFER] if any(TRANSFER in r["rows"] for r in records) else [])]
+    rows = {s: sum(r["rows"].get(s, 0) for r in records) for s in names}
     n = sum(r["dense"]["n"] for r in records if "dense" in r)
     k = len(facts["dense_names"])
     s = np.sum([r["dense"]["sum"] for r in records if "dense" in r], axis=0) if k else np.zeros(0)
     ss = np.sum([r["dense"]["sumsq"] for r in records if "dense" in r], axis=0) if k else np.zeros(0)
     mean = s / max(n, 1)
     std = np.sqrt(np.maximum(ss - n * mean ** 2, 0) / max(n - 1, 1)).clip(min=1e-6)  # unbiased, as torch.std
-    shards = {name: [r["shards"][name] for r in records if name in r["shards"]] for name in SPLITS}
-    content = hashlib.sha256("".join(sh["sha256"] for name in SPLITS for sh in shards[name]).encode()).hexdigest()
+    shards = {name: [r["shards"][name] for r in records if name in r["shards"]] for name in names}
+    content = hashlib.sha256("".join(sh["sha256"] for name in names for sh in shards[name]).encode()).hexdigest()
     return {
         "format": FORMAT, "spec": plan["spec"], "source_rows": plan["source_rows"], "buckets": plan["buckets"], "options": plan["options"],
         "rows": rows, "shards": shards, "boundaries": bounds, "vocabularies": vocab.as_dict(),

@@ -14,6 +14,7 @@ prediction, so AUC is over all rows, as in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,7 +52,10 @@ class PreparedSplit:
     """One split of a prepared dataset; quacks like ``RowSplit`` for the training loop
     (``num_batches`` / ``batches``) and streams evaluation (``eval_batches``)."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], name: str, mean: torch.Tensor, std: torch.Tensor, window: int = SHUFFLE_WINDOW):
+    def __init__(self, root: Path, manifest: dict[str, Any], name: str, mean: torch.Tensor, std: torch.Tensor, window: int = SHUFFLE_WINDOW,
+                 shards: Optional[list[str]] = None):
+        """``shards``: the manifest splits whose shards this split streams (default: ``name``'s;
+        a distillation's train split with its transfer rows streams both)."""
         self.root, self.name, self.window = root, name, window
         self.mean, self.std = mean, std
         self.dense_names: list[str] = list(manifest["schema"]["dense"])
@@ -59,7 +63,7 @@ class PreparedSplit:
         self.jagged: list[str] = list(manifest["schema"]["jagged"])
         # what a batch is made of: a shard's text parts (for the LM's texts) are not read in training
         self.columns = list(dict.fromkeys(["example_id", "label", "timestamp", *self.scalar, *self.dense_names, *self.jagged]))
-        self.units = [Unit(sh["file"], g, n) for sh in manifest["shards"][name] for g, n in enumerate(sh["row_groups"])]
+        self.units = [Unit(sh["file"], g, n) for part in (shards or [name]) for sh in manifest["shards"][part] for g, n in enumerate(sh["row_groups"])]
         self._files: dict[str, pq.ParquetFile] = {}
         self.caches: dict[str, Path] = {}  # teacher name -> streamed cache folder (files aligned with the shards)
 
@@ -267,12 +271,30 @@ class PreparedData(RunDataFacts):
     val: PreparedSplit
     test: PreparedSplit
     raw: Any = None  # no raw tables in memory (an LM teacher's texts need the in-memory path)
+    transfer: Optional[PreparedSplit] = None  # the spec's transfer rows (``prepare`` built them), None if it declares none
     _warm: Optional[torch.Tensor] = field(default=None, repr=False)
 
     def attach_cache(self, name: str, root: Path) -> None:
         """Stream a teacher's cached outputs with every split's rows (``RecBatch.extras``)."""
-        for split in (self.train, self.val, self.test):
+        for split in (self.train, self.val, self.test, *([self.transfer] if self.transfer is not None else [])):
             split.caches[name] = Path(root)
+
+    def with_transfer(self) -> "PreparedData":
+        """The same data whose train split also streams the transfer shards (their row groups
+        dealt and shuffled with the labeled ones): what a distillation with ``committee.transfer``
+        trains on. Warm users stay those with a labeled train row."""
+        if self.transfer is None or len(self.transfer) == 0:
+            raise DataValidationError(f"{self.root}: committee.transfer is on but the prepared dataset has no transfer rows: declare them in "
+                                      "the data spec's 'transfer:' section and prepare it again")
+        train = PreparedSplit(self.root, self.manifest, "train", *self.dense_stats, window=self.train.window, shards=["train", "transfer"])
+        for name, cache in self.train.caches.items():
+            missing = [u.file for u in self.transfer.units if not (cache / u.file).is_file()]
+            if missing:
+                raise DataValidationError(f"{cache}: teacher '{name}''s cache holds no outputs for the transfer rows ({missing[0]}): rebuild it "
+                                          "(recsys-committee cache) or pass data.transfer_per_row=0 to distil on the labeled rows only")
+        train.caches = dict(self.train.caches)
+        warm = self.warm_users()
+        return dataclasses.replace(self, train=train, _warm=warm)
 
     def warm_users(self) -> torch.Tensor:
         """Users with a training row: a streaming distinct over the train shards' user column
@@ -302,10 +324,11 @@ def open_prepared(root: str | Path) -> PreparedData:
         std = torch.tensor(manifest["dense_stats"]["std"], dtype=torch.float32)
         table = TableFacts(FeatureLayout.from_dict(manifest["layout"]), list(manifest["schema"]["dense"]), dict(manifest["cardinalities"]))
         splits = {name: PreparedSplit(root, manifest, name, mean, std) for name in ("train", "val", "test")}
+        transfer = PreparedSplit(root, manifest, "transfer", mean, std) if "transfer" in manifest["shards"] else None
     except (ValueError, KeyError, TypeError) as exc:
         raise DataValidationError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from exc
-    for name, split in splits.items():
+    for name, split in (*splits.items(), *([("transfer", transfer)] if transfer is not None else [])):
         missing = [u.file for u in split.units if not (root / u.file).is_file()]
         if missing:
             raise DataValidationError(f"{root / missing[0]}: shard missing from the prepared dataset ({name} split)")
-    return PreparedData(root=root, manifest=manifest, spec=spec, vocab=vocab, table=table, dense_stats=(mean, std), **splits)
+    return PreparedData(root=root, manifest=manifest, spec=spec, vocab=vocab, table=table, dense_stats=(mean, std), transfer=transfer, **splits)

@@ -124,10 +124,13 @@ def build_streamed_cache(dataset: str | Path, out: str | Path, checkpoint: str |
 
 
 def build_shard_outputs(dataset: str | Path, out: str | Path, key: dict[str, Any], outputs: str, options: dict[str, Any], actors: int = 1,
-                        dtype: str = "float16", teacher_params: Optional[int] = None, threads: int = 1, logits: bool = True) -> dict[str, Any]:
+                        dtype: str = "float16", teacher_params: Optional[int] = None, threads: int = 1, logits: bool = True,
+                        transfer: bool = True) -> dict[str, Any]:
     """Every shard of every split through ``outputs`` (see ``ShardInference``) on ``actors`` Ray
     actors (``threads`` CPUs each, one GPU each when Ray sees GPUs); returns (and writes) the index.
-    ``logits``: False for a teacher without a head (its logits column is NaN; a committee gets none)."""
+    ``logits``: False for a teacher without a head (its logits column is NaN; a committee gets none).
+    ``transfer``: the transfer shards too, when the dataset has them (a model teacher's outputs on
+    them are computed once; the LM's are not: its texts are those of logged rows)."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -140,7 +143,8 @@ def build_shard_outputs(dataset: str | Path, out: str | Path, key: dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     write_json(index_path, {"format": FORMAT, "key": key, "complete": False})
     manifest = json.loads((dataset / "manifest.json").read_text())
-    items = [{"split": s, "file": sh["file"]} for s in SPLITS for sh in manifest["shards"][s]]
+    splits = [*SPLITS, *(["transfer"] if transfer and "transfer" in manifest["shards"] else [])]
+    items = [{"split": s, "file": sh["file"]} for s in splits for sh in manifest["shards"][s]]
     ensure_ray()
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= actors else 0
     start = time.perf_counter()
