@@ -17,7 +17,9 @@ rows, workers, samples_per_s, peak_rss_gib_per_worker):
 Reproduce: ``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000``
 (the synthetic logs are written to data/scale/ once; about 30 minutes on 2 cores, nothing else
 running). ``prepare`` alone at both skews, with whole buckets side by side:
-``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000 --prepare-only --whole-buckets``. Entries of other scripts in the results file (scale_drill.py, lm_cache_actors.py) are kept.
+``.venv/bin/python benchmarks/scale.py --rows 1000000 10000000 --prepare-only --whole-buckets``. The cost of the
+spec's sampled transfer pairs (prepare without and with 2 per train row, default skew):
+``.venv/bin/python benchmarks/scale.py --rows 1000000 --skews default --transfer-only 2``. Entries of other scripts in the results file (scale_drill.py, lm_cache_actors.py) are kept.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ PY = sys.executable
 SKEWS = {"gentle": {"user_zipf": 0.8, "item_zipf": 1.0}, "default": {"user_zipf": 1.1, "item_zipf": 1.2}}
 SYNTHETIC = ["--users", "1000000", "--items", "100000"]
 WHOLE_BUCKET = 10**12  # --piece-rows that never cuts a bucket
-OWN_KINDS = {"prepare", "train_student", "reader", "our_loop", "plain_torchrec", "plain_torchrec_in_memory"}  # this script's entries of the results file
+OWN_KINDS = {"prepare", "prepare_transfer", "train_student", "reader", "our_loop", "plain_torchrec", "plain_torchrec_in_memory"}  # this script's entries of the results file
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
@@ -110,6 +112,30 @@ def prepare_runs(rows: int, data_root: Path, out: Path, skews: list[str], whole:
         entries.append(prepare_run(rows, spec, dataset, skew))
         first = first or dataset
     return entries, first
+
+
+def transfer_runs(rows: int, data_root: Path, out: Path, skew: str, per_row: int) -> list[dict[str, Any]]:
+    """``prepare`` of one log as its spec stands and with ``transfer: {sampled: {per_row}}``
+    appended, one after the other (kind ``prepare_transfer``): what drawing and featurising the
+    sampled pairs out of core costs in time and peak memory."""
+    tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+    spec = synthetic(rows, data_root / (tag if skew == "gentle" else f"{tag}-{skew}"), skew)
+    with_pairs = spec.with_name(f"ml-synth-transfer{per_row}.yaml")
+    with_pairs.write_text(spec.read_text() + f"transfer: {{sampled: {{per_row: {per_row}, seed: 0}}}}\n")
+    entries = []
+    for n_pairs, path in ((0, spec), (per_row, with_pairs)):
+        dataset = out / tag / f"dataset-transfer{n_pairs}"
+        seconds, peak, _ = measured([PY, "-m", "recsys_committee", "prepare", "--data", str(path), "--out", str(dataset), "--overwrite"])
+        manifest = json.loads((dataset / "manifest.json").read_text())
+        labeled = sum(manifest["rows"][k] for k in ("train", "val", "test"))
+        pairs = manifest["rows"].get("transfer", 0)
+        print(f"prepare {rows:,}, {skew} skew, {n_pairs} sampled pair(s) per train row: {seconds:.1f}s, peak RSS {peak:.2f} GiB "
+              f"({labeled:,} labeled rows, {pairs:,} transfer rows)", flush=True)
+        entries.append({"kind": "prepare_transfer", "rows": labeled, "size": rows, "workers": 1, "transfer_per_row": n_pairs, "transfer_rows": pairs,
+                        "prepare_s": seconds, "prepare_peak_rss_gib": peak, "peak_rss_gib_per_worker": [peak], "samples_per_s": labeled / seconds,
+                        "skew": SKEWS[skew], "buckets": manifest["buckets"]})
+        shutil.rmtree(dataset, ignore_errors=True)
+    return entries
 
 
 def train_run(rows: int, dataset: Path, out: Path, workers: int, steps: int, batch: int, overlap: bool = True) -> dict[str, Any]:
@@ -281,11 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic skews prepared (training runs read the first one's dataset)")
     parser.add_argument("--whole-buckets", action="store_true", help="also prepare with one piece per bucket (prepare before --piece-rows)")
     parser.add_argument("--prepare-only", action="store_true", help="only the prepare entries")
+    parser.add_argument("--transfer-only", type=int, metavar="PER_ROW",
+                        help="only prepare the first --skews log without and with PER_ROW sampled transfer pairs per train row (kind prepare_transfer)")
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
     out = Path(args.out)
     for rows in args.rows:
         tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+        if args.transfer_only is not None:
+            runs += transfer_runs(rows, Path(args.data_root), out, args.skews[0], args.transfer_only)
+            continue
         entries, dataset = prepare_runs(rows, Path(args.data_root), out, args.skews, args.whole_buckets)
         runs += entries
         if args.prepare_only:
@@ -327,6 +358,12 @@ def summarise(runs: list[dict[str, Any]]) -> None:
             small, big = pieces[0], pieces[-1]
             print(f"prepare peak RSS, {name} skew: {big['prepare_peak_rss_gib']:.2f} / {small['prepare_peak_rss_gib']:.2f} GiB = "
                   f"{big['prepare_peak_rss_gib'] / small['prepare_peak_rss_gib']:.2f}x (targets: <= 1.5 GiB, <= 1.2x)")
+    for size in sorted({_size(r) for r in by("prepare_transfer")}):
+        plain = [r for r in by("prepare_transfer", transfer_per_row=0) if _size(r) == size]
+        for r in (r for r in by("prepare_transfer") if _size(r) == size and r["transfer_per_row"]):
+            if plain:
+                print(f"prepare {size:,} rows with {r['transfer_per_row']} sampled pairs per train row ({r['transfer_rows']:,}): "
+                      f"{r['prepare_s'] / plain[0]['prepare_s']:.2f}x the time, {r['prepare_peak_rss_gib'] / plain[0]['prepare_peak_rss_gib']:.2f}x the peak RSS")
     at = lambda kind, size, **kw: [r for r in by(kind, **kw) if _size(r) == size]  # noqa: E731
     if len(sizes) >= 2:
         for w in sorted({r["workers"] for r in by("train_student")}):

@@ -139,24 +139,50 @@ def _needed_columns(spec: DataSpec) -> list[str]:
 
 # --------------------------------------------------------------------------- 1. ingest
 def ingest(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, log: Callable[[str], None]) -> int:
+    """The interaction files, checked chunk by chunk, staged by user and by item bucket (``c-*``)."""
+    def checked(chunk: pl.DataFrame, sides: dict) -> pl.DataFrame:
+        rows = check_rows(chunk, spec, sides)
+        return rows.with_columns(pl.lit(True).alias(CONTRIBUTES)) if spec.transfer else rows
+
+    return _ingest_chunks(spec, spec, out, buckets, chunk_rows, "c", checked, lambda total: log(f"prepare: ingested {total:,} rows"))
+
+
+def ingest_unlabeled(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, first_id: int, log: Callable[[str], None]) -> int:
+    """The spec's ``transfer.unlabeled`` files, chunk by chunk, checked as the in-memory path
+    checks them (no label column needed) and staged as transfer rows (``t-*`` files): label
+    NaN, rating null, ``CONTRIBUTES`` False. Their source-row ids follow the labeled rows'
+    (``first_id`` on). Which of them fall in the train period is decided with the split."""
+    source = dataclasses.replace(spec, interactions=spec.transfer["unlabeled"]["interactions"], rating=None)
+
+    def unlabeled(chunk: pl.DataFrame, sides: dict) -> pl.DataFrame:
+        chunk = chunk.with_columns((pl.col(ORDER_TIEBREAK) + first_id).alias(ORDER_TIEBREAK))
+        rows = check_rows(chunk, source, sides, require_label=False)  # errors name this file
+        outcome = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
+        return rows.with_columns(outcome + ([pl.lit(None, dtype=pl.Float64).alias(spec.rating)] if spec.rating else []))
+
+    return _ingest_chunks(spec, source, out, buckets, chunk_rows, "t", unlabeled, lambda total: log(f"prepare: staged {total:,} unlabeled rows (transfer)"))
+
+
+def _ingest_chunks(spec: DataSpec, source: DataSpec, out: Path, buckets: int, chunk_rows: int, prefix: str,
+                   checked: Callable[[pl.DataFrame, dict], pl.DataFrame], progress: Callable[[int], None]) -> int:
+    """``source``'s interaction files, chunk by chunk: ``checked(chunk, sides)`` -> staged as
+    ``{prefix}-N`` files; a chunk staged by an earlier, interrupted prepare is skipped."""
     # side columns no feature nor text template reads (long descriptions) are never joined into a chunk
     needed = set(_needed_columns(spec)) | set(text_columns(spec))
     sides = {what: (path, key, table.select([c for c in table.columns if c == key or c in needed]))
              for what, (path, key, table) in side_tables(spec).items()}
     done_dir = out / "stage" / "_done"
     total = 0
-    for number, chunk in source_chunks(spec, chunk_rows):
-        marker = done_dir / f"c-{number:05d}.json"
+    for number, chunk in source_chunks(source, chunk_rows):
+        marker = done_dir / f"{prefix}-{number:05d}.json"
         if marker.is_file():
             total += json.loads(marker.read_text())["rows"]
             continue
-        rows = check_rows(chunk, spec, sides)
-        if spec.transfer:
-            rows = rows.with_columns(pl.lit(True).alias(CONTRIBUTES))
-        _stage(spec, rows, out, buckets, f"c-{number:05d}")
+        rows = checked(chunk, sides)
+        _stage(spec, rows, out, buckets, f"{prefix}-{number:05d}")
         write_json(marker, {"rows": rows.height})
         total += rows.height
-        log(f"prepare: ingested chunk {number} ({total:,} rows)")
+        progress(total)
     return total
 
 
@@ -170,37 +196,6 @@ def _stage(spec: DataSpec, rows: pl.DataFrame, out: Path, buckets: int, name: st
                          *([CONTRIBUTES] if spec.transfer else []), "__ub", "__ib")
     for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
         _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"{name}.parquet")
-
-
-def ingest_unlabeled(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, first_id: int, log: Callable[[str], None]) -> int:
-    """The spec's ``transfer.unlabeled`` files, chunk by chunk, checked as the in-memory path
-    checks them (no label column needed) and staged as transfer rows (``t-*`` files): label
-    NaN, rating null, ``CONTRIBUTES`` False. Their source-row ids follow the labeled rows'
-    (``first_id`` on). Which of them fall in the train period is decided with the split."""
-    path = spec.transfer["unlabeled"]["interactions"]
-    src_spec = dataclasses.replace(spec, interactions=path, rating=None)
-    needed = set(_needed_columns(spec)) | set(text_columns(spec))
-    sides = {what: (side, key, table.select([c for c in table.columns if c == key or c in needed]))
-             for what, (side, key, table) in side_tables(spec).items()}
-    done_dir = out / "stage" / "_done"
-    total = 0
-    for number, chunk in source_chunks(src_spec, chunk_rows):
-        marker = done_dir / f"t-{number:05d}.json"
-        if marker.is_file():
-            total += json.loads(marker.read_text())["rows"]
-            continue
-        chunk = chunk.with_columns((pl.col(ORDER_TIEBREAK) + first_id).alias(ORDER_TIEBREAK))
-        rows = check_rows(chunk, src_spec, sides, require_label=False)  # errors name this file
-        unlabeled = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
-        if spec.rating:
-            unlabeled.append(pl.lit(None, dtype=pl.Float64).alias(spec.rating))
-        rows = rows.with_columns(unlabeled)
-        _stage(spec, rows, out, buckets, f"t-{number:05d}")
-        write_json(marker, {"rows": rows.height})
-        total += rows.height
-    if total:
-        log(f"prepare: staged {total:,} unlabeled rows (transfer)")
-    return total
 
 
 # --------------------------------------------------------------------------- 2. split
