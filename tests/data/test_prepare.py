@@ -184,7 +184,7 @@ def test_prepare_and_prepared_data_errors(tmp_path, one_error):
 def test_time_pieces_cover_every_row_once_and_never_split_a_second():
     import numpy as np
 
-    from recsys_committee.data.prepared.build import time_pieces
+    from recsys_committee.data.prepared.partitions import time_pieces
 
     times = np.array([1, 1, 1, 2, 3, 3, 3, 3, 4, 5, 5, 6])
     pieces = time_pieces(times, 2)

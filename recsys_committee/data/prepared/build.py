@@ -14,14 +14,17 @@ Steps (each resumable; a rerun skips what finished, and a file is only ever rena
 once complete, so a partial file is never taken for a finished one):
 
 1. ingest   source chunks -> checked and typed (``reader.check_rows``) -> ``stage/ub=*/c-*.parquet``
-            (and the narrow item rows -> ``istage/ib=*/c-*.parquet``)
+            (and the narrow item rows -> ``istage/ib=*/c-*.parquet``); the spec's
+            ``transfer.unlabeled`` files the same way as ``t-*`` files
 2. split    exact split boundaries: the row at position k of the global (time, user, item, source
             row) order, found by counting (a few passes over the time column, no global sort)
+            (``partitions.py``)
 3. vocab    vocabularies and the rating prior from the train split, file by file
+   sampled  ``transfer.sampled``: pairs drawn per user bucket -> ``s-*`` files (``sampled.py``)
 4. items    per item bucket: past-only item statistics -> ``istats/ub=*/ib-*.parquet``
-5. users    per user bucket: ``featurize`` -> ``{train,val,test}/part-*.parquet`` (row groups of
-            ``row_group_rows``; with text templates also each row's rendered parts, see
-            ``texts.py``) + the bucket's dense sums
+5. users    per user bucket: ``featurize`` -> ``{train,val,test,transfer}/part-*.parquet`` (row
+            groups of ``row_group_rows``; with text templates also each row's rendered parts, see
+            ``texts.py``) + the bucket's dense sums; transfer rows are nobody's past
 6. manifest row counts, schema, vocabularies, dense statistics, boundaries, content hash, and
             what the LM teacher's texts are made of (``text/``)
 """
@@ -44,19 +47,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_committee.data.features.featurize import (CONTRIBUTES, Vocabularies, crc32_of, entity_key, featurize, history_columns, longest_history,
-                                                      past_stats_carried, vocab_from_parts, vocab_parts)
-from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables, sort_order
+from recsys_committee.data.features.featurize import (CONTRIBUTES, Vocabularies, featurize, history_columns, longest_history, past_stats_carried,
+                                                      vocab_from_parts, vocab_parts)
+from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables
 from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.data.logs.spec import DataSpec
+from recsys_committee.data.prepared.sampled import stage_sampled
+from recsys_committee.data.prepared.partitions import (SPLIT_CODE, SPLITS, TRANSFER, BucketPieces, _write_atomic, bucket_of, split_boundaries,
+                                                       split_expr)
 from recsys_committee.data.prepared.texts import PARTS, STAGE_DIR, LastItemTexts, finish_text, row_parts, text_columns
 from recsys_committee.files import atomic_path, file_sha256, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "recsys-committee-prepared/1"
-SPLITS = ("train", "val", "test")
-SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "transfer": 3}
-TRANSFER = "transfer"  # the shards of the spec's transfer rows (rows without a label, for distillation)
 
 
 @dataclass(frozen=True)
@@ -74,20 +77,6 @@ def is_prepared(path: str | Path) -> bool:
 
 
 # --------------------------------------------------------------------------- small helpers
-def _write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Optional[int] = None) -> None:
-    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_rows)
-
-
-def bucket_of(series: pl.Series, buckets: int) -> pl.Series:
-    """The bucket of each user / item: its integer id modulo B, else crc32 of its text modulo B
-    (stable across runs and polars versions, unlike polars' ``hash``)."""
-    if series.dtype.is_integer():
-        return (series.cast(pl.Int64) % buckets).cast(pl.Int32)
-    return (crc32_of(series) % buckets).cast(pl.Int32)
-
-
 def _scan(path: Path, spec: DataSpec) -> pl.LazyFrame:
     if path.suffix == ".parquet":
         return pl.scan_parquet(path)
@@ -198,75 +187,6 @@ def _stage(spec: DataSpec, rows: pl.DataFrame, out: Path, buckets: int, name: st
         _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"{name}.parquet")
 
 
-# --------------------------------------------------------------------------- 2. split
-def _kth_time(lf: pl.LazyFrame, t: str, k: int) -> int:
-    """The time of the row at position k (0-based) in time order, by narrowing a histogram of
-    the time column (each pass is a streaming count; no sort of the whole column)."""
-    lo, hi = (int(v) for v in lf.select(pl.col(t).min().alias("lo"), pl.col(t).max().alias("hi")).collect().row(0))
-    below = 0
-    while True:
-        window = lf.filter(pl.col(t).is_between(lo, hi))
-        if hi - lo < 4096:
-            counts = window.group_by(t).len().sort(t).collect()
-            cum = np.cumsum(counts["len"].to_numpy()) + below
-            return int(counts[t][int(np.searchsorted(cum, k + 1))])
-        width = (hi - lo) // 1024 + 1
-        counts = window.group_by(((pl.col(t) - lo) // width).alias("bin")).len().sort("bin").collect()
-        cum = np.cumsum(counts["len"].to_numpy()) + below
-        at = int(np.searchsorted(cum, k + 1))
-        bin_ = int(counts["bin"][at])
-        below = int(cum[at - 1]) if at > 0 else below
-        lo, hi = lo + bin_ * width, min(hi, lo + (bin_ + 1) * width - 1)
-
-
-def kth_key(lf: pl.LazyFrame, spec: DataSpec, k: int) -> dict[str, Any]:
-    """The (time, user, item, source row) key of the row at position k of the global order."""
-    t = spec.time
-    when = _kth_time(lf, t, k)
-    before = int(lf.filter(pl.col(t) < when).select(pl.len()).collect().item())
-    ties = lf.filter(pl.col(t) == when).select(spec.user, spec.item, ORDER_TIEBREAK).collect().sort(sort_order(spec)[1:])
-    row = ties.row(k - before, named=True)
-    return {"time": when, "user": row[spec.user], "item": row[spec.item], "src": int(row[ORDER_TIEBREAK])}
-
-
-def _before(spec: DataSpec, key: dict[str, Any]) -> pl.Expr:
-    """Rows strictly before ``key`` in the global order (lexicographic on the four columns)."""
-    t, u, i, s = pl.col(spec.time), pl.col(spec.user), pl.col(spec.item), pl.col(ORDER_TIEBREAK)
-    return (t < key["time"]) | ((t == key["time"]) & ((u < key["user"]) | ((u == key["user"]) & ((i < key["item"]) | ((i == key["item"]) & (s < key["src"]))))))
-
-
-def split_boundaries(spec: DataSpec, stage: pl.LazyFrame, total: int) -> dict[str, Any]:
-    """Exact positions of the in-memory split (``temporal_split`` over the first ``max_rows``
-    rows in time order) as keys; a random split hashes the source row (seeded)."""
-    n = min(total, int(spec.max_rows)) if spec.max_rows is not None else total
-    out: dict[str, Any] = {"rows": n, "kind": spec.split_kind}
-    if n < total:
-        out["cut"] = kth_key(stage, spec, n)
-    if spec.split_kind == "temporal":
-        n_train = int(round(n * spec.fractions[0]))
-        n_val = int(round(n * spec.fractions[1]))
-        out["val_from"] = kth_key(stage, spec, n_train)
-        out["test_from"] = kth_key(stage, spec, n_train + n_val)
-    if spec.transfer:  # transfer rows come from the train period: time at most the last train row's
-        out["last_train_time"] = int(stage.with_columns(split_expr(spec, out)).filter(pl.col("__split") == 0).select(pl.col(spec.time).max()).collect().item())
-    return out
-
-
-def split_expr(spec: DataSpec, bounds: dict[str, Any]) -> pl.Expr:
-    """0 train, 1 val, 2 test, -1 beyond ``max_rows``."""
-    if bounds["kind"] == "temporal":
-        code = pl.when(_before(spec, bounds["val_from"])).then(0).when(_before(spec, bounds["test_from"])).then(1).otherwise(2)
-    else:  # random: a seeded hash of the source row (not the in-memory path's randperm draw)
-        u = ((pl.col(ORDER_TIEBREAK) * 2654435761 + (spec.split_seed + 1) * 40503) % 4294967296).cast(pl.Float64) / 4294967296.0
-        code = pl.when(u < spec.fractions[0]).then(0).when(u < spec.fractions[0] + spec.fractions[1]).then(1).otherwise(2)
-    if "cut" in bounds:
-        code = pl.when(_before(spec, bounds["cut"])).then(code).otherwise(-1)
-    if "last_train_time" in bounds:  # a transfer row: its own split, when it is in the train period
-        transfer = pl.when(pl.col(spec.time) <= bounds["last_train_time"]).then(SPLIT_CODE[TRANSFER]).otherwise(-1)
-        code = pl.when(pl.col(CONTRIBUTES)).then(code).otherwise(transfer)
-    return code.cast(pl.Int8).alias("__split")
-
-
 # --------------------------------------------------------------------------- 3. vocabularies
 def fit_vocab_out_of_core(spec: DataSpec, out: Path, bounds: dict[str, Any]) -> Vocabularies:
     parts = []
@@ -274,54 +194,6 @@ def fit_vocab_out_of_core(spec: DataSpec, out: Path, bounds: dict[str, Any]) -> 
         rows = pl.read_parquet(path).with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
         parts.append(vocab_parts(spec, rows, rows["__split"] == 0))
     return vocab_from_parts(spec, parts)
-
-
-# --------------------------------------------------------------------------- time pieces of a bucket
-def time_pieces(times: np.ndarray, piece_rows: int) -> list[tuple[int, int]]:
-    """[start, end) ranges of time-sorted rows, each about ``piece_rows`` long, cut only where
-    the time changes: rows of one second are never split, so a piece's past is exactly the
-    pieces before it."""
-    pieces, start, n = [], 0, len(times)
-    while start < n:
-        end = min(start + max(piece_rows, 1), n)
-        if end < n:
-            same = np.searchsorted(times[end:], times[end - 1], side="right")  # the rest of the cut second
-            end += int(same)
-        pieces.append((start, end))
-        start = end
-    return pieces
-
-
-class BucketPieces:
-    """One bucket's staged rows (within the split's cut), read one time range at a time.
-
-    Why: a bucket holds every row of its keys, and on a skewed log one user holds a tenth of
-    the rows and one item a fifth. Only the bucket's time column is read whole; each piece is
-    read with a time filter (parquet statistics skip the files and row groups outside it), so
-    memory is a piece's, whatever the hottest key holds."""
-
-    def __init__(self, spec: DataSpec, files: list[Path], bounds: dict[str, Any], piece_rows: int) -> None:
-        self.spec = spec
-        scans = [pl.scan_parquet(f) for f in files]
-        rows = pl.concat(scans, how="vertical_relaxed") if len(scans) > 1 else scans[0]
-        self.rows = rows.with_columns(split_expr(spec, bounds)).filter(pl.col("__split") >= 0)
-        times = np.sort(self.rows.select(spec.time).collect()[spec.time].to_numpy())
-        self.ranges = [(times[a].item(), times[b - 1].item()) for a, b in time_pieces(times, piece_rows)]
-        self._numbering: dict[str, pl.DataFrame] = {}
-
-    def __iter__(self) -> Iterator[pl.DataFrame]:
-        for first, last in self.ranges:
-            yield self.rows.filter(pl.col(self.spec.time).is_between(first, last)).collect().sort(sort_order(self.spec), maintain_order=True)
-
-    def key_of(self, rows: pl.DataFrame, column: str) -> pl.Series:
-        """``entity_key`` of a piece's users / items, numbered over the whole bucket so one user
-        has one key in every piece (integer ids are their own key)."""
-        if rows[column].dtype.is_integer():
-            return entity_key(rows[column])
-        if column not in self._numbering:
-            distinct = self.rows.select(column).unique().collect().sort(column)
-            self._numbering[column] = distinct.with_row_index("__key").with_columns(pl.col("__key").cast(pl.Int64))
-        return rows.select(column).join(self._numbering[column], on=column, how="left", maintain_order="left")["__key"]
 
 
 # --------------------------------------------------------------------------- 4. item statistics
@@ -536,8 +408,6 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
     vocab = Vocabularies(**json.loads(vocab_file.read_text()))
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
     if "sampled" in spec.transfer:  # staged before the statistics: they are featurised like the logged rows
-        from recsys_committee.data.prepared.sampled import stage_sampled
-
         stage_sampled(spec, out, buckets, bounds, int(plan["source_rows"]) + unlabeled, options, _run_many, log)
     if "item_stats" in spec.derived:
         _run_many(item_bucket, [(spec, out, ib, bounds, vocab, options.piece_rows) for ib in range(buckets)], options.num_workers)

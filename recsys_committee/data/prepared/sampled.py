@@ -36,7 +36,7 @@ from recsys_committee.data.features.featurize import CONTRIBUTES
 from recsys_committee.data.features.transfer import OVERSAMPLE
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, side_tables, sort_order
 from recsys_committee.data.logs.spec import DataSpec
-from recsys_committee.data.prepared.build import SPLIT_CODE, BucketPieces, _kth_time, _write_atomic, bucket_of, split_expr
+from recsys_committee.data.prepared.partitions import SPLIT_CODE, BucketPieces, _kth_time, _write_atomic, bucket_of, split_expr
 from recsys_committee.data.prepared.texts import PARTS
 from recsys_committee.files import write_json
 
