@@ -179,6 +179,14 @@ def test_prepare_and_prepared_data_errors(tmp_path, one_error):
     bad_text = tmp_path / "bad_text.yaml"
     bad_text.write_text(spec.read_text() + '\ntext: {item: "{no_such_column}"}\n')
     one_error(["prepare", "--data", str(bad_text), "--out", str(tmp_path / "bt")], "no_such_column", "text.item")
+    one_error(["prepare", "--data", str(spec), "--out", str(tmp_path / "zero"), "--pool-bin-rows", "0"], "--pool-bin-rows", "positive")
+    # transfer rows: an unlabeled file without a column the spec's features read is named, with the column
+    import polars as pl
+
+    pl.read_parquet(tmp_path / "clicks.parquet").drop("device", "clicked").head(50).write_csv(tmp_path / "no_device.csv")
+    bad_transfer = tmp_path / "bad_transfer.yaml"
+    bad_transfer.write_text(spec.read_text() + f"transfer: {{unlabeled: {{interactions: {tmp_path}/no_device.csv}}}}\n")
+    one_error(["prepare", "--data", str(bad_transfer), "--out", str(tmp_path / "bad_t")], "no_device.csv", "device")
 
 
 def test_time_pieces_cover_every_row_once_and_never_split_a_second():

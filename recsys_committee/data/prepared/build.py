@@ -51,6 +51,7 @@ from recsys_committee.data.features.featurize import (CONTRIBUTES, Vocabularies,
                                                       vocab_from_parts, vocab_parts)
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables
 from recsys_committee.data.logs.schema import DataValidationError
+from recsys_committee.errors import ConfigError
 from recsys_committee.data.logs.spec import DataSpec
 from recsys_committee.data.prepared.sampled import stage_sampled
 from recsys_committee.data.prepared.partitions import (SPLIT_CODE, SPLITS, TRANSFER, BucketPieces, _write_atomic, bucket_of, split_boundaries,
@@ -70,6 +71,11 @@ class PrepareOptions:
     piece_rows: int = 100_000  # rows featurised at a time within a bucket (what a hot user's bucket holds at once)
     num_workers: int = 1  # > 1: buckets run as Ray tasks
     pool_bin_rows: int = 2_000_000  # transfer.sampled: train rows per bin of the popularity pool (what a draw holds at once)
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"prepare: --{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 def is_prepared(path: str | Path) -> bool:
