@@ -227,13 +227,21 @@ def test_a_skewed_parquet_log_prepared_in_pieces_equals_the_in_memory_features(t
     _assert_same_texts(mem, tmp_path / "ds", options, render_template_texts(mem.table, mem.raw.inter, spec.text, options.history_n))
 
 
-def _unlabeled_clicks(root: Path, spec_path: Path, rows: int = 900, seed: int = 1) -> Path:
+def _unlabeled_clicks(root: Path, spec_path: Path, rows: int = 900, seed: int = 1, numeric_text_ids: bool = False) -> Path:
     """Impressions without an outcome for the click log (no label column): the spec's
-    ``transfer.unlabeled`` source, some of them after the train period (those are dropped)."""
+    ``transfer.unlabeled`` source, some of them after the train period (those are dropped).
+    ``numeric_text_ids``: the log's ids become digit strings ("12") in its parquet, which the
+    impressions csv then reads as numbers."""
     import numpy as np
     import polars as pl
 
     log = pl.read_parquet(root / "clicks.parquet")
+    if numeric_text_ids:
+        log = log.with_columns(pl.col("visitor").str.strip_prefix("u").cast(pl.Int64).cast(pl.String),
+                               pl.col("product").str.strip_prefix("sku-").cast(pl.Int64).cast(pl.String))
+        log.write_parquet(root / "clicks.parquet")
+        items = pl.read_csv(root / "products.csv").with_columns(pl.col("product").str.strip_prefix("sku-").cast(pl.Int64).cast(pl.String))
+        items.write_csv(root / "products.csv")
     rng = np.random.default_rng(seed)
     lo, hi = int(log["ts"].min()), int(log["ts"].max())
     frame = pl.DataFrame({"visitor": rng.choice(log["visitor"].unique().sort().to_numpy(), rows),
@@ -254,14 +262,16 @@ def _in_time_user_item_order(batch, times):
     return batch.subset(torch.from_numpy(order))
 
 
-def test_prepared_unlabeled_transfer_rows_equal_the_in_memory_ones_and_stream_with_the_train_split(tmp_path):
+@pytest.mark.parametrize("numeric_text_ids", [False, True], ids=["text_ids", "digit_ids_read_as_numbers"])
+def test_prepared_unlabeled_transfer_rows_equal_the_in_memory_ones_and_stream_with_the_train_split(tmp_path, numeric_text_ids):
     """Transfer rows on the out-of-core path: every unlabeled row of the train period, featurised
     past-only at its time in pieces (carried statistics, history tails that hold labeled rows
     only), with the in-memory path's features; they touch no labeled row's features, and a
-    distillation's train split streams them with the labeled rows."""
+    distillation's train split streams them with the labeled rows. Ids the impressions file types
+    otherwise than the log ("12" read as 12) are its users' and items' all the same."""
     from recsys_committee.data.features.loading import load_spec_data
 
-    spec = load_spec(_unlabeled_clicks(tmp_path, click_log(tmp_path, rows=3000)))
+    spec = load_spec(_unlabeled_clicks(tmp_path, click_log(tmp_path, rows=3000), numeric_text_ids=numeric_text_ids))
     manifest = prepare(spec, tmp_path / "ds", SMALL_BUCKETS, log=lambda _: None)
     mem = load_spec_data(spec)
     prep = open_prepared(tmp_path / "ds")
@@ -363,3 +373,12 @@ def test_distilling_on_a_prepared_dataset_streams_its_transfer_rows(tmp_path, ca
     assert cli_main(distill("labeled_only", "data.transfer_per_row=0")) == 0
     assert json.loads((tmp_path / "labeled_only/metrics.json").read_text())["transfer"]["rows"] == 0
     one_error(distill("other", "data.transfer_per_row=5"), "data.transfer_per_row=5", "prepared with 2")
+
+
+def test_sampled_pairs_of_a_log_whose_first_pieces_have_nothing_earlier(tmp_path):
+    """A piece whose rows all sit in the log's first train second draws nothing (no earlier train
+    row), and the next pieces draw as usual."""
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(click_log(tmp_path, rows=60).read_text() + "transfer: {sampled: {per_row: 2}}\n")
+    manifest = prepare(load_spec(spec_path), tmp_path / "ds", PrepareOptions(bucket_rows=1000, piece_rows=1, row_group_rows=16), log=lambda _: None)
+    assert 0 < manifest["rows"]["transfer"] <= 2 * manifest["rows"]["train"]

@@ -148,14 +148,33 @@ def ingest_unlabeled(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, f
     NaN, rating null, ``CONTRIBUTES`` False. Their source-row ids follow the labeled rows'
     (``first_id`` on). Which of them fall in the train period is decided with the split."""
     source = dataclasses.replace(spec, interactions=spec.transfer["unlabeled"]["interactions"], rating=None)
+    labeled = pl.read_parquet_schema(next((out / "stage").glob("ub=*/c-*.parquet")))
 
     def unlabeled(chunk: pl.DataFrame, sides: dict) -> pl.DataFrame:
         chunk = chunk.with_columns((pl.col(ORDER_TIEBREAK) + first_id).alias(ORDER_TIEBREAK))
         rows = check_rows(chunk, source, sides, require_label=False)  # errors name this file
+        rows = _ids_typed_as(rows, spec, labeled, source.interactions)
         outcome = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
         return rows.with_columns(outcome + ([pl.lit(None, dtype=pl.Float64).alias(spec.rating)] if spec.rating else []))
 
     return _ingest_chunks(spec, source, out, buckets, chunk_rows, "t", unlabeled, lambda total: log(f"prepare: staged {total:,} unlabeled rows (transfer)"))
+
+
+def _ids_typed_as(rows: pl.DataFrame, spec: DataSpec, labeled: pl.Schema, where: str) -> pl.DataFrame:
+    """The user and item ids of ``rows`` with the labeled rows' types. Why: a csv of impressions
+    reads ids "123" as numbers where the labeled parquet holds text; uncast, a user's rows would
+    land in another bucket (an id's bucket is its number modulo B, or the crc32 of its text) and
+    miss their own past."""
+    for key in ("columns.user", "columns.item"):
+        column = spec.user if key == "columns.user" else spec.item
+        if rows[column].dtype != labeled[column]:
+            try:
+                rows = rows.with_columns(pl.col(column).cast(pl.String).cast(labeled[column]) if labeled[column] == pl.String or rows[column].dtype == pl.String
+                                         else pl.col(column).cast(labeled[column]))
+            except Exception as exc:
+                raise DataValidationError(f"{where}: column '{column}' ({spec.where(key)}) is {rows[column].dtype}, the labeled rows' is "
+                                          f"{labeled[column]}, and its values do not convert") from exc
+    return rows
 
 
 def _ingest_chunks(spec: DataSpec, source: DataSpec, out: Path, buckets: int, chunk_rows: int, prefix: str,

@@ -152,6 +152,8 @@ def sample_bucket(spec: DataSpec, out: Path, ub: int, buckets: int, bounds: dict
         u = rng.random(which.size)
         has_pool = np.repeat(size, draws) > 0
         which, u = which[has_pool], u[has_pool]
+        if which.size == 0:  # every row of the piece is in the log's first train second: nothing earlier to draw from
+            continue
         positions = np.minimum((u * size[which]).astype(np.int64), size[which] - 1)
         cand = pl.DataFrame({"__anchor": which, "__draw": np.arange(which.size)}).with_columns(
             reader.items(positions).alias("__i"), anchors[user].gather(which).alias(user),
