@@ -24,7 +24,8 @@ def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_r
     from recsys_committee.data.prepared.teacher_outputs import INDEX
     from recsys_committee.rec_domain import RecModelTeacher, load_trained_model
 
-    spec = click_log(tmp_path, rows=3000)
+    spec = tmp_path / "clicks_transfer.yaml"  # with a sampled pair per train row: the cache covers the transfer shards too
+    spec.write_text(click_log(tmp_path, rows=3000).read_text() + "transfer: {sampled: {per_row: 1}}\n")
     ds = tmp_path / "ds"
     assert cli_main(["prepare", "--data", str(spec), "--out", str(ds), "--bucket-rows", "700", "--row-group-rows", "128"]) == 0
     expert = tmp_path / "teachers" / "expert_dlrm"
@@ -34,13 +35,14 @@ def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_r
     capsys.readouterr()
     assert cli_main(argv) == 0
     first = json.loads(capsys.readouterr().out)
-    assert (first["rows"], first["actors"]) == (3000, 2) and first["seconds"] > 0
-    assert first["examples_per_s"] == pytest.approx(3000 / first["seconds"])  # every row computed in this run
-    # one output shard per prepared input shard, with its row count, and the bytes its hash names
     manifest = json.loads((ds / "manifest.json").read_text())
+    rows = 3000 + manifest["rows"]["transfer"]
+    assert (first["rows"], first["actors"]) == (rows, 2) and first["seconds"] > 0 and manifest["rows"]["transfer"] > 1000
+    assert first["examples_per_s"] == pytest.approx(rows / first["seconds"])  # every row computed in this run
+    # one output shard per prepared input shard, with its row count, and the bytes its hash names
     index = json.loads((cache / INDEX).read_text())
-    expected = {sh["file"]: sh["rows"] for split in ("train", "val", "test") for sh in manifest["shards"][split]}
-    assert index["complete"] and {f: info["rows"] for f, info in index["shards"].items()} == expected and sum(expected.values()) == 3000
+    expected = {sh["file"]: sh["rows"] for split in ("train", "val", "test", "transfer") for sh in manifest["shards"][split]}
+    assert index["complete"] and {f: info["rows"] for f, info in index["shards"].items()} == expected and sum(expected.values()) == rows
     assert all(hashlib.sha256((cache / f).read_bytes()).hexdigest() == info["sha256"] for f, info in index["shards"].items())
 
     # the cached outputs ride with the rows and equal the live teacher's (features stored in fp16)
@@ -64,6 +66,7 @@ def test_a_teacher_cached_by_ray_data_actors_streams_into_a_distillation(local_r
     # then the random gate (exact budget) skips ceil(0.3 * 128) = 39 rows a step
     f = dd["teacher_forwards"]
     assert (f["samples"], f["dense"], f["per_teacher"]) == (512, 512, {"dlrm": 128 + 3 * (128 - 39)})
+    assert dd["transfer"]["rows"] == manifest["rows"]["transfer"] and 0 < f["transfer_samples"] < 512  # the cached outputs of both kinds of row
     expert_params = sum(p.numel() for p in load_trained_model(expert / "model.safetensors").parameters())
     assert f["run"] == 395 and dd["teacher_params"] == {"dlrm": expert_params} and expert_params > 10_000  # the cached model's count
 

@@ -50,4 +50,6 @@ class RunDataFacts:
         return len(self.table.dense_names)  # type: ignore[attr-defined]
 
     def dataset(self, name: str) -> Any:
+        if name == "transfer" and getattr(self, "transfer", None) is not None:  # rows without a label, where the data has them
+            return self.transfer  # type: ignore[attr-defined]
         return {"train": self.train, "val": self.val, "test": self.test}[name]  # type: ignore[attr-defined]
