@@ -69,13 +69,14 @@ def with_transfer_per_row(spec: DataSpec, per_row: Optional[int]) -> DataSpec:
 
 
 def prepared_transfer(data: Any, per_row: Optional[int]) -> Any:
-    """``data.transfer_per_row`` on a prepared dataset, whose transfer rows ``prepare`` drew: 0
-    leaves them all out; the count it was prepared with keeps them; another count is refused
-    (it would need another prepare)."""
+    """``data.transfer_per_row`` on a prepared dataset, whose sampled pairs ``prepare`` drew: 0
+    leaves them out (its unlabeled rows stay, as in memory); the count it was prepared with keeps
+    them; another count is refused (it would need another prepare)."""
     if per_row is None or data.transfer is None:
         return data
     if per_row == 0:
-        return dataclasses.replace(data, transfer=None)
+        unlabeled = [u for u in data.transfer.units if u.source == "unlabeled"]
+        return dataclasses.replace(data, transfer=data.transfer.with_units(unlabeled) if unlabeled else None)
     prepared = data.spec.transfer.get("sampled", {}).get("per_row")
     if per_row != prepared:
         raise ConfigError(f"data.transfer_per_row={per_row}: {data.root} was prepared with {prepared or 0} sampled pair(s) per train row "

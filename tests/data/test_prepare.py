@@ -286,6 +286,11 @@ def test_prepared_unlabeled_transfer_rows_equal_the_in_memory_ones_and_stream_wi
         assert torch.equal(values, p.sparse[k][0]) and torch.equal(lengths, p.sparse[k][1]), k
     assert torch.allclose(m.dense, p.dense, atol=1e-5)
     assert int(p.sparse["history"][1].gt(0).sum()) > len(p) // 2  # they read real pasts (histories, statistics)
+    assert {sh["source"] for sh in manifest["shards"]["transfer"]} == {"unlabeled"}
+    # data.transfer_per_row=0 drops sampled pairs only: unlabeled rows stay, as in memory
+    from recsys_committee.rec_domain import prepared_transfer
+
+    assert len(prepared_transfer(prep, 0).transfer) == len(prep.transfer)
     # a distillation streams both; warm users are those with a labeled train row
     both = prep.with_transfer()
     assert len(both.train) == manifest["rows"]["train"] + manifest["rows"]["transfer"]
@@ -382,3 +387,23 @@ def test_sampled_pairs_of_a_log_whose_first_pieces_have_nothing_earlier(tmp_path
     spec_path.write_text(click_log(tmp_path, rows=60).read_text() + "transfer: {sampled: {per_row: 2}}\n")
     manifest = prepare(load_spec(spec_path), tmp_path / "ds", PrepareOptions(bucket_rows=1000, piece_rows=1, row_group_rows=16), log=lambda _: None)
     assert 0 < manifest["rows"]["transfer"] <= 2 * manifest["rows"]["train"]
+
+
+def test_both_kinds_of_transfer_row_get_shards_of_their_own(tmp_path):
+    """A spec with unlabeled rows and sampled pairs: each kind in its own shards (the sampled
+    pairs' ids follow the unlabeled rows'), so ``data.transfer_per_row=0`` keeps exactly the
+    unlabeled ones."""
+    from recsys_committee.data.features.loading import load_spec_data
+    from recsys_committee.rec_domain import prepared_transfer
+
+    unlabeled_only = _unlabeled_clicks(tmp_path, click_log(tmp_path, rows=3000))
+    both = tmp_path / "both.yaml"
+    both.write_text(unlabeled_only.read_text().replace("transfer: {unlabeled:", "transfer: {sampled: {per_row: 1}, unlabeled:"))
+    manifest = prepare(load_spec(both), tmp_path / "ds", SMALL_BUCKETS, log=lambda _: None)
+    by_source = {}
+    for shard in manifest["shards"]["transfer"]:
+        by_source[shard["source"]] = by_source.get(shard["source"], 0) + shard["rows"]
+    assert by_source["unlabeled"] == len(load_spec_data(load_spec(unlabeled_only)).transfer)
+    assert 0 < by_source["sampled"] <= manifest["rows"]["train"] and sum(by_source.values()) == manifest["rows"]["transfer"]
+    prep = open_prepared(tmp_path / "ds")
+    assert len(prepared_transfer(prep, 0).transfer) == by_source["unlabeled"] and len(prepared_transfer(prep, 1).transfer) == manifest["rows"]["transfer"]

@@ -299,28 +299,32 @@ class _ShardWriters:
         self.out, self.ub, self.row_group_rows = out, ub, row_group_rows
         self.stack, self.writers, self.paths, self.rows = ExitStack(), {}, {}, {}
 
-    def write(self, name: str, table: pa.Table) -> None:
-        if name not in self.writers:
-            self.paths[name] = self.out / name / f"part-{self.ub:05d}.parquet"
-            tmp = self.stack.enter_context(atomic_path(self.paths[name]))
-            self.writers[name] = self.stack.enter_context(pq.ParquetWriter(tmp, table.schema))
-            self.rows[name] = 0
-        self.writers[name].write_table(table, row_group_size=self.row_group_rows)
-        self.rows[name] += table.num_rows
+    def write(self, name: str, table: pa.Table, source: Optional[str] = None) -> None:
+        """Append ``table`` to the bucket's shard of split ``name`` (``source``: a shard per
+        source of the transfer rows, so a run can take one of them)."""
+        key = (name, source)
+        if key not in self.writers:
+            self.paths[key] = self.out / name / f"part-{self.ub:05d}{'-' + source if source else ''}.parquet"
+            tmp = self.stack.enter_context(atomic_path(self.paths[key]))
+            self.writers[key] = self.stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+            self.rows[key] = 0
+        self.writers[key].write_table(table, row_group_size=self.row_group_rows)
+        self.rows[key] += table.num_rows
 
-    def close(self) -> dict[str, Any]:
-        """Finish every shard; their manifest entries."""
+    def close(self) -> dict[str, list[dict[str, Any]]]:
+        """Finish every shard; their manifest entries, by split."""
         self.stack.close()
-        shards = {}
-        for name, path in self.paths.items():
+        shards: dict[str, list[dict[str, Any]]] = {}
+        for (name, source), path in self.paths.items():
             groups = pq.ParquetFile(path).metadata
-            shards[name] = {"file": f"{name}/{path.name}", "rows": self.rows[name], "sha256": file_sha256(path),
-                            "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]}
+            shards.setdefault(name, []).append({"file": f"{name}/{path.name}", "rows": self.rows[(name, source)], "sha256": file_sha256(path),
+                                                "row_groups": [groups.row_group(g).num_rows for g in range(groups.num_row_groups)],
+                                                **({"source": source} if source else {})})
         return shards
 
 
 def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], vocab: Vocabularies, row_group_rows: int,
-                piece_rows: int = 100_000) -> dict[str, Any]:
+                piece_rows: int = 100_000, first_sampled: Optional[int] = None) -> dict[str, Any]:
     """Featurise one bucket of users; write its shard of each split; return (and record) its
     row counts, dense sums over train rows and the feature facts.
 
@@ -328,7 +332,8 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
     user can hold a tenth of it. Each piece (``BucketPieces``) is featurised with what it cannot
     see alone: its users' statistics carried from the pieces before it, their last rows for the
     histories (``_HistoryTail``) and the item statistics of its time range. The features are the
-    whole bucket's; memory is a piece's."""
+    whole bucket's; memory is a piece's. Transfer rows with a source-row id from ``first_sampled``
+    on are sampled pairs, the others unlabeled rows: each kind gets its own shard."""
     marker = out / "buckets" / f"ub-{ub:05d}.json"
     if marker.is_file():
         return json.loads(marker.read_text())
@@ -363,13 +368,17 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
                            piece if logged is None else piece.filter(logged))
             texts = [c for c in PARTS.values() if c in piece.columns]
             codes = piece["__split"].to_numpy()
-            for name in record["rows"]:
-                index = np.nonzero(codes == SPLIT_CODE[name])[0]
+            sampled = piece[ORDER_TIEBREAK].to_numpy() >= first_sampled if first_sampled is not None else np.zeros(piece.height, dtype=bool)
+            parts = [(name, codes == SPLIT_CODE[name], None) for name in SPLITS]
+            if spec.transfer:
+                parts += [(TRANSFER, (codes == SPLIT_CODE[TRANSFER]) & ~sampled, "unlabeled"), (TRANSFER, (codes == SPLIT_CODE[TRANSFER]) & sampled, "sampled")]
+            for name, rows_of, source in parts:
+                index = np.nonzero(rows_of)[0]
                 if index.size:
                     shard = _arrow_table(table, index)
                     for column in texts:
                         shard = shard.append_column(column, piece[column].gather(index).to_arrow())
-                    writers.write(name, shard)
+                    writers.write(name, shard, source)
             train = np.nonzero(codes == 0)[0]
             dense = table.frame[train].select(table.dense_names).to_numpy().astype(np.float64) if table.dense_names else np.zeros((train.size, 0))
             dense_n, dense_sum, dense_sumsq = dense_n + int(train.size), dense_sum + dense.sum(0), dense_sumsq + (dense ** 2).sum(0)
@@ -379,7 +388,7 @@ def user_bucket(spec: DataSpec, out: Path, ub: int, bounds: dict[str, Any], voca
         record["shards"] = writers.close()
         item_texts.write(out, ub)
     if "features" in record:
-        record["rows"].update({name: shard["rows"] for name, shard in record["shards"].items()})
+        record["rows"].update({name: sum(shard["rows"] for shard in shards) for name, shards in record["shards"].items()})
         width = len(record["features"]["dense_names"])
         record["dense"] = {"n": dense_n, "sum": (np.zeros(width) + dense_sum).tolist(), "sumsq": (np.zeros(width) + dense_sumsq).tolist()}
     write_json(marker, record)
@@ -436,7 +445,8 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
         stage_sampled(spec, out, buckets, bounds, int(plan["source_rows"]) + unlabeled, options, _run_many, log)
     if "item_stats" in spec.derived:
         _run_many(item_bucket, [(spec, out, ib, bounds, vocab, options.piece_rows) for ib in range(buckets)], options.num_workers)
-    records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows) for ub in range(buckets)],
+    first_sampled = int(plan["source_rows"]) + unlabeled if "sampled" in spec.transfer else None  # the sampled pairs' ids start there
+    records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows, first_sampled) for ub in range(buckets)],
                         options.num_workers)
     manifest = _manifest(spec, plan, bounds, vocab, records)
     manifest["text"] = finish_text(spec, out)
@@ -463,7 +473,7 @@ def _manifest(spec: DataSpec, plan: dict[str, Any], bounds: dict[str, Any], voca
     ss = np.sum([r["dense"]["sumsq"] for r in records if "dense" in r], axis=0) if k else np.zeros(0)
     mean = s / max(n, 1)
     std = np.sqrt(np.maximum(ss - n * mean ** 2, 0) / max(n - 1, 1)).clip(min=1e-6)  # unbiased, as torch.std
-    shards = {name: [r["shards"][name] for r in records if name in r["shards"]] for name in names}
+    shards = {name: [shard for r in records for shard in r["shards"].get(name, [])] for name in names}
     content = hashlib.sha256("".join(sh["sha256"] for name in names for sh in shards[name]).encode()).hexdigest()
     return {
         "format": FORMAT, "spec": plan["spec"], "source_rows": plan["source_rows"], "buckets": plan["buckets"], "options": plan["options"],

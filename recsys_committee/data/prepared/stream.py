@@ -14,6 +14,7 @@ prediction, so AUC is over all rows, as in memory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ class Unit:
     file: str
     group: int
     rows: int
+    source: str = ""  # transfer shards: "sampled" or "unlabeled" (the spec's two kinds of transfer row)
 
 
 class PreparedSplit:
@@ -63,12 +65,22 @@ class PreparedSplit:
         self.jagged: list[str] = list(manifest["schema"]["jagged"])
         # what a batch is made of: a shard's text parts (for the LM's texts) are not read in training
         self.columns = list(dict.fromkeys(["example_id", "label", "timestamp", *self.scalar, *self.dense_names, *self.jagged]))
-        self.units = [Unit(sh["file"], g, n) for part in (shards or [name]) for sh in manifest["shards"][part] for g, n in enumerate(sh["row_groups"])]
+        self.units = [Unit(sh["file"], g, n, sh.get("source", "")) for part in (shards or [name]) for sh in manifest["shards"][part]
+                      for g, n in enumerate(sh["row_groups"])]
         self._files: dict[str, pq.ParquetFile] = {}
         self.caches: dict[str, Path] = {}  # teacher name -> streamed cache folder (files aligned with the shards)
 
     def __len__(self) -> int:
         return sum(u.rows for u in self.units)
+
+    def with_units(self, units: list[Unit]) -> "PreparedSplit":
+        """The same split reading ``units`` instead (a train split with its transfer rows, the
+        transfer rows of one source); the attached caches go with it."""
+        split = copy.copy(self)
+        split.__dict__.pop("labels", None)  # cached over the old units
+        split.__dict__.pop("users", None)
+        split.units, split._files, split.caches = list(units), {}, dict(self.caches)
+        return split
 
     # ------------------------------------------------------------------ reading
     def _open(self, path: Path) -> pq.ParquetFile:
@@ -286,15 +298,13 @@ class PreparedData(RunDataFacts):
         if self.transfer is None or len(self.transfer) == 0:
             raise DataValidationError(f"{self.root}: committee.transfer is on but the prepared dataset has no transfer rows: declare them in "
                                       "the data spec's 'transfer:' section and prepare it again")
-        train = PreparedSplit(self.root, self.manifest, "train", *self.dense_stats, window=self.train.window, shards=["train", "transfer"])
         for name, cache in self.train.caches.items():
             missing = [u.file for u in self.transfer.units if not (cache / u.file).is_file()]
             if missing:
                 raise DataValidationError(f"{cache}: teacher '{name}''s cache holds no outputs for the transfer rows ({missing[0]}): rebuild it "
                                           "(recsys-committee cache) or pass data.transfer_per_row=0 to distil on the labeled rows only")
-        train.caches = dict(self.train.caches)
         warm = self.warm_users()
-        return dataclasses.replace(self, train=train, _warm=warm)
+        return dataclasses.replace(self, train=self.train.with_units([*self.train.units, *self.transfer.units]), _warm=warm)
 
     def warm_users(self) -> torch.Tensor:
         """Users with a training row: a streaming distinct over the train shards' user column
