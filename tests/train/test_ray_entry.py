@@ -57,10 +57,17 @@ def test_a_killed_worker_streaming_a_prepared_dataset_resumes_exactly(local_ray,
     assert killed["val"]["auc"] == pytest.approx(unbroken["val"]["auc"], abs=1e-9)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on loopback, none of them a Ray default (52365: the dashboard
+    agent's HTTP port; 10001-19999: its client server and worker ports)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in ports and port != 52365 and not 10001 <= port <= 19999:
+            ports.append(port)
+    return ports
 
 
 def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teacher_dir, real_data_dir, tmp_path):
@@ -69,7 +76,7 @@ def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teac
     step-4 checkpoint and ends as an unbroken run would."""
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard, agent = _free_ports(3)
     # the cluster's processes must find this venv's console scripts (make test does not activate it)
     env = {**os.environ, **LOOPBACK_ENV, "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
@@ -80,8 +87,11 @@ def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teac
     # (for Ray Serve's sake) before it stops its processes, idle time this test has nothing to use for
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     temp = Path("/tmp") / f"ray-job-{port}"  # short: ray's socket paths must fit in 107 bytes
+    # the dashboard agent's HTTP port is set too: left to its default (52365) it collided once with
+    # a free port drawn for the dashboard ("port ... used by other components")
     start = [str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--dashboard-port={dashboard}",
-             "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"]
+             f"--dashboard-agent-listen-port={agent}", "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+             f"--temp-dir={temp}", "--disable-usage-stats"]
     # --block: this head's processes live as long as this one process, and stopping it stops
     # them and nothing else (`ray stop` would stop every Ray instance on the machine, a parallel
     # test run's or another user's too)
