@@ -76,12 +76,10 @@ def test_prepared_movielens_equals_the_in_memory_features(real_data_dir, tmp_pat
     from recsys_committee.models.lm.text import TextOptions, render_texts
 
     spec = load_spec(ROOT / "configs/data/ml-100k.yaml")
+    spec.transfer = {}  # its sampled pairs: the click-log tests below (they double this test's time)
     manifest = prepare(spec, tmp_path / "ml", PrepareOptions(bucket_rows=30_000, chunk_rows=40_000, row_group_rows=1024, piece_rows=9_000), log=lambda _: None)
-    assert manifest["buckets"] == 4
-    assert {k: manifest["rows"][k] for k in ("train", "val", "test")} == {"train": 80_000, "val": 10_000, "test": 10_000}
+    assert manifest["buckets"] == 4 and manifest["rows"] == {"train": 80_000, "val": 10_000, "test": 10_000}
     mem = load_spec_data(spec)
-    # the spec's sampled pairs (2 per train row): drawn out of core from the same distribution as in memory
-    assert abs(manifest["rows"]["transfer"] - len(mem.transfer)) < 0.01 * len(mem.transfer)
     _assert_same_features(mem, open_prepared(tmp_path / "ml"), torch.from_numpy(mem.raw.inter["__src"].to_numpy()))
     # the LM teacher's MovieLens texts (the shipped options: 3 titles with ratings, statistics)
     assert manifest["text"]["kind"] == "preset" and sorted(manifest["text"]["files"]) == ["items", "users"]

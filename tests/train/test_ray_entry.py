@@ -73,7 +73,8 @@ def _free_ports(n: int) -> list[int]:
 def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teacher_dir, real_data_dir, tmp_path):
     """The user's cluster entry point: `ray job submit` of a committee distillation on two workers
     against a local `ray start --head`, with rank 1 killed at step 6: the run restarts from the
-    step-4 checkpoint and ends as an unbroken run would."""
+    step-4 checkpoint and ends as an unbroken run would. On the labeled rows only: every worker
+    featurises the data itself, and the drill with transfer rows is the prepared one above."""
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
     port, dashboard, agent = _free_ports(3)
@@ -108,7 +109,7 @@ def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teac
             str(ray_bin), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
             "--runtime-env-json", json.dumps({"env_vars": LOOPBACK_ENV}), "--",
             "recsys-committee", "distill", "--config", "configs/rec/diverse_distill.yaml", "--out", str(out), "--num-workers", "2",
-            *SMALL, f"data.root={real_data_dir}", f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]",
+            *SMALL, f"data.root={real_data_dir}", "data.transfer_per_row=0", f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]",
             "train.checkpoint_every=4", "dist.kill_rank=1", "dist.kill_at_step=6", "dist.max_failures=1",
         ]
         job = subprocess.run(submit, env=env, timeout=420, capture_output=True, text=True)
@@ -121,7 +122,7 @@ def test_ray_job_submit_distils_on_two_workers_and_survives_a_killed_worker(teac
         # the test AUC is over ALL rows, gathered in order from both workers, of the best-validation
         # student: one process scoring the exported student.safetensors reproduces it (a mis-ordered
         # gather, a shard missing from the export or the wrong epoch's weights would not)
-        cfg = load_config(ROOT / "configs/rec/diverse_distill.yaml", [*SMALL, f"data.root={real_data_dir}"])
+        cfg = load_config(ROOT / "configs/rec/diverse_distill.yaml", [*SMALL, f"data.root={real_data_dir}", "data.transfer_per_row=0"])
         data = load_data(cfg.data)
         probs = predict(load_trained_model(out / "student.safetensors").eval(), data.test, 4096)
         # 1e-5, not 1e-6: rows with identical features tie exactly in one batch of 4,096 but may differ by
