@@ -77,6 +77,16 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
     return time.perf_counter() - start, peak[0] / 2**30, out
 
 
+def size_tag(rows: int) -> str:
+    """1m, 10m, 500k: the folder name of a log size."""
+    return f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+
+
+def log_folder(tag: str, skew: str) -> str:
+    """Where the synthetic log of that size and skew is written (the gentle one keeps the bare tag)."""
+    return tag if skew == "gentle" else f"{tag}-{skew}"
+
+
 def synthetic(rows: int, root: Path, skew: str = "gentle") -> Path:
     spec = root / "ml-synth.yaml"
     if not spec.is_file():
@@ -102,10 +112,10 @@ def prepare_run(rows: int, spec: Path, out: Path, skew: str = "gentle", piece_ro
 def prepare_runs(rows: int, data_root: Path, out: Path, skews: list[str], whole: bool) -> tuple[list[dict[str, Any]], Path]:
     """``prepare`` of a log of ``rows`` at every skew (with the default pieces, and whole buckets
     too if ``whole``); returns the entries and the first skew's dataset (the one trained on)."""
-    tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+    tag = size_tag(rows)
     entries, first = [], None
     for skew in skews:
-        spec = synthetic(rows, data_root / (tag if skew == "gentle" else f"{tag}-{skew}"), skew)
+        spec = synthetic(rows, data_root / log_folder(tag, skew), skew)
         dataset = out / tag / ("dataset" if skew == skews[0] else f"dataset-{skew}")
         if whole:
             entries.append(prepare_run(rows, spec, dataset, skew, WHOLE_BUCKET))
@@ -118,8 +128,8 @@ def transfer_runs(rows: int, data_root: Path, out: Path, skew: str, per_row: int
     """``prepare`` of one log as its spec stands and with ``transfer: {sampled: {per_row}}``
     appended, one after the other (kind ``prepare_transfer``): what drawing and featurising the
     sampled pairs out of core costs in time and peak memory."""
-    tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
-    spec = synthetic(rows, data_root / (tag if skew == "gentle" else f"{tag}-{skew}"), skew)
+    tag = size_tag(rows)
+    spec = synthetic(rows, data_root / log_folder(tag, skew), skew)
     with_pairs = spec.with_name(f"ml-synth-transfer{per_row}.yaml")
     with_pairs.write_text(spec.read_text() + f"transfer: {{sampled: {{per_row: {per_row}, seed: 0}}}}\n")
     entries = []
@@ -313,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     out = Path(args.out)
     for rows in args.rows:
-        tag = f"{rows // 1_000_000}m" if rows >= 1_000_000 else f"{rows // 1000}k"
+        tag = size_tag(rows)
         if args.transfer_only is not None:
             runs += transfer_runs(rows, Path(args.data_root), out, args.skews[0], args.transfer_only)
             continue

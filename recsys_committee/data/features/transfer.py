@@ -55,11 +55,12 @@ def transfer_rows(spec: DataSpec, rows: pl.DataFrame, split: Split, item_columns
     return out.with_columns(pl.Series(ORDER_TIEBREAK, np.arange(out.height, dtype=np.int64) + start))
 
 
-def _unlabel(spec: DataSpec, frame: pl.DataFrame) -> pl.DataFrame:
-    """No outcome on a transfer row: label NaN, rating and label column null; nobody's past."""
+def unlabel(spec: DataSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """No outcome on a transfer row: label NaN, rating and label column null; nobody's past.
+    (``prepare`` stages its transfer rows with the same.)"""
     cols = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
     if spec.rating:
-        cols.append(pl.lit(None, dtype=frame[spec.rating].dtype).alias(spec.rating))
+        cols.append(pl.lit(None, dtype=frame[spec.rating].dtype if spec.rating in frame.columns else pl.Float64).alias(spec.rating))
     if spec.label.column in frame.columns and spec.label.column != spec.rating:
         cols.append(pl.lit(None, dtype=frame[spec.label.column].dtype).alias(spec.label.column))
     return frame.with_columns(cols)
@@ -100,7 +101,7 @@ def sampled_pairs(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor, per_r
     from_rows = rows[cand["__from"].to_numpy()]
     follow = [item, *[c for c in item_columns if c in rows.columns and c != item]]
     out = anchor_rows.with_columns([from_rows[c].alias(c) for c in follow])
-    return _unlabel(spec, out)
+    return unlabel(spec, out)
 
 
 def unlabeled_rows(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor) -> pl.DataFrame:
@@ -118,7 +119,7 @@ def unlabeled_rows(spec: DataSpec, rows: pl.DataFrame, train: torch.Tensor) -> p
     for c in missing:  # columns the labeled rows carry and these do not (label, rating): null
         checked = checked.with_columns(pl.lit(None, dtype=rows[c].dtype).alias(c))
     checked = checked.select(rows.columns).sort([c for c in (spec.time, spec.user, spec.item) if c], maintain_order=True)
-    return _unlabel(spec, checked)
+    return unlabel(spec, checked)
 
 
 def with_contributes(rows: pl.DataFrame, transfer: Optional[pl.DataFrame]) -> pl.DataFrame:

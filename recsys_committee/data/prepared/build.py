@@ -47,6 +47,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_committee.data.features.transfer import unlabel
 from recsys_committee.data.features.featurize import (CONTRIBUTES, Vocabularies, featurize, history_columns, longest_history, past_stats_carried,
                                                       vocab_from_parts, vocab_parts)
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, _files, check_rows, side_tables
@@ -54,7 +55,7 @@ from recsys_committee.data.logs.schema import DataValidationError
 from recsys_committee.errors import ConfigError
 from recsys_committee.data.logs.spec import DataSpec
 from recsys_committee.data.prepared.sampled import stage_sampled
-from recsys_committee.data.prepared.partitions import (SPLIT_CODE, SPLITS, TRANSFER, BucketPieces, _write_atomic, bucket_of, split_boundaries,
+from recsys_committee.data.prepared.partitions import (SPLIT_CODE, SPLITS, TRANSFER, BucketPieces, write_atomic, bucket_of, split_boundaries,
                                                        split_expr)
 from recsys_committee.data.prepared.texts import PARTS, STAGE_DIR, LastItemTexts, finish_text, row_parts, text_columns
 from recsys_committee.files import atomic_path, file_sha256, write_json
@@ -153,9 +154,7 @@ def ingest_unlabeled(spec: DataSpec, out: Path, buckets: int, chunk_rows: int, f
     def unlabeled(chunk: pl.DataFrame, sides: dict) -> pl.DataFrame:
         chunk = chunk.with_columns((pl.col(ORDER_TIEBREAK) + first_id).alias(ORDER_TIEBREAK))
         rows = check_rows(chunk, source, sides, require_label=False)  # errors name this file
-        rows = _ids_typed_as(rows, spec, labeled, source.interactions)
-        outcome = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
-        return rows.with_columns(outcome + ([pl.lit(None, dtype=pl.Float64).alias(spec.rating)] if spec.rating else []))
+        return unlabel(spec, _ids_typed_as(rows, spec, labeled, source.interactions))
 
     return _ingest_chunks(spec, source, out, buckets, chunk_rows, "t", unlabeled, lambda total: log(f"prepare: staged {total:,} unlabeled rows (transfer)"))
 
@@ -165,8 +164,7 @@ def _ids_typed_as(rows: pl.DataFrame, spec: DataSpec, labeled: pl.Schema, where:
     reads ids "123" as numbers where the labeled parquet holds text; uncast, a user's rows would
     land in another bucket (an id's bucket is its number modulo B, or the crc32 of its text) and
     miss their own past."""
-    for key in ("columns.user", "columns.item"):
-        column = spec.user if key == "columns.user" else spec.item
+    for key, column in (("columns.user", spec.user), ("columns.item", spec.item)):
         if rows[column].dtype != labeled[column]:
             try:
                 rows = rows.with_columns(pl.col(column).cast(pl.String).cast(labeled[column]) if labeled[column] == pl.String or rows[column].dtype == pl.String
@@ -205,11 +203,11 @@ def _stage(spec: DataSpec, rows: pl.DataFrame, out: Path, buckets: int, name: st
     rows = rows.select(*_needed_columns(spec), *row_parts(spec, rows))  # the LM's text parts rendered here, where the sides are joined
     rows = rows.with_columns(bucket_of(rows[spec.user], buckets).alias("__ub"), bucket_of(rows[spec.item], buckets).alias("__ib"))
     for (ub,), part in rows.partition_by("__ub", as_dict=True).items():
-        _write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"{name}.parquet")
+        write_atomic(part.drop("__ub", "__ib"), out / "stage" / f"ub={ub:05d}" / f"{name}.parquet")
     narrow = rows.select(spec.user, spec.item, spec.time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK,
                          *([CONTRIBUTES] if spec.transfer else []), "__ub", "__ib")
     for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
-        _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"{name}.parquet")
+        write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"{name}.parquet")
 
 
 # --------------------------------------------------------------------------- 3. vocabularies
@@ -245,7 +243,7 @@ def item_bucket(spec: DataSpec, out: Path, ib: int, bounds: dict[str, Any], voca
         stats = stats.with_columns(rows[ORDER_TIEBREAK], rows[spec.time].alias("__time"), rows["__ub"])
         for (ub,), part in stats.partition_by("__ub", as_dict=True).items():
             # in time order, in small row groups: a user piece's time filter skips the rest of the file
-            _write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}-{number:05d}.parquet", ITEM_STATS_ROW_GROUP)
+            write_atomic(part.drop("__ub"), out / "istats" / f"ub={ub:05d}" / f"ib-{ib:05d}-{number:05d}.parquet", ITEM_STATS_ROW_GROUP)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
@@ -441,11 +439,11 @@ def prepare(spec: DataSpec, out: Path, options: PrepareOptions = PrepareOptions(
         write_json(vocab_file, fit_vocab_out_of_core(spec, out, bounds).as_dict())
     vocab = Vocabularies(**json.loads(vocab_file.read_text()))
     log(f"prepare: {bounds['rows']:,} rows, {buckets} bucket(s), vocabularies fitted")
-    if "sampled" in spec.transfer:  # staged before the statistics: they are featurised like the logged rows
-        stage_sampled(spec, out, buckets, bounds, int(plan["source_rows"]) + unlabeled, options, _run_many, log)
+    first_sampled = int(plan["source_rows"]) + unlabeled if "sampled" in spec.transfer else None  # the sampled pairs' ids start there
+    if first_sampled is not None:  # staged before the statistics: they are featurised like the logged rows
+        stage_sampled(spec, out, buckets, bounds, first_sampled, options, _run_many, log)
     if "item_stats" in spec.derived:
         _run_many(item_bucket, [(spec, out, ib, bounds, vocab, options.piece_rows) for ib in range(buckets)], options.num_workers)
-    first_sampled = int(plan["source_rows"]) + unlabeled if "sampled" in spec.transfer else None  # the sampled pairs' ids start there
     records = _run_many(user_bucket, [(spec, out, ub, bounds, vocab, options.row_group_rows, options.piece_rows, first_sampled) for ub in range(buckets)],
                         options.num_workers)
     manifest = _manifest(spec, plan, bounds, vocab, records)

@@ -26,7 +26,7 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2, "transfer": 3}
 TRANSFER = "transfer"  # the shards of the spec's transfer rows (rows without a label, for distillation)
 
 
-def _write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Optional[int] = None) -> None:
+def write_atomic(frame: pl.DataFrame | pa.Table, path: Path, row_group_rows: Optional[int] = None) -> None:
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_rows)
@@ -41,7 +41,7 @@ def bucket_of(series: pl.Series, buckets: int) -> pl.Series:
 
 
 # --------------------------------------------------------------------------- split
-def _kth_time(lf: pl.LazyFrame, t: str, k: int) -> int:
+def kth_time(lf: pl.LazyFrame, t: str, k: int) -> int:
     """The time of the row at position k (0-based) in time order, by narrowing a histogram of
     the time column (each pass is a streaming count; no sort of the whole column)."""
     lo, hi = (int(v) for v in lf.select(pl.col(t).min().alias("lo"), pl.col(t).max().alias("hi")).collect().row(0))
@@ -64,7 +64,7 @@ def _kth_time(lf: pl.LazyFrame, t: str, k: int) -> int:
 def kth_key(lf: pl.LazyFrame, spec: DataSpec, k: int) -> dict[str, Any]:
     """The (time, user, item, source row) key of the row at position k of the global order."""
     t = spec.time
-    when = _kth_time(lf, t, k)
+    when = kth_time(lf, t, k)
     before = int(lf.filter(pl.col(t) < when).select(pl.len()).collect().item())
     ties = lf.filter(pl.col(t) == when).select(spec.user, spec.item, ORDER_TIEBREAK).collect().sort(sort_order(spec)[1:])
     row = ties.row(k - before, named=True)
@@ -95,7 +95,8 @@ def split_boundaries(spec: DataSpec, stage: pl.LazyFrame, total: int) -> dict[st
 
 
 def split_expr(spec: DataSpec, bounds: dict[str, Any]) -> pl.Expr:
-    """0 train, 1 val, 2 test, -1 beyond ``max_rows``."""
+    """0 train, 1 val, 2 test, 3 a transfer row of the train period, -1 beyond ``max_rows`` (or a
+    transfer row after the train period)."""
     if bounds["kind"] == "temporal":
         code = pl.when(_before(spec, bounds["val_from"])).then(0).when(_before(spec, bounds["test_from"])).then(1).otherwise(2)
     else:  # random: a seeded hash of the source row (not the in-memory path's randperm draw)

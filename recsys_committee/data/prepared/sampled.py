@@ -33,10 +33,10 @@ import numpy as np
 import polars as pl
 
 from recsys_committee.data.features.featurize import CONTRIBUTES
-from recsys_committee.data.features.transfer import OVERSAMPLE
+from recsys_committee.data.features.transfer import OVERSAMPLE, unlabel
 from recsys_committee.data.logs.reader import ORDER_TIEBREAK, side_tables, sort_order
 from recsys_committee.data.logs.spec import DataSpec
-from recsys_committee.data.prepared.partitions import SPLIT_CODE, BucketPieces, _kth_time, _write_atomic, bucket_of, split_expr
+from recsys_committee.data.prepared.partitions import SPLIT_CODE, BucketPieces, kth_time, write_atomic, bucket_of, split_expr
 from recsys_committee.data.prepared.texts import PARTS
 from recsys_committee.files import write_json
 
@@ -57,7 +57,7 @@ def build_pool(spec: DataSpec, out: Path, bounds: dict[str, Any], bin_rows: int)
         return json.loads(marker.read_text())
     train = _train_rows(spec, out, bounds)
     n = int(train.select(pl.len()).collect().item())
-    cuts = sorted({_kth_time(train, spec.time, k) for k in range(bin_rows, n, bin_rows)})
+    cuts = sorted({kth_time(train, spec.time, k) for k in range(bin_rows, n, bin_rows)})
     edges = [None, *cuts, None]
     bins, start = [], 0
     for number, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
@@ -68,7 +68,7 @@ def build_pool(spec: DataSpec, out: Path, bounds: dict[str, Any], bin_rows: int)
             rows = rows.filter(pl.col(spec.time) < hi)
         rows = rows.select(spec.time, spec.user, spec.item, ORDER_TIEBREAK).collect().sort(sort_order(spec), maintain_order=True)
         file = f"bin-{number:05d}.parquet"
-        _write_atomic(rows.select(pl.col(spec.time).alias("time"), pl.col(spec.item).alias("item")), out / POOL_DIR / file)
+        write_atomic(rows.select(pl.col(spec.time).alias("time"), pl.col(spec.item).alias("item")), out / POOL_DIR / file)
         bins.append({"file": file, "rows": rows.height, "start": start, "from": None if lo is None else int(lo)})
         start += rows.height
     pool = {"rows": n, "bins": bins}
@@ -117,7 +117,7 @@ class PoolReader:
 
 
 def sample_bucket(spec: DataSpec, out: Path, ub: int, buckets: int, bounds: dict[str, Any], pool: dict[str, Any], first_id: int,
-                  piece_rows: int = 100_000) -> int:
+                  item_side: pl.DataFrame | None, piece_rows: int = 100_000) -> int:
     """Draw, featurise-ready, and stage the sampled pairs of user bucket ``ub`` (``s-*`` files in
     its stage and, narrow, in the drawn items' item buckets); returns how many."""
     marker = out / "stage" / "_done" / f"s-{ub:05d}.json"
@@ -138,7 +138,6 @@ def sample_bucket(spec: DataSpec, out: Path, ub: int, buckets: int, bounds: dict
     # each (user, item)'s first rated second, over the bucket's labeled rows (all of its users' rows)
     first = labeled.group_by([user, item]).agg(pl.col(time).min().alias("__first")).collect()
     columns = pl.read_parquet_schema(files[0])
-    item_side = _item_side(spec, columns, first[item].dtype)
     reader = PoolReader(out, pool)
     rng = np.random.default_rng((seed, ub))
     draws = per_row * OVERSAMPLE
@@ -167,16 +166,16 @@ def sample_bucket(spec: DataSpec, out: Path, ub: int, buckets: int, bounds: dict
         pairs = anchors[cand["__anchor"].to_numpy()].with_columns(cand["__i"].alias(item))
         if item_side is not None:  # the drawn item's side-table columns replace the anchor item's
             pairs = pairs.drop([c for c in item_side.columns if c != item]).join(item_side, on=item, how="left", maintain_order="left")
-        pairs = pairs.with_columns((first_id + pl.col(ORDER_TIEBREAK) * per_row + cand["__j"]).alias(ORDER_TIEBREAK), *_unlabeled(spec, pairs))
+        pairs = unlabel(spec, pairs.with_columns((first_id + pl.col(ORDER_TIEBREAK) * per_row + cand["__j"]).alias(ORDER_TIEBREAK)))
         # the staged rows' columns; no LM text parts (the anchor's would name another item; the LM
         # teacher reads labeled rows only)
         pairs = pairs.select([pl.col(c).cast(dtype) if c in pairs.columns and c not in PARTS.values() else pl.lit(None, dtype=dtype).alias(c)
                               for c, dtype in columns.items()])
-        _write_atomic(pairs, out / "stage" / f"ub={ub:05d}" / f"s-{number:05d}.parquet")
+        write_atomic(pairs, out / "stage" / f"ub={ub:05d}" / f"s-{number:05d}.parquet")
         narrow = pairs.select(user, item, time, "__label", *([spec.rating] if spec.rating else []), ORDER_TIEBREAK, CONTRIBUTES)
         narrow = narrow.with_columns(pl.lit(ub, dtype=pl.Int32).alias("__ub"), bucket_of(narrow[item], buckets).alias("__ib"))
         for (ib,), part in narrow.partition_by("__ib", as_dict=True).items():
-            _write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"s-{ub:05d}-{number:05d}.parquet")
+            write_atomic(part.drop("__ib"), out / "istage" / f"ib={ib:05d}" / f"s-{ub:05d}-{number:05d}.parquet")
         total += pairs.height
     write_json(marker, {"rows": total})
     return total
@@ -194,19 +193,13 @@ def _item_side(spec: DataSpec, columns: pl.Schema, key_dtype: pl.DataType) -> pl
     return table.select(keep).with_columns(pl.col(key).cast(key_dtype))
 
 
-def _unlabeled(spec: DataSpec, rows: pl.DataFrame) -> list[pl.Expr]:
-    """No outcome on a transfer row: label NaN, rating null; nobody's past."""
-    cols = [pl.lit(float("nan"), dtype=pl.Float32).alias("__label"), pl.lit(False).alias(CONTRIBUTES)]
-    if spec.rating and spec.rating in rows.columns:
-        cols.append(pl.lit(None, dtype=rows[spec.rating].dtype).alias(spec.rating))
-    return cols
-
-
 def stage_sampled(spec: DataSpec, out: Path, buckets: int, bounds: dict[str, Any], first_id: int, options: Any,
                   run_many: Callable[..., list[Any]], log: Callable[[str], None]) -> int:
     """The pool, then every user bucket's sampled pairs (Ray tasks with ``options.num_workers`` > 1)."""
     pool = build_pool(spec, out, bounds, options.pool_bin_rows)
-    counts = run_many(sample_bucket, [(spec, out, ub, buckets, bounds, pool, first_id, options.piece_rows) for ub in range(buckets)],
+    staged = pl.read_parquet_schema(next((out / "stage").glob("ub=*/c-*.parquet")))
+    item_side = _item_side(spec, staged, staged[spec.item])  # read once, not once per bucket
+    counts = run_many(sample_bucket, [(spec, out, ub, buckets, bounds, pool, first_id, item_side, options.piece_rows) for ub in range(buckets)],
                       options.num_workers)
     total = int(sum(counts))
     log(f"prepare: sampled {total:,} transfer pairs ({spec.transfer['sampled']['per_row']} per train row, popularity as of each row's time; "
