@@ -7,9 +7,9 @@ updates within that first epoch is. This measures what the shipped batch size (5
 the table for each model, and whether a teacher trained with more steps gives distillation more
 to transfer (the share of the teacher-student gap logit KD recovers at each batch size).
 
-Reproduce (each run through the CLI as a user would, 2 at a time on 2 cores, ~45 minutes):
-    .venv/bin/python benchmarks/batch_size.py --batch-sizes 512 128 64 --seeds 0 1
-    .venv/bin/python benchmarks/batch_size.py --data configs/data/ml-100k-interactions.yaml --seeds 0
+Reproduce (each run through the CLI as a user would, 2 at a time; ~25 minutes per spec on 2 cores):
+    .venv/bin/python benchmarks/batch_size.py --batch-sizes 512 128 64 --seeds 0 1 2
+    .venv/bin/python benchmarks/batch_size.py --data configs/data/ml-100k-interactions.yaml --batch-sizes 512 128 64 --seeds 0 1 2
 Runs land in ``--out`` (finished ones are read, not rerun); writes
 ``benchmarks/results/batch_size_<spec>.json`` and ``batch_size_<spec>.png``. Every run uses
 ``train.epochs=2 train.patience=1`` (the best epoch is the first one in every run recorded so
