@@ -22,7 +22,7 @@ from __future__ import annotations
 from sweep import Sweep, main
 
 USER_DROPOUT = Sweep(key="model.params.user_dropout", name="user_dropout", label="ud", values=(0.0, 0.5, 1.0), cast=float,
-                     student_only=True, axis="student user_dropout (share of training rows without their user id)")
+                     student_only=True, axis="student user_dropout (share of rows without the id)")
 
 if __name__ == "__main__":
     raise SystemExit(main(USER_DROPOUT, __doc__, "user_dropout.py"))
