@@ -26,7 +26,7 @@ from recsys_committee.data.model_input.batching import RecBatch
 from recsys_committee.models.embeddings import make_ec
 from recsys_committee.data.model_input.layout import FeatureLayout
 from recsys_committee.models.registry import padded, register_model, resolve_layout
-from recsys_committee.models.student import PooledEmbeddings
+from recsys_committee.models.student import USER_FEATURE, PooledEmbeddings, check_user_dropout, drop_users
 
 
 def expert_features(layout: FeatureLayout, who: str) -> list[str]:
@@ -38,9 +38,12 @@ def expert_features(layout: FeatureLayout, who: str) -> list[str]:
 
 
 class DLRMExpert(nn.Module):
-    def __init__(self, cardinalities: dict[str, int], num_dense: int, layout: FeatureLayout, embedding_dim: int, bottom: list[int], top: list[int], dropout: float):
+    def __init__(self, cardinalities: dict[str, int], num_dense: int, layout: FeatureLayout, embedding_dim: int, bottom: list[int], top: list[int], dropout: float,
+                 user_dropout: float = 0.0):
         super().__init__()
         features = expert_features(layout, "expert_dlrm")
+        self.user_dropout = check_user_dropout(user_dropout, "expert_dlrm")
+        self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
         self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
         self.bottom = MLP(max(num_dense, 1), list(bottom) + [embedding_dim])
         n_vectors = len(features) + 1
@@ -50,7 +53,7 @@ class DLRMExpert(nn.Module):
         self.head = nn.Linear(top[-1], 1)
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        sparse = self.embeddings(batch)  # [B, F, D]
+        sparse = drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training)  # [B, F, D]
         dense = self.bottom(batch.dense if batch.dense.shape[1] else batch.dense.new_zeros(batch.dense.shape[0], 1))  # [B, D]
         vectors = torch.cat([dense[:, None], sparse], dim=1)
         dots = torch.bmm(vectors, vectors.transpose(1, 2))[:, self._pairs[0], self._pairs[1]]
@@ -76,13 +79,15 @@ class TargetAttention(nn.Module):
 class DINDCNExpert(nn.Module):
     def __init__(
         self, cardinalities: dict[str, int], num_dense: int, layout: FeatureLayout, embedding_dim: int, max_history: int, cross_layers: int,
-        cross_rank: int, hidden: list[int], dropout: float
+        cross_rank: int, hidden: list[int], dropout: float, user_dropout: float = 0.0
     ):
         super().__init__()
         if len(layout.sequence) < 2:
             raise ConfigError("expert_din_dcn attends over the user's history: the data spec needs features.derived.history_long (and columns.time)")
         self.max_history = max_history
         features = expert_features(layout, "expert_din_dcn")
+        self.user_dropout = check_user_dropout(user_dropout, "expert_din_dcn")
+        self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
         self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
         self.sequence_features = list(layout.sequence)  # [candidate item, item history(, its ratings)]
         self.sequence = make_ec(self.sequence_features, cardinalities, embedding_dim, layout)
@@ -94,7 +99,7 @@ class DINDCNExpert(nn.Module):
         self.head = nn.Linear(hidden[-1], 1)
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        pooled = self.embeddings(batch)
+        pooled = drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training)
         item, history, *rating = self.sequence_features
         seq = self.sequence(batch.kjt(self.sequence_features))
         candidate = seq[item].values()  # one id per row
@@ -119,8 +124,9 @@ def expert_dlrm(
     bottom: list[int] = (128,),
     top: list[int] = (1024, 1024, 256),
     dropout: float = 0.0,
+    user_dropout: float = 0.0,
 ) -> DLRMExpert:
-    return DLRMExpert(cardinalities, num_dense, resolve_layout(data, layout), embedding_dim, list(bottom), list(top), dropout)
+    return DLRMExpert(cardinalities, num_dense, resolve_layout(data, layout), embedding_dim, list(bottom), list(top), dropout, user_dropout)
 
 
 @register_model("expert_din_dcn")
@@ -136,5 +142,7 @@ def expert_din_dcn(
     cross_rank: int = 128,
     hidden: list[int] = (1024, 512, 256),
     dropout: float = 0.0,
+    user_dropout: float = 0.0,
 ) -> DINDCNExpert:
-    return DINDCNExpert(cardinalities, num_dense, resolve_layout(data, layout), embedding_dim, max_history, cross_layers, cross_rank, list(hidden), dropout)
+    return DINDCNExpert(cardinalities, num_dense, resolve_layout(data, layout), embedding_dim, max_history, cross_layers, cross_rank, list(hidden), dropout,
+                        user_dropout)

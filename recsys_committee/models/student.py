@@ -80,6 +80,29 @@ USER_FEATURE = "user_id"  # featurize's name for the spec's user column, whateve
 UNTRAINED_STD = 0.05  # the scale every embedding row starts at (models/embeddings.py): what an unseen user's row holds
 
 
+def check_user_dropout(value: float, model: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{model} user_dropout must be in [0, 1], got {value}")
+    return float(value)
+
+
+def drop_users(pooled: torch.Tensor, user_index: int | None, rate: float, training: bool) -> torch.Tensor:
+    """Training only: each row's user-id embedding (``pooled[:, user_index]``), with probability
+    ``rate``, is replaced by a fresh draw at the scale of an untrained row.
+
+    Why: in a temporal split most evaluated rows come from users the model never trained on
+    (MovieLens-100K: 85% of validation and 86% of test rows): their id rows are still at their
+    random start. A model that leans on the id embedding of the users it trained on scores those
+    users worse than their history and statistics allow (and a student distilled through those
+    embeddings learns nothing it can use on a new user); trained on rows whose id looks
+    untrained, it learns to score from what a new user has. Evaluation and export never drop."""
+    if not training or rate == 0.0 or user_index is None:
+        return pooled
+    drop = torch.rand(pooled.shape[0], 1, device=pooled.device) < rate
+    user = torch.where(drop, torch.randn_like(pooled[:, user_index]) * UNTRAINED_STD, pooled[:, user_index])
+    return torch.cat([pooled[:, :user_index], user[:, None], pooled[:, user_index + 1:]], dim=1)
+
+
 class RecStudent(nn.Module):
     def __init__(
         self,
@@ -96,9 +119,7 @@ class RecStudent(nn.Module):
         user_dropout: float = 0.0,
     ):
         super().__init__()
-        if not 0.0 <= user_dropout <= 1.0:
-            raise ConfigError(f"student user_dropout must be in [0, 1], got {user_dropout}")
-        self.user_dropout = user_dropout
+        self.user_dropout = check_user_dropout(user_dropout, "student")
         self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
         self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
         self.bottom = DenseBottom(num_dense, list(dense_hidden), embedding_dim)
@@ -109,24 +130,8 @@ class RecStudent(nn.Module):
         self.head = nn.Linear(hidden[-1], 1)
         self.hidden_dim = hidden[-1]
 
-    def drop_users(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Training only: each row's user-id embedding, with probability ``user_dropout``, is
-        replaced by a fresh draw at the scale of an untrained row.
-
-        Why: in a temporal split most evaluated rows come from users the model never trained on
-        (MovieLens-100K: 85% of validation and 86% of test rows): their id rows are still at their
-        random start. A student that leans on the id embedding of the users it trained on scores
-        those users worse than their history and statistics allow; trained on rows whose id looks
-        untrained, it learns to score from what a new user has. Evaluation and export never drop (the module is in eval mode)."""
-        if not self.training or self.user_dropout == 0.0 or self.user_index is None:
-            return pooled
-        i = self.user_index
-        drop = torch.rand(pooled.shape[0], 1, device=pooled.device) < self.user_dropout
-        user = torch.where(drop, torch.randn_like(pooled[:, i]) * UNTRAINED_STD, pooled[:, i])
-        return torch.cat([pooled[:, :i], user[:, None], pooled[:, i + 1:]], dim=1)
-
     def forward(self, batch: RecBatch) -> StudentOutput:
-        h0 = torch.cat([self.drop_users(self.embeddings(batch)).flatten(1), self.bottom(batch.dense)], dim=1)
+        h0 = torch.cat([drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training).flatten(1), self.bottom(batch.dense)], dim=1)
         h = self.mlp(self.cross(h0))
         logits = self.head(self.dropout(h)).squeeze(-1)
         return StudentOutput(logits=logits, hidden=h, h0=h0)
@@ -153,7 +158,7 @@ def student(
     categorical and list columns of the spec; ``all``: also every longer history and the dense
     vector through a bottom MLP of widths ``dense_hidden``; ``features`` overrides the list).
     ``user_dropout``: the share of training rows whose user-id embedding looks untrained
-    (``RecStudent.drop_users``).
+    (``drop_users``).
     ``basic`` is the default so that model files written before ``inputs`` existed rebuild as
     they were trained; the shipped configs ask for ``all``."""
     resolved = resolve_layout(data, layout)

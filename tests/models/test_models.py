@@ -88,21 +88,22 @@ def test_spec_without_dense_columns_or_histories_trains(real_data_dir):
     assert student.embeddings.features == ["user_id", "item_id"]
 
 
-def test_user_dropout_hides_the_user_id_in_training_only(ml_slice):
-    """p = 1: a training forward cannot tell users apart by id (every row's user embedding is a
+@pytest.mark.parametrize("name", ["student", "expert_dlrm", "expert_din_dcn"])
+def test_user_dropout_hides_the_user_id_in_training_only(ml_slice, name):
+    """P = 1: a training forward cannot tell users apart by id (every row's user embedding is a
     fresh untrained-scale draw); in eval mode nothing is dropped and the id is read again."""
     torch.manual_seed(0)
-    student = build_model("student", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, inputs="all", user_dropout=1.0)
+    model = build_model(name, ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, user_dropout=1.0)
     batch = ml_slice.train.batch(torch.arange(32))
     other = ml_slice.train.batch(torch.arange(32))
     users = other.sparse["user_id"][0]
     other.sparse["user_id"] = ((users + 1) % ml_slice.cardinalities["user_id"], other.sparse["user_id"][1])
-    student.train()
+    model.train()
     torch.manual_seed(1)
-    a = student(batch).logits
+    a = model(batch).logits
     torch.manual_seed(1)
-    assert torch.allclose(a, student(other).logits)  # the id is not read
-    student.eval()
-    assert not torch.allclose(student(batch).logits, student(other).logits)  # eval reads it
+    assert torch.allclose(a, model(other).logits)  # the id is not read
+    model.eval()
+    assert not torch.allclose(model(batch).logits, model(other).logits)  # eval reads it
     with pytest.raises(Exception, match="user_dropout must be in"):
-        build_model("student", ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, user_dropout=1.5)
+        build_model(name, ml_slice.cardinalities, ml_slice.num_dense, data=ml_slice, user_dropout=1.5)
