@@ -6,7 +6,7 @@ Why: in a temporal split most rows a model is judged on come from users it never
 start. Distillation transfers the teacher's answers on the rows it is taught through whatever the
 student fits them with; a student that fits them with the id embeddings of the users it trained
 on learns nothing it can use on a new user. ``user_dropout`` hides the id from that share of the
-training rows (``recsys_committee/models/student.py``: ``drop_users``).
+training rows (``recsys_committee/models/student.py``: ``PooledEmbeddings``).
 
 Reproduce (the experts of the batch-size sweep at the shipped batch size, when they are there:
 ``benchmarks/batch_size.py``; without ``--expert-dir`` they are trained here; ~15 minutes per

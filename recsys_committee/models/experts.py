@@ -26,7 +26,7 @@ from recsys_committee.data.model_input.batching import RecBatch
 from recsys_committee.models.embeddings import make_ec
 from recsys_committee.data.model_input.layout import FeatureLayout
 from recsys_committee.models.registry import padded, register_model, resolve_layout
-from recsys_committee.models.student import USER_FEATURE, PooledEmbeddings, check_user_dropout, drop_users
+from recsys_committee.models.student import PooledEmbeddings
 
 
 def expert_features(layout: FeatureLayout, who: str) -> list[str]:
@@ -42,9 +42,7 @@ class DLRMExpert(nn.Module):
                  user_dropout: float = 0.0):
         super().__init__()
         features = expert_features(layout, "expert_dlrm")
-        self.user_dropout = check_user_dropout(user_dropout, "expert_dlrm")
-        self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
-        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
+        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout, user_dropout)
         self.bottom = MLP(max(num_dense, 1), list(bottom) + [embedding_dim])
         n_vectors = len(features) + 1
         self.register_buffer("_pairs", torch.triu_indices(n_vectors, n_vectors, offset=1), persistent=False)
@@ -53,7 +51,7 @@ class DLRMExpert(nn.Module):
         self.head = nn.Linear(top[-1], 1)
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        sparse = drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training)  # [B, F, D]
+        sparse = self.embeddings(batch)  # [B, F, D]
         dense = self.bottom(batch.dense if batch.dense.shape[1] else batch.dense.new_zeros(batch.dense.shape[0], 1))  # [B, D]
         vectors = torch.cat([dense[:, None], sparse], dim=1)
         dots = torch.bmm(vectors, vectors.transpose(1, 2))[:, self._pairs[0], self._pairs[1]]
@@ -86,9 +84,7 @@ class DINDCNExpert(nn.Module):
             raise ConfigError("expert_din_dcn attends over the user's history: the data spec needs features.derived.history_long (and columns.time)")
         self.max_history = max_history
         features = expert_features(layout, "expert_din_dcn")
-        self.user_dropout = check_user_dropout(user_dropout, "expert_din_dcn")
-        self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
-        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
+        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout, user_dropout)
         self.sequence_features = list(layout.sequence)  # [candidate item, item history(, its ratings)]
         self.sequence = make_ec(self.sequence_features, cardinalities, embedding_dim, layout)
         self.attention = TargetAttention(embedding_dim)
@@ -99,7 +95,7 @@ class DINDCNExpert(nn.Module):
         self.head = nn.Linear(hidden[-1], 1)
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        pooled = drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training)
+        pooled = self.embeddings(batch)
         item, history, *rating = self.sequence_features
         seq = self.sequence(batch.kjt(self.sequence_features))
         candidate = seq[item].values()  # one id per row

@@ -26,22 +26,46 @@ from torchrec.modules.mlp import MLP
 from recsys_committee.committee.types import StudentOutput
 from recsys_committee.errors import ConfigError
 from recsys_committee.data.model_input.batching import RecBatch
-from recsys_committee.models.embeddings import make_ebc
+from recsys_committee.models.embeddings import INIT_STD, make_ebc
 from recsys_committee.models.registry import register_model, resolve_layout
 from recsys_committee.data.model_input.layout import FeatureLayout
 
+USER_FEATURE = "user_id"  # featurize's name for the spec's user column, whatever the logs call it
+
+
 class PooledEmbeddings(nn.Module):
     """EBC over a fixed feature list -> [B, F, D], features in the order given (never the
-    order the EBC returns its keys in: a sharded EBC may reorder them)."""
+    order the EBC returns its keys in: a sharded EBC may reorder them).
 
-    def __init__(self, features: list[str], cardinalities: dict[str, int], dim: int, layout: FeatureLayout):
+    ``user_dropout`` (training only): each row's user-id embedding, with that probability, is
+    replaced by a fresh draw at the scale of an untrained row. Why: in a temporal split most
+    evaluated rows come from users the model never trained on (MovieLens-100K: 85% of validation
+    and 86% of test rows), whose id rows are still at their random start. A model that leans on
+    the id embeddings of the users it trained on scores those users worse than their history and
+    statistics allow (and a student distilled through those embeddings learns nothing it can use
+    on a new user); trained on rows whose id looks untrained, it learns to score from what a new
+    user has. Evaluation and export never drop. Here, not in each model: every recommendation
+    model reads its pooled features through this module."""
+
+    def __init__(self, features: list[str], cardinalities: dict[str, int], dim: int, layout: FeatureLayout, user_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= user_dropout <= 1.0:
+            raise ConfigError(f"user_dropout must be in [0, 1], got {user_dropout}")
         self.features = list(features)
         self.ebc = make_ebc(self.features, cardinalities, dim, layout)
+        self.user_dropout = float(user_dropout)
+        self.user_index = self.features.index(USER_FEATURE) if USER_FEATURE in self.features else None
 
     def forward(self, batch: RecBatch) -> torch.Tensor:
         pooled = self.ebc(batch.kjt(self.features)).to_dict()
-        return torch.stack([pooled[f] for f in self.features], dim=1)
+        stacked = torch.stack([pooled[f] for f in self.features], dim=1)
+        if not self.training or self.user_dropout == 0.0 or self.user_index is None:
+            return stacked
+        i = self.user_index
+        drop = torch.rand(stacked.shape[0], 1, device=stacked.device) < self.user_dropout
+        out = stacked.clone()
+        out[:, i] = torch.where(drop, torch.randn_like(stacked[:, i]) * INIT_STD, stacked[:, i])
+        return out
 
 
 STUDENT_INPUTS = ("basic", "all")
@@ -76,33 +100,6 @@ class DenseBottom(nn.Module):
         return self.mlp(dense)
 
 
-USER_FEATURE = "user_id"  # featurize's name for the spec's user column, whatever the logs call it
-UNTRAINED_STD = 0.05  # the scale every embedding row starts at (models/embeddings.py): what an unseen user's row holds
-
-
-def check_user_dropout(value: float, model: str) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{model} user_dropout must be in [0, 1], got {value}")
-    return float(value)
-
-
-def drop_users(pooled: torch.Tensor, user_index: int | None, rate: float, training: bool) -> torch.Tensor:
-    """Training only: each row's user-id embedding (``pooled[:, user_index]``), with probability
-    ``rate``, is replaced by a fresh draw at the scale of an untrained row.
-
-    Why: in a temporal split most evaluated rows come from users the model never trained on
-    (MovieLens-100K: 85% of validation and 86% of test rows): their id rows are still at their
-    random start. A model that leans on the id embedding of the users it trained on scores those
-    users worse than their history and statistics allow (and a student distilled through those
-    embeddings learns nothing it can use on a new user); trained on rows whose id looks
-    untrained, it learns to score from what a new user has. Evaluation and export never drop."""
-    if not training or rate == 0.0 or user_index is None:
-        return pooled
-    drop = torch.rand(pooled.shape[0], 1, device=pooled.device) < rate
-    user = torch.where(drop, torch.randn_like(pooled[:, user_index]) * UNTRAINED_STD, pooled[:, user_index])
-    return torch.cat([pooled[:, :user_index], user[:, None], pooled[:, user_index + 1:]], dim=1)
-
-
 class RecStudent(nn.Module):
     def __init__(
         self,
@@ -119,9 +116,7 @@ class RecStudent(nn.Module):
         user_dropout: float = 0.0,
     ):
         super().__init__()
-        self.user_dropout = check_user_dropout(user_dropout, "student")
-        self.user_index = features.index(USER_FEATURE) if USER_FEATURE in features else None
-        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout)
+        self.embeddings = PooledEmbeddings(features, cardinalities, embedding_dim, layout, user_dropout)
         self.bottom = DenseBottom(num_dense, list(dense_hidden), embedding_dim)
         in_dim = len(features) * embedding_dim + self.bottom.out_dim
         self.cross = LowRankCrossNet(in_dim, cross_layers, cross_rank) if cross_layers else nn.Identity()
@@ -131,7 +126,7 @@ class RecStudent(nn.Module):
         self.hidden_dim = hidden[-1]
 
     def forward(self, batch: RecBatch) -> StudentOutput:
-        h0 = torch.cat([drop_users(self.embeddings(batch), self.user_index, self.user_dropout, self.training).flatten(1), self.bottom(batch.dense)], dim=1)
+        h0 = torch.cat([self.embeddings(batch).flatten(1), self.bottom(batch.dense)], dim=1)
         h = self.mlp(self.cross(h0))
         logits = self.head(self.dropout(h)).squeeze(-1)
         return StudentOutput(logits=logits, hidden=h, h0=h0)
@@ -158,7 +153,7 @@ def student(
     categorical and list columns of the spec; ``all``: also every longer history and the dense
     vector through a bottom MLP of widths ``dense_hidden``; ``features`` overrides the list).
     ``user_dropout``: the share of training rows whose user-id embedding looks untrained
-    (``drop_users``).
+    (``PooledEmbeddings``).
     ``basic`` is the default so that model files written before ``inputs`` existed rebuild as
     they were trained; the shipped configs ask for ``all``."""
     resolved = resolve_layout(data, layout)
