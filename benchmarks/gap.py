@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provenance import provenance  # noqa: E402
-from report import mean_std, paired_bootstrap, plot_val_curves, reusable_metrics  # noqa: E402
+from report import gap, mean_std, paired_bootstrap, plot_val_curves, reusable_metrics  # noqa: E402
 
 from recsys_committee.metrics.binary import auc  # noqa: E402
 from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_distill, run_train  # noqa: E402
@@ -131,14 +131,6 @@ def summary(runs: list[dict[str, Any]], metric: str = "auc") -> dict[str, Any]:
         "transfer_rows_per_labeled_row": t.get("per_labeled_row", 0.0),
         "student_params": runs[0].get("student_params") or runs[0].get("params"),
     }
-
-
-def gap(method: float, base: float, base_std: float, reference: Optional[float], name: str) -> tuple[Optional[float], Optional[str]]:
-    if reference is None:
-        return None, f"no {name} reference"
-    if reference - base < 2 * base_std:
-        return None, f"the {name} ({reference:.4f}) is less than 2 no-KD seed stds ({base_std:.4f}) above the no-KD mean ({base:.4f})"
-    return (method - base) / (reference - base), None
 
 
 def same_inputs(bench: Bench) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -74,6 +74,16 @@ def reusable_metrics(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
 def mean_std(values: Sequence[float]) -> list[float]:
     values = list(values)
     return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def gap(method: float, base: float, base_std: float, reference: Optional[float], name: str) -> tuple[Optional[float], Optional[str]]:
+    """The share of the no-KD -> reference gap a method recovers, or None with why: no reference,
+    or one less than 2 no-KD seed stds above the no-KD mean (a share of noise is no figure)."""
+    if reference is None:
+        return None, f"no {name} reference"
+    if reference - base < 2 * base_std:
+        return None, f"the {name} ({reference:.4f}) is less than 2 no-KD seed stds ({base_std:.4f}) above the no-KD mean ({base:.4f})"
+    return (method - base) / (reference - base), None
 
 
 def paired_gaps(per_seed: dict[str, list[float]], references: dict[str, float], base_mean: float) -> dict[str, dict[str, Any]]:

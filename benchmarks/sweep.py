@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provenance import provenance  # noqa: E402
-from report import _plt, mean_std  # noqa: E402
+from report import _plt, gap, mean_std  # noqa: E402
 
 CLI = str(ROOT / ".venv" / "bin" / "recsys-committee")
 SCHEDULE = ["train.epochs=2", "train.patience=1", "train.progress=false"]
@@ -100,7 +100,9 @@ def summarise(runs: dict[tuple[str, Any], list[dict[str, Any]]], values: list[An
                             "seconds_per_epoch": statistics.mean(statistics.mean(h["seconds"] for h in m["history"]) for m in found)}
         if all(m in entry for m in MODELS):
             teacher, base, kd = (entry[m]["test_mean"] for m in MODELS)
-            entry["kd_gap_recovered"] = (kd - base) / (teacher - base) if teacher - base > 2 * entry["no_kd"]["test_std"] and teacher > base else None
+            entry["kd_gap_recovered"], why = gap(kd, base, entry["no_kd"]["test_std"], teacher, "expert")
+            if why:
+                entry["kd_gap_why"] = why
             entry["teacher_minus_no_kd_test"] = teacher - base
         table[slug(value)] = entry
     return table
