@@ -256,6 +256,8 @@ class Committee(nn.Module):
                 run_idx = idx if n_run == n else torch.cat([idx, idx.new_zeros(n_run - n)])
                 sub = batch if n_run == b else batch.subset(run_idx.to(labels.device))
                 tout = teacher.run(sub)
+                if not teacher.logit_target:  # its features teach; its logits are no target
+                    tout = TeacherOutput(features=tout.features, logits=None, mask=tout.mask)
                 if n == 0:
                     continue
                 if n_run > n:  # drop the padding's outputs (and rows, for reenter)
@@ -448,6 +450,8 @@ def _choose_teachers(spec: MethodSpec, cfg: CommitteeConfig, teachers: Sequence[
 
 def _probe_teacher(teacher: TeacherAdapter, rows: Batch, logit_shape: tuple[int, ...]) -> None:
     out = teacher.probe(rows)
+    if not teacher.logit_target:  # read as a teacher without a task head (KD, avg_kd, camkd skip it)
+        teacher.has_logits = False
     n = len(rows)
     if out.logits is not None and out.logits.numel() != n * math.prod(logit_shape):
         raise CommitteeConfigError(

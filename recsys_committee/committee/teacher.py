@@ -60,6 +60,9 @@ class TeacherAdapter(nn.Module, metaclass=abc.ABCMeta):
         self.name = name
         self.tap = tap
         self.always_on = always_on
+        # False: the teacher's logits are no KD target (a teacher below the student on
+        # validation only pulls it down through them); it still teaches through its features
+        self.logit_target = True
         model.requires_grad_(False)
         model.eval()
         if tap is not None:

@@ -125,8 +125,12 @@ def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teacher
             raise ConfigError(f"teachers[{i}] needs 'name' and 'kind' (a registered teacher), got {sorted(spec)}")
         kind = spec.pop("kind")
         TEACHERS.get(kind)  # an unknown kind fails with the close matches
+        logit_target = spec.pop("logit_target", True)  # every kind takes it: the committee reads it
+        if not isinstance(logit_target, bool):
+            raise ConfigError(f"teachers[{i}] ('{spec['name']}'): logit_target must be true or false, got {logit_target!r}")
         try:
             teachers.append(build_teacher(kind, context=context, **spec))
+            teachers[-1].logit_target = logit_target
         except TapPathError as exc:  # the tap names a module this model does not have: say whose and which file
             where = f" from {spec['checkpoint']}" if "checkpoint" in spec else ""
             raise TapPathError(f"teacher '{spec['name']}' (kind '{kind}'{where}): {exc}") from exc

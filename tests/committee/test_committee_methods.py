@@ -74,3 +74,30 @@ def test_weight_zero_turns_a_loss_off_but_gate_keeps_its_target():
     out = committee(batch, 0)
     assert "align" not in out.terms and "answer" in out.terms and committee.weights["answer"] == 0.0
     assert "gate" in out.terms
+
+
+@pytest.mark.parametrize("logit_target", [True, False])
+def test_a_teacher_that_is_no_logit_target_still_answers(logit_target):
+    """logit_target: false drops a teacher's logits from KD (its head changed: the KD term does
+    not), while its features still reach the QA module (answer and align run for it)."""
+    torch.manual_seed(0)
+    batch = make_batch(n=12, d_in=6)
+    a, b = MLPTeacher(6, name="a"), MLPTeacher(6, name="b")
+    b.logit_target = logit_target
+    committee = Committee.build(ToyStudent(6), [a, b], batch, CommitteeConfig(gate="dense"))
+    assert [i.has_logits for i in committee.infos] == [True, logit_target]
+    before = committee(batch, 0).terms
+    with torch.no_grad():
+        b.model[4].weight.mul_(-3.0)  # b's head only: its tapped features (after the ReLU) are unchanged
+    after = committee(batch, 0).terms
+    assert torch.equal(before["kd"], after["kd"]) is (not logit_target)
+    torch.testing.assert_close(before["align"], after["align"])
+    assert float(after["answer"].detach()) > 0
+
+
+def test_multi_teacher_kd_leaves_out_a_teacher_that_is_no_logit_target():
+    batch = make_batch(n=10, d_in=6)
+    a, b = MLPTeacher(6, name="a"), MLPTeacher(6, name="b")
+    b.logit_target = False
+    committee = Committee.build(ToyStudent(6), [a, b], batch, CommitteeConfig(method="avg_kd"))
+    assert [t.name for t in committee.teachers] == ["a"]

@@ -100,6 +100,21 @@ def test_build_teachers_hands_every_builder_the_run_context():
     assert [(t.context.data, t.context.progress) for t in quiet + default] == [("rows", False), (None, True)]
 
 
+def test_build_teachers_reads_logit_target_for_every_kind():
+    """``logit_target`` is the committee's option, not a builder's: every kind takes it, and a
+    value that is not a boolean is one clear config error naming the teacher."""
+    from recsys_committee.committee.teacher import TEACHERS, register_teacher
+    from recsys_committee.errors import ConfigError
+
+    if "logit_target_probe_teacher" not in TEACHERS:
+        register_teacher("logit_target_probe_teacher")(lambda *, name, context: SimpleNamespace(name=name, logit_target=True))
+    [kept, dropped] = build_teachers([{"name": "kept", "kind": "logit_target_probe_teacher"},
+                                      {"name": "dropped", "kind": "logit_target_probe_teacher", "logit_target": False}])
+    assert (kept.logit_target, dropped.logit_target) == (True, False)
+    with pytest.raises(ConfigError, match="teachers\\[0\\] \\('x'\\): logit_target must be true or false, got 'no'"):
+        build_teachers([{"name": "x", "kind": "logit_target_probe_teacher", "logit_target": "no"}])
+
+
 def test_single_teacher_baseline_names_missing_teacher(ml_slice, teacher_dir, tmp_path):
     cfg = _distill_cfg("logit_kd_dlrm.yaml", teacher_dir, "committee.teacher=dlmr")
     with pytest.raises((CommitteeConfigError, UnknownNameError), match="dlmr"):
