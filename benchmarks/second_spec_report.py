@@ -1,7 +1,7 @@
 """Summarise ``benchmarks/second_spec.sh``'s runs: the share of the no-KD -> best-expert gap
 (best expert chosen on validation) the distilled student recovers, over the seeds run.
 
-Reproduce:  bash benchmarks/second_spec.sh runs/second_spec configs/data/ml-100k-interactions.yaml optim.fused_adamw=false
+Reproduce:  bash benchmarks/second_spec.sh runs/second_spec configs/data/ml-100k-interactions.yaml
             .venv/bin/python benchmarks/second_spec_report.py
 Writes benchmarks/results/gap_second_spec.json.
 """
@@ -39,7 +39,7 @@ def main() -> int:
         s["gap_vs_best_expert"] = (s["test_mean"] - base) / (ref - base) if ref > base else None
     result = {"spec": json.loads((out / "teachers" / best / "data_spec.json").read_text()).get("path"),
               "experts": {n: {"val": e["val"]["auc"], "test": e["test"]["auc"], "params": e["params"]} for n, e in experts.items()},
-              "best_expert": best, "methods": stats, "command": "bash benchmarks/second_spec.sh runs/second_spec configs/data/ml-100k-interactions.yaml optim.fused_adamw=false && python benchmarks/second_spec_report.py"}
+              "best_expert": best, "methods": stats, "command": "bash benchmarks/second_spec.sh runs/second_spec configs/data/ml-100k-interactions.yaml && python benchmarks/second_spec_report.py"}
     Path(args.results).mkdir(parents=True, exist_ok=True)
     result["provenance"] = provenance(sorted(m.parent for m in out.rglob("metrics.json")))
     (Path(args.results) / "gap_second_spec.json").write_text(json.dumps(result, indent=2))
