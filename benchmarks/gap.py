@@ -65,7 +65,9 @@ from recsys_committee.train.config import load_config  # noqa: E402
 EXPERTS = {"dlrm": "expert_dlrm", "din_dcn": "expert_din_dcn"}
 BASELINES = ["logit_kd_dlrm", "logit_kd_din_dcn", "feature_kd_dlrm", "feature_kd_din_dcn", "avg_kd", "camkd"]
 SHIPPED = "diverse_distill"
-BASIC_INPUTS = ["model.params.inputs=basic", "model.params.hidden=[864, 256]", "model.params.dense_hidden=[]"]  # the student before it read every input
+# the student before it read every input (ids, short history, categorical features; no user_dropout,
+# which came later and, with no history or statistics to fall back on, only costs this student)
+BASIC_INPUTS = ["model.params.inputs=basic", "model.params.hidden=[864, 256]", "model.params.dense_hidden=[]", "model.params.user_dropout=0"]
 CONFIGS = ROOT / "configs" / "rec"
 
 
