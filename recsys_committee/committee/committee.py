@@ -450,8 +450,6 @@ def _choose_teachers(spec: MethodSpec, cfg: CommitteeConfig, teachers: Sequence[
 
 def _probe_teacher(teacher: TeacherAdapter, rows: Batch, logit_shape: tuple[int, ...]) -> None:
     out = teacher.probe(rows)
-    if not teacher.logit_target:  # read as a teacher without a task head (KD, avg_kd, camkd skip it)
-        teacher.has_logits = False
     n = len(rows)
     if out.logits is not None and out.logits.numel() != n * math.prod(logit_shape):
         raise CommitteeConfigError(

@@ -121,7 +121,7 @@ class TeacherAdapter(nn.Module, metaclass=abc.ABCMeta):
         out = self.run(batch)
         self.feature_dim = int(out.features.shape[-1])
         self.feature_kind = "tokens" if out.features.dim() == 3 else "vector"
-        self.has_logits = out.logits is not None
+        self.has_logits = out.logits is not None and self.logit_target  # no target: read as headless (KD, avg_kd, camkd skip it)
         return out
 
     def extra_repr(self) -> str:
