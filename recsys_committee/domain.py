@@ -33,10 +33,13 @@ class Domain(abc.ABC):
     student_file: str = STUDENT_FILE
 
     @abc.abstractmethod
-    def load_data(self, cfg: Any) -> Any:
+    def load_data(self, cfg: Any, transfer: bool = True) -> Any:
         """The run's data: an object with ``train``/``val``/``test`` splits whose ``train`` has
         ``num_batches(batch_size, rows=...)`` and ``batches(...)`` (see ``train/loop.py``). A
-        config this domain cannot run is refused here, before anything is written."""
+        config this domain cannot run is refused here, before anything is written.
+        ``transfer=False``: the run never reads the rows without a label (a plain ``train``, a
+        distillation without them), so the domain need not build them (on MovieLens-100K
+        featurising 2 sampled pairs per train row costs more than the labeled rows do)."""
 
     @abc.abstractmethod
     def build_model(self, cfg: Any, data: Any) -> nn.Module:

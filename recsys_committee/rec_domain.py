@@ -85,10 +85,11 @@ def prepared_transfer(data: Any, per_row: Optional[int]) -> Any:
     return data
 
 
-def load_data(cfg: DataConfig) -> RecData:
+def load_data(cfg: DataConfig, transfer: bool = True) -> RecData:
     """The run's data: a prepared dataset folder (``--data DATASET_DIR``, told apart by its
     manifest) is streamed, or with ``data.sample_rows`` a seeded sample of it is held in memory;
-    a data spec is read and featurised in memory."""
+    a data spec is read and featurised in memory. ``transfer=False`` leaves out the spec's
+    transfer rows (the labeled rows' features do not depend on them)."""
     if cfg.spec is not None and Path(cfg.spec).is_dir():
         from recsys_committee.data.prepared.stream import open_prepared
 
@@ -96,10 +97,11 @@ def load_data(cfg: DataConfig) -> RecData:
             from recsys_committee.data.prepared.sample import sample_prepared
 
             return sample_prepared(open_prepared(cfg.spec), cfg.sample_rows, cfg.sample_seed)
-        return prepared_transfer(open_prepared(cfg.spec), cfg.transfer_per_row)
+        prepared = open_prepared(cfg.spec)
+        return prepared_transfer(prepared, cfg.transfer_per_row) if transfer else dataclasses.replace(prepared, transfer=None)
     if cfg.sample_rows is not None:
         raise ConfigError("data.sample_rows samples a prepared dataset: pass --data DATASET_DIR (recsys-committee prepare)")
-    return load_spec_data(data_spec(cfg))
+    return load_spec_data(data_spec(cfg), transfer=transfer)
 
 
 def predict(model: nn.Module, dataset: RecDataset, batch_size: int, ctx: Optional[DistContext] = None) -> torch.Tensor:
@@ -122,8 +124,8 @@ def split_metrics(probs: torch.Tensor, dataset: RecDataset, warm_users: Optional
 class RecDomain(Domain):
     metric = "auc"
 
-    def load_data(self, cfg: RunConfig) -> RecData:
-        return load_data(cfg.data)
+    def load_data(self, cfg: RunConfig, transfer: bool = True) -> RecData:
+        return load_data(cfg.data, transfer=transfer)
 
     def build_model(self, cfg: RunConfig, data: RecData) -> nn.Module:
         return build_model(cfg.model.name, data.cardinalities, data.num_dense, data=data, **cfg.model.params)

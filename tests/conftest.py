@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,10 @@ RAY_TEST_ENV = {
     "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR", "HF_HUB_OFFLINE": "1",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # no token auth on this throwaway loopback head: a token left in ~/.ray by any earlier Ray
+    # would otherwise switch it to token mode, and `ray job submit` (tests/train/test_ray_entry.py)
+    # would be refused
+    "RAY_AUTH_MODE": "disabled",
 }
 
 
@@ -127,6 +132,10 @@ def local_ray():
     with pytest.MonkeyPatch.context() as mp:
         for k, v in RAY_TEST_ENV.items():
             mp.setenv(k, v)
+        # the cluster's processes find this venv's console scripts, as a user's cluster finds the
+        # installed package's (`make test` does not activate the venv; `ray job submit` runs
+        # `recsys-committee` there)
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         ray.init(
             num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
             object_store_memory=256 * 1024**2, log_to_driver=False, runtime_env={"env_vars": RAY_TEST_ENV},

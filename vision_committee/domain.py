@@ -51,9 +51,10 @@ class VisionDomain(Domain):
         if cfg.dist.num_workers > 1 or cfg.dist.use_gpu:
             raise ConfigError("dist.*: vision runs are single-process (no sharded tables); multi-worker training is the recommendation side's")
 
-    def load_data(self, cfg: RunConfig) -> VisionData:
+    def load_data(self, cfg: RunConfig, transfer: bool = True) -> VisionData:
         self.check_config(cfg)
-        return load_fashion_mnist(cfg.data.root or DATA_ROOT, max_train_rows=cfg.data.max_rows, transfer_per_row=cfg.data.transfer_per_row or 0)
+        per_row = (cfg.data.transfer_per_row or 0) if transfer else 0  # the labeled split is the same either way
+        return load_fashion_mnist(cfg.data.root or DATA_ROOT, max_train_rows=cfg.data.max_rows, transfer_per_row=per_row)
 
     def build_model(self, cfg: RunConfig, data: Any = None) -> nn.Module:
         VISION_MODELS.get(cfg.model.name)  # unknown names fail with the close matches

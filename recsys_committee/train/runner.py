@@ -160,7 +160,7 @@ def run_train(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, launc
     """Train one model (a student, an expert, a teacher) with the domain's task loss."""
     launch = begin_run(domain, cfg, out, launch, overwrite)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
-    data = data if data is not None else domain.load_data(cfg)
+    data = data if data is not None else domain.load_data(cfg, transfer=False)  # a plain training run reads labeled rows only
     check_splits(data, cfg)
     model = domain.build_model(cfg, data)
     inputs_validated(domain, cfg, out, launch, overwrite, data)
@@ -191,7 +191,7 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     if cfg.train.hold_heap:
         hold_freed_heap()  # this process (each Ray worker calls it in its own)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
-    data = data if data is not None else domain.load_data(cfg)
+    data = data if data is not None else domain.load_data(cfg, transfer=ccfg.transfer and ccfg.method != "no_kd")
     check_splits(data, cfg)
     context = TeacherContext(data=data, progress=cfg.train.progress)
     teachers = build_teachers(cfg.teachers, cfg.teacher_dir, context) if ccfg.method != "no_kd" else []

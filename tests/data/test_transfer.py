@@ -60,6 +60,14 @@ def test_labeled_rows_unchanged_by_transfer_rows(sliced):
         assert torch.equal(o[: n + 1], offsets) and torch.equal(v[: int(offsets[-1])], values), name
 
 
+def test_data_loaded_without_its_transfer_rows_is_the_data_of_a_spec_without_them(sliced):
+    """``transfer=False`` (a run that never reads them) builds none; the spec keeps its section."""
+    root, _, plain = sliced
+    skipped = load_spec_data(_spec(root, {"sampled": {"per_row": 2, "seed": 3}}), transfer=False)
+    assert skipped.transfer is None and skipped.spec.transfer
+    assert skipped.table.frame.equals(plain.table.frame)
+
+
 def test_transfer_rows_are_past_only_unrated_pairs_of_the_train_period(sliced):
     _, data, plain = sliced
     frame = data.table.frame

@@ -119,3 +119,31 @@ def test_single_teacher_baseline_names_missing_teacher(ml_slice, teacher_dir, tm
     cfg = _distill_cfg("logit_kd_dlrm.yaml", teacher_dir, "committee.teacher=dlmr")
     with pytest.raises((CommitteeConfigError, UnknownNameError), match="dlmr"):
         run_distill(cfg, tmp_path, data=ml_slice)
+
+
+class _Loaded(Exception):
+    """Raised by the recording load_data: the run asked for its data, nothing more is needed."""
+
+
+@pytest.mark.parametrize("command, config, overrides, wanted", [
+    ("train", "student.yaml", [], False),
+    ("distill", "no_kd.yaml", [], False),
+    ("distill", "diverse_distill.yaml", ["committee.transfer=false"], False),
+    ("distill", "diverse_distill.yaml", [], True),
+])
+def test_transfer_rows_are_built_only_for_a_run_that_reads_them(command, config, overrides, wanted, monkeypatch, tmp_path):
+    """Featurising the sampled pairs costs more than the labeled rows on MovieLens-100K: a plain
+    training run, the no-KD student and a distillation without them must not ask for them."""
+    from recsys_committee.rec_domain import REC, run_train
+
+    asked = []
+
+    def load_data(self, cfg, transfer=True):
+        asked.append(transfer)
+        raise _Loaded
+
+    monkeypatch.setattr(type(REC), "load_data", load_data)
+    run = run_train if command == "train" else run_distill
+    with pytest.raises(_Loaded):
+        run(load_config(ROOT / "configs/rec" / config, ["train.progress=false", *overrides]), tmp_path / "out")
+    assert asked == [wanted]

@@ -54,13 +54,14 @@ class RecData(RunDataFacts):
 
 
 
-def load_spec_data(spec: DataSpec) -> RecData:
+def load_spec_data(spec: DataSpec, transfer: bool = True) -> RecData:
     """Read, join and check the spec's tables, build the features and split them; dense
-    features are standardised with the train split's mean and std."""
+    features are standardised with the train split's mean and std. ``transfer=False`` builds
+    no transfer rows (a run that never reads them; the labeled rows come out the same)."""
     rows = read_rows(spec)
     users, items = side_table(spec.users, spec), side_table(spec.items, spec)
     extend = None
-    if spec.transfer:
+    if spec.transfer and transfer:
         item_columns = list(items.columns) if items is not None else []
         extend = lambda labeled, split: with_contributes(labeled, transfer_rows(spec, labeled, split, item_columns))  # noqa: E731
     table, split, vocab = build_spec_features(spec, rows, extend)
