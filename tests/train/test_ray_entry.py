@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RAY_TEST_ENV  # the job's environment: the shared local Ray's
+from local_ray_env import RAY_TEST_ENV  # the job's environment: the shared local Ray's
 
 from recsys_committee.train.config import load_config
 from recsys_committee.metrics.binary import auc
