@@ -132,7 +132,9 @@ def _check_run_config(path: Path, domain: str) -> RunConfig:
     names = [t["name"] for t in cfg.teachers]
     assert len(set(names)) == len(names), (path, names)
     for spec in cfg.teachers:
-        kwargs = {k: v for k, v in spec.items() if k != "kind"}
+        # kind and logit_target are read by the runner for every kind (train/runner.py build_teachers)
+        kwargs = {k: v for k, v in spec.items() if k not in ("kind", "logit_target")}
+        assert isinstance(spec.get("logit_target", True), bool), (path, spec["name"])
         check_kwargs(TEACHERS.get(spec["kind"]), {**kwargs, "context": None}, where=f"{path}: teacher '{spec['name']}'")
 
     # a committee section parses (keys, types, ranges) and names a method, gate, losses and
