@@ -1,7 +1,7 @@
-"""Ray Train for real: TorchTrainer with two CPU workers (gloo on loopback), a worker killed
-mid-run and the run resumed from the last reported DCP checkpoint, on in-memory data through
-`ray job submit` to the tests' local Ray head, and on a prepared (streamed) dataset against the
-unbroken run."""
+"""Ray Train for real: TorchTrainer with two CPU workers (gloo on loopback). On a prepared
+(streamed) dataset a worker killed mid-run and the run resumed from the last reported DCP
+checkpoint, against the unbroken run; on in-memory data, `ray job submit` to the tests' local
+Ray head."""
 
 from __future__ import annotations
 
