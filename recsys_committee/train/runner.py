@@ -129,11 +129,12 @@ def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teacher
         if not isinstance(logit_target, bool):
             raise ConfigError(f"teachers[{i}] ('{spec['name']}'): logit_target must be true or false, got {logit_target!r}")
         try:
-            teachers.append(build_teacher(kind, context=context, **spec))
-            teachers[-1].logit_target = logit_target
+            teacher = build_teacher(kind, context=context, **spec)
         except TapPathError as exc:  # the tap names a module this model does not have: say whose and which file
             where = f" from {spec['checkpoint']}" if "checkpoint" in spec else ""
             raise TapPathError(f"teacher '{spec['name']}' (kind '{kind}'{where}): {exc}") from exc
+        teacher.logit_target = logit_target
+        teachers.append(teacher)
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise ConfigError(f"teacher names must be unique, got {names}")
@@ -191,12 +192,14 @@ def run_distill(domain: Domain, cfg: RunConfig, out: Path, data: Any = None, lau
     if cfg.train.hold_heap:
         hold_freed_heap()  # this process (each Ray worker calls it in its own)
     generator = seed_everything(cfg.seed, cfg.train.deterministic)
-    data = data if data is not None else domain.load_data(cfg, transfer=ccfg.transfer and ccfg.method != "no_kd")
+    # without a teacher nothing can be learnt from a row without a label: no-KD neither reads nor builds them
+    reads_transfer = ccfg.transfer and ccfg.method != "no_kd"
+    data = data if data is not None else domain.load_data(cfg, transfer=reads_transfer)
     check_splits(data, cfg)
     context = TeacherContext(data=data, progress=cfg.train.progress)
     teachers = build_teachers(cfg.teachers, cfg.teacher_dir, context) if ccfg.method != "no_kd" else []
     labeled_rows = len(data.train)
-    if ccfg.transfer and teachers:  # without a teacher nothing can be learnt from a row without a label
+    if reads_transfer and teachers:
         if len(getattr(data, "transfer", None) or ()) == 0:
             if launch.ctx.is_main:
                 print("distill: committee.transfer is on but the data declares no transfer rows (the data spec's 'transfer:' section); "
