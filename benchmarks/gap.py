@@ -14,7 +14,9 @@ What it runs, in order (``--reuse`` reads finished runs instead of rerunning the
      The LM reference is the LM teacher run in ``OUT/refs/lm_teacher`` when one is there (it
      is not trained here: ``recsys-committee cache --config configs/rec/lm_cache.yaml --out
      runs/lm_cache --num-workers 2`` then ``recsys-committee train --config
-     configs/rec/lm_teacher.yaml --out OUT/refs/lm_teacher``, ~30 minutes on 2 cores);
+     configs/rec/lm_teacher.yaml --out OUT/refs/lm_teacher``, ~30 minutes on 2 cores). With it,
+     the teacher assistant of TAKD (``ta_kd_lm``) learns from the LM on the labeled rows
+     (``OUT/refs/ta/ta_assistant``, the DLRM expert's architecture); without it TAKD is not screened;
   2. the no-KD student (``no_kd``) with every seed, and the student before it read every cheap
      input (``no_kd_basic_inputs``: ids, short history and categorical features only);
   3. a one-seed screen on validation of every baseline and of the shipped method without its
@@ -63,7 +65,10 @@ from recsys_committee.rec_domain import load_data, load_trained_model, predict, 
 from recsys_committee.train.config import load_config  # noqa: E402
 
 EXPERTS = {"dlrm": "expert_dlrm", "din_dcn": "expert_din_dcn"}
-BASELINES = ["logit_kd_dlrm", "logit_kd_din_dcn", "feature_kd_dlrm", "feature_kd_din_dcn", "avg_kd", "camkd"]
+# teacher-assistant KD (Mirzadeh et al. 2020): LM -> an expert-sized assistant (ta_assistant_lm.yaml)
+# -> the student (ta_kd_lm.yaml); screened when the LM reference is there
+TAKD = "ta_kd_lm"
+BASELINES = ["logit_kd_dlrm", "logit_kd_din_dcn", "feature_kd_dlrm", "feature_kd_din_dcn", "avg_kd", "camkd", TAKD]
 SHIPPED = "diverse_distill"
 # the student before it read every input (ids, short history, categorical features; no user_dropout,
 # which came later and, with no history or statistics to fall back on, only costs this student)
@@ -99,8 +104,19 @@ class Bench:
         return self.out / "refs" / f"seed{seed}"
 
     def distill(self, method: str, config: str, seed: int, extra: list[str] = ()) -> dict[str, Any]:
-        teachers = [f"teacher_dir={self.teacher_dir(self.args.reference_seeds[0])}"]
-        return self.run("distill", config, self.out / f"{method}-seed{seed}", seed, teachers + list(extra))
+        # TAKD's teacher is the assistant (train_assistant), every other method's the seed-0 experts
+        teachers = self.out / "refs" / "ta" if config == TAKD else self.teacher_dir(self.args.reference_seeds[0])
+        return self.run("distill", config, self.out / f"{method}-seed{seed}", seed, [f"teacher_dir={teachers}", *extra])
+
+    def train_assistant(self, lm_dir: Path) -> dict[str, Any]:
+        """TAKD's step 1: the LM reference's logits (and the labels) distilled into the assistant,
+        on the labeled rows only (the LM's feature cache covers no transfer row); its step 2, the
+        student distilling from the assistant, gets the transfer rows as every baseline does."""
+        lm_params = load_config(lm_dir / "config.yaml").model.params
+        lm = {"name": "lm", "kind": "lm_cached", "cache": lm_params["feature_cache"], "tap": lm_params["cache_taps"][0],
+              "checkpoint": str(lm_dir / "model.safetensors")}
+        return self.run("distill", "ta_assistant_lm", self.out / "refs" / "ta" / "ta_assistant", self.args.reference_seeds[0],
+                        ["data.transfer_per_row=0", "teachers=" + json.dumps([lm])])
 
     def test_scores(self, method: str, seed: int) -> torch.Tensor:
         if (method, seed) not in self.scores:
@@ -274,15 +290,22 @@ def main() -> int:
     lm_run = json.loads(lm_metrics.read_text()) if lm_metrics.exists() else None
     lm_test = lm_run["test"]["auc"] if lm_run is not None else None
     ceiling_ok, ceiling_why = same_inputs(bench)
+    baselines, assistant = list(args.baselines), None
+    if TAKD in baselines:
+        if lm_run is None:
+            print(f"{TAKD}: no LM reference in {lm_metrics.parent}, so no teacher assistant: not screened", flush=True)
+            baselines.remove(TAKD)
+        else:
+            assistant = bench.train_assistant(lm_metrics.parent)
 
     # 2. no-KD, before and after the student read every input
     no_kd = [bench.distill("no_kd", "no_kd", s) for s in args.seeds]
     no_kd_basic = [bench.distill("no_kd_basic_inputs", "no_kd", s, BASIC_INPUTS) for s in args.seeds]
 
     # 3. screen on validation, then every seed for the shipped method and the best baseline
-    screen = {m: bench.distill(m, m, args.screen_seed) for m in args.baselines}
+    screen = {m: bench.distill(m, m, args.screen_seed) for m in baselines}
     screen["diverse_distill_no_transfer"] = bench.distill("diverse_distill_no_transfer", SHIPPED, args.screen_seed, ["committee.transfer=false"])
-    best_baseline = max(args.baselines, key=lambda m: screen[m]["val"]["auc"])
+    best_baseline = max(baselines, key=lambda m: screen[m]["val"]["auc"])
     methods: dict[str, list[dict[str, Any]]] = {SHIPPED: [bench.distill(SHIPPED, SHIPPED, s) for s in args.seeds],
                                                 best_baseline: [bench.distill(best_baseline, best_baseline, s) for s in args.seeds]}
     for m, r in screen.items():
@@ -292,6 +315,8 @@ def main() -> int:
     references = {"best_teacher": best_teacher, "best_teacher_test": refs[best_teacher]["test_mean"], "lm_test": lm_test,
                   "ceiling_test": refs[best_teacher]["test_mean"] if ceiling_ok else None, "ceiling_why": ceiling_why,
                   "teachers": {n: {k: r[k] for k in ("test_mean", "test_std", "val_mean", "test_per_seed")} for n, r in refs.items()}}
+    if assistant is not None:
+        references["ta_assistant"] = {"test": assistant["test"]["auc"], "val": assistant["val"]["auc"], "seed": args.reference_seeds[0]}
     if lm_test is None:
         references["lm_why"] = "no LM teacher was trained for this run (OUT/refs/lm_teacher/metrics.json)"
     else:  # which LM recipe the reference is (the head on the frozen encoder, or fine-tuned layers)
