@@ -407,7 +407,10 @@ def main() -> int:
         "student_vs_lm_b512 >= 500": result["ratios"]["student_vs_lm_teacher_b512"] >= 500,
         **{f"student_vs_{n}_b512 >= 2": result["ratios"][f"student_vs_{n}_b512"] >= 2 for n in EXPERTS},
         **{f"{n}_p99_ms_b1 <= 1": result["models"][n]["p99_ms_b1"] <= 1.0 for n in folders},
-        "student_b4096 >= student_per_table_b4096": result["models"]["student"]["rows_per_s_b4096"] >= result["models"]["student_per_table"]["rows_per_s_b4096"],
+        # at 4,096 rows both programs run the same per-table lookup: the default must cost nothing
+        # there, within the rounds' timing noise (a strict >= between two timings of one path is a coin toss)
+        "student_b4096 >= 0.95 x student_per_table_b4096":
+            result["models"]["student"]["rows_per_s_b4096"] >= 0.95 * result["models"]["student_per_table"]["rows_per_s_b4096"],
         **{f"{n}_b4096 >= 0.5 of the matmul bound": result["compute_bound"][f"{n}_share_of_bound"] >= 0.5 for n in folders},
     }
     torch.set_num_threads(1)
