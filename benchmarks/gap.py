@@ -112,8 +112,9 @@ class Bench:
         """TAKD's step 1: the LM reference's logits (and the labels) distilled into the assistant,
         on the labeled rows only (the LM's feature cache covers no transfer row); its step 2, the
         student distilling from the assistant, gets the transfer rows as every baseline does."""
+        # the config's LM entry (kind, tap), pointed at this reference's checkpoint and feature cache
         lm_params = load_config(lm_dir / "config.yaml").model.params
-        lm = {"name": "lm", "kind": "lm_cached", "cache": lm_params["feature_cache"], "tap": lm_params["cache_taps"][0],
+        lm = {**load_config(CONFIGS / "ta_assistant_lm.yaml").teachers[0], "cache": lm_params["feature_cache"],
               "checkpoint": str(lm_dir / "model.safetensors")}
         return self.run("distill", "ta_assistant_lm", self.out / "refs" / "ta" / "ta_assistant", self.args.reference_seeds[0],
                         ["data.transfer_per_row=0", "teachers=" + json.dumps([lm])])
