@@ -91,16 +91,18 @@ def ml_slice(real_data_dir: Path):
 
 @pytest.fixture(scope="session")
 def small_experts(ml_slice, tmp_path_factory) -> Path:
-    """A teacher folder (``teacher_dir``) of the two experts, DLRM and DIN+DCN, each trained for
+    """A teacher folder (``teacher_dir``) of the committee's experts, DLRM and two DIN+DCN, each trained for
     8 steps of 256 rows on ``ml_slice``: the committee the distillation tests (in-process, gloo
     ranks, Ray Train) distil from. Trained once per session: every test only reads it."""
     from recsys_committee.rec_domain import run_train
     from recsys_committee.train.config import load_config
 
     out = tmp_path_factory.mktemp("experts")
-    for name, params in (("expert_dlrm", "model.params.top=[64,32]"), ("expert_din_dcn", "model.params.hidden=[64,32]")):
-        overrides = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=8", "train.epochs=1", params]
-        run_train(load_config(ROOT / f"configs/rec/{name}.yaml", overrides), out / name, data=ml_slice)
+    members = (("expert_dlrm", "expert_dlrm", "model.params.top=[64,32]", 0), ("expert_din_dcn", "expert_din_dcn", "model.params.hidden=[64,32]", 0),
+               ("expert_din_dcn_2", "expert_din_dcn", "model.params.hidden=[64,32]", 1))
+    for folder, config, params, seed in members:
+        overrides = ["train.progress=false", "train.batch_size=256", "train.max_steps_per_epoch=8", "train.epochs=1", params, f"seed={seed}"]
+        run_train(load_config(ROOT / f"configs/rec/{config}.yaml", overrides), out / folder, data=ml_slice)
     return out
 
 

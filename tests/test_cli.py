@@ -15,7 +15,7 @@ def test_teachers_file_replaces_the_configs_committee():
     plain = _load(build_parser().parse_args(["distill", "--config", config, "--out", "runs/x"]))
     args = build_parser().parse_args(["distill", "--config", config, "--out", "runs/x", "--teachers", str(ROOT / "configs/rec/teachers/experts_lm.yaml")])
     with_lm = _load(args)
-    assert [t["name"] for t in plain.teachers] == ["dlrm", "din_dcn"]
+    assert [t["name"] for t in plain.teachers] == ["dlrm", "din_dcn", "din_dcn_2"]
     assert [t["name"] for t in with_lm.teachers] == ["lm", "dlrm", "din_dcn"]
     assert with_lm.teachers[0] == {"name": "lm", "kind": "lm_cached", "cache": "runs/lm_cache_topk", "tap": "encoder.layer.3",
                                    "checkpoint": "{teacher_dir}/lm_teacher/model.safetensors"}
