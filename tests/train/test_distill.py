@@ -29,7 +29,7 @@ def _distill_cfg(config, teacher_dir, *extra):
     return load_config(ROOT / "configs/rec" / config, SMALL + [f"teacher_dir={teacher_dir}", "model.params.hidden=[64,32]", *extra])
 
 
-# the teachers each method distils from (distill_base.yaml's committee: dlrm and din_dcn)
+# the teachers each method distils from (distill_base.yaml's committee: dlrm and two din_dcn)
 TEACHERS_USED = {"diverse_distill.yaml": ("dlrm", "din_dcn", "din_dcn_2"), "camkd.yaml": ("dlrm", "din_dcn", "din_dcn_2"), "feature_kd_dlrm.yaml": ("dlrm",)}
 
 
