@@ -214,3 +214,18 @@ def test_every_shipped_config_loads():
     assert [t["kind"] for t in rel["rec/teachers/experts_lm.yaml"].teachers] == ["lm_cached", "rec_model", "rec_model"]
     assert rel["data/ml-100k.yaml"].users.endswith("data/ml-100k/ml-100k.user") and rel["data/ml-100k-interactions.yaml"].users is None
     assert [c.name for c in rel["data/ml-100k.yaml"].categorical] == ["age_bucket", "gender", "occupation", "zip_prefix", "year_bucket"]
+
+
+def test_vision_baselines_distil_with_the_shipped_kd_weight():
+    """gap.py compares the shipped vision method with the multi-teacher baselines like for like:
+    their KD terms carry the shipped KD weight (configs/vision/*.yaml), so a change to one that
+    forgets the others fails here instead of tilting the comparison."""
+    from recsys_committee.committee.config import DEFAULT_WEIGHTS
+
+    def weight(config: str, loss: str) -> float:
+        committee = load_config(CONFIGS / "vision" / config).committee
+        return float({**DEFAULT_WEIGHTS, **committee.get("weights", {})}[loss])
+
+    shipped = weight("diverse_distill.yaml", "kd")
+    assert weight("camkd.yaml", "camkd") == shipped
+    assert weight("avg_kd.yaml", "avg_kd") == shipped
