@@ -66,11 +66,9 @@ from report import gap, mean_std, paired_bootstrap, plot_val_curves, reusable_me
 from recsys_committee.metrics.binary import auc  # noqa: E402
 from recsys_committee.rec_domain import load_data, load_trained_model, predict, run_distill, run_train  # noqa: E402
 from recsys_committee.train.config import load_config  # noqa: E402
+from recsys_committee.demo import SECOND_DIN_DCN  # noqa: E402
 
 EXPERTS = {"dlrm": "expert_dlrm", "din_dcn": "expert_din_dcn"}
-# the committee's second DIN+DCN (configs/rec/distill_base.yaml): the same config as the first, the
-# next seed; trained into the committee's folder beside the first reference seed's experts
-SECOND_MEMBER = ("expert_din_dcn", "expert_din_dcn_2", 1)
 # teacher-assistant KD (Mirzadeh et al. 2020): LM -> an expert-sized assistant (ta_assistant_lm.yaml)
 # -> the student (ta_kd_lm.yaml); screened when the LM reference is there
 TAKD = "ta_kd_lm"
@@ -304,7 +302,7 @@ def main() -> int:
         for name, config in EXPERTS.items():
             ref_runs[name].append(bench.run("train", config, bench.teacher_dir(seed) / config, seed, []))
     refs = {name: summary(runs) for name, runs in ref_runs.items()}
-    config, folder, offset = SECOND_MEMBER
+    folder, config, offset = SECOND_DIN_DCN  # the committee's second DIN+DCN, into the first reference seed's folder
     first = args.reference_seeds[0]
     member, twin = bench.teacher_dir(first) / folder, bench.teacher_dir(first + offset) / config
     if first + offset in args.reference_seeds and not member.exists():  # that seed's reference is this model: copy, not retrain

@@ -220,11 +220,10 @@ def test_vision_baselines_distil_with_the_shipped_kd_weight():
     """gap.py compares the shipped vision method with the multi-teacher baselines like for like:
     their KD terms carry the shipped KD weight (configs/vision/*.yaml), so a change to one that
     forgets the others fails here instead of tilting the comparison."""
-    from recsys_committee.committee.config import DEFAULT_WEIGHTS
+    from recsys_committee.train.runner import committee_config
 
-    def weight(config: str, loss: str) -> float:
-        committee = load_config(CONFIGS / "vision" / config).committee
-        return float({**DEFAULT_WEIGHTS, **committee.get("weights", {})}[loss])
+    def weight(config: str, loss: str) -> float:  # as the runner reads it: the file's weights over the defaults
+        return committee_config(load_config(CONFIGS / "vision" / config)).merged_weights()[loss]
 
     shipped = weight("diverse_distill.yaml", "kd")
     assert weight("camkd.yaml", "camkd") == shipped
