@@ -4,7 +4,7 @@ Two scopes, so that routing stays exact:
   * ``scope = "teacher"``: computed on ONE teacher's sub-batch (the rows routed to it) and
     returned per row; the committee scatters the rows back into a [B, K] matrix and combines
     ``sum_k w_k * loss[b, k]`` over the ACTIVE teachers (skipped pairs contribute nothing),
-    then averages over the batch. (kd, answer, align, feature_kd)
+    then averages over the batch. (kd, answer, answer_kd, align, feature_kd)
   * ``scope = "step"``: computed once from the whole step (``StepContext``) and returned per
     sample [B] (averaged) or as a scalar. (task, avg_kd, camkd, gate)
 A loss returning None does not apply (e.g. KD for a teacher without a task head).
@@ -180,6 +180,22 @@ class AnswerLoss(LossModule):
         return task_loss(view.head(view.answer_hat), view.labels, view.task)
 
 
+class AnswerKDLoss(LossModule):
+    """KD(H(â_k), t_k; T): the answer must also say what its own teacher says, on every row.
+
+    Why: the answer loss reads the label, so on transfer rows (most rows when a transfer set is
+    on) the QA module learns nothing; this term trains it there too, from the teacher it asks."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, view: TeacherView) -> Optional[torch.Tensor]:
+        if view.answer_hat is None or view.teacher.logits is None:
+            return None
+        return kd_loss(view.head(view.answer_hat), view.teacher.logits, self.temperature, view.task)
+
+
 class AlignLoss(LossModule):
     def forward(self, view: TeacherView) -> Optional[torch.Tensor]:
         if view.answer_hat is None:
@@ -295,6 +311,11 @@ def _kd(spec: LossSpec, temperature: Optional[float] = None) -> LossModule:
 @register_loss("answer")
 def _answer(spec: LossSpec) -> LossModule:
     return AnswerLoss()
+
+
+@register_loss("answer_kd")
+def _answer_kd(spec: LossSpec, temperature: Optional[float] = None) -> LossModule:
+    return AnswerKDLoss(temperature or spec.kd_temperature)
 
 
 @register_loss("align")

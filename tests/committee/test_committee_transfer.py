@@ -57,6 +57,39 @@ def test_teacher_losses_run_on_transfer_rows_with_their_weight():
         assert terms[0.0][name] == pytest.approx(terms[3.0][name], rel=1e-6), name
 
 
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_answer_kd_teaches_the_qa_module_on_transfer_rows(n_classes):
+    """The answer loss needs a label, so on transfer rows only answer_kd trains the QA module:
+    it must run there (growing with the transfer weight) and be KD(H(â_k), t_k), per teacher."""
+    batch = make_batch(n=12, d_in=D_IN, n_classes=n_classes)
+    unlabeled = torch.arange(6, 12)
+    losses = ["task", "kd", "answer", "answer_kd", "align"]
+    terms = {}
+    for weight in (0.0, 1.0, 3.0):
+        committee = _committee("diverse_distill", n_classes, transfer_weight=weight, losses=losses, weights={"answer_kd": 0.5})
+        committee.eval()
+        out = committee(_unlabel(batch, unlabeled), step=0)
+        terms[weight] = {k: float(v.detach()) for k, v in out.terms.items()}
+    base, one, three = (terms[w]["answer_kd"] for w in (0.0, 1.0, 3.0))
+    assert one > base > 0 and three - base == pytest.approx(3 * (one - base), rel=1e-4)
+    assert terms[0.0]["answer"] == pytest.approx(terms[3.0]["answer"], rel=1e-6)
+    # on a fully labeled step it is the batch mean of sum_k w_k KD(H(â_k), t_k; T), w_k = 1/K (dense gate)
+    from recsys_committee.committee.losses import kd_loss
+
+    committee = _committee("diverse_distill", n_classes, losses=losses, weights={"answer_kd": 0.5})
+    committee.eval()
+    out = committee(batch, step=0)
+    with torch.no_grad():
+        u = committee.qa.question.base(committee.student(batch).hidden)
+        expected = 0.0
+        for k, teacher in enumerate(committee.teachers):
+            t = teacher.run(batch)
+            _, answer_hat = committee.qa(k, u, t, teacher, batch)
+            answer_logits = committee._head(answer_hat)
+            expected = expected + kd_loss(answer_logits, t.logits.reshape(answer_logits.shape), committee.config.kd_temperature, committee.task)
+    assert float(out.terms["answer_kd"]) == pytest.approx(float(expected.mean()) / len(committee.teachers), rel=1e-5)
+
+
 def test_camkd_weighs_teachers_equally_without_a_label():
     from recsys_committee.committee.losses import kd_loss
 
