@@ -9,11 +9,13 @@ file, not a sentence.
 
 Reproduce (after ``make demo``; ~7 minutes per run on 2 cores, one run per variant plus the two
 references; ``--reuse`` reads runs whose config matches):
-    .venv/bin/python benchmarks/vision_variants.py --out runs/vision_variants train.epochs=8 \\
+    .venv/bin/python benchmarks/vision_variants.py --out runs/vision_variants --reuse train.epochs=8 \\
         --variant gate_dense=committee.gate=dense \\
         --variant answer_head_separate=committee.answer_head=separate \\
         --variant kd_temperature_4=committee.kd_temperature=4 \\
-        --variant 'answer_kd=committee.losses=["task","kd","answer","answer_kd","align","gate"];committee.weights.answer_kd=0.5'
+        --variant 'answer_kd=committee.losses=["task","kd","answer","answer_kd","align","gate"];committee.weights.answer_kd=0.5' \\
+        --variant align_0=committee.weights.align=0 --variant align_3=committee.weights.align=3 \\
+        --variant answer_0=committee.weights.answer=0
 
 Writes ``benchmarks/results/vision_variants.json``. Selection reads validation only; test top-1
 is recorded beside it and read by no decision.
