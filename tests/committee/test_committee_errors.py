@@ -61,6 +61,8 @@ def test_bad_values_and_combinations(student, teachers, batch):
         Committee.build(student, teachers, batch, CommitteeConfig(method="feature_kd"))
     with pytest.raises(CommitteeConfigError, match="at least one teacher"):
         Committee.build(student, [], batch, CommitteeConfig())
+    with pytest.raises(CommitteeConfigError, match="'answer_kd' in committee.losses has no weight: set committee.weights.answer_kd"):
+        Committee.build(student, teachers, batch, CommitteeConfig(losses=["task", "kd", "answer_kd"]))
 
 
 def test_nan_task_loss_names_step_and_term(student, teachers, batch):
