@@ -149,8 +149,6 @@ class Committee(nn.Module):
         names = list(cfg.losses) if cfg.losses is not None else list(spec.losses)
         for name in names:
             LOSSES.get(name)
-            if cfg.losses is not None and name not in weights:  # listed by hand but weightless: would be dropped silently
-                raise CommitteeConfigError(f"loss '{name}' in committee.losses has no weight: set committee.weights.{name}")
         names = [n for n in names if weights.get(n, 0.0) != 0.0]
         uses_qa = spec.uses_qa or any(n in ("answer", "align") for n in names)
         if names != ["task"] and not chosen:

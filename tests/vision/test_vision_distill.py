@@ -101,6 +101,7 @@ def test_cached_foundation_teacher_matches_the_live_one(tmp_path: Path, teacher_
         (["teachers=[{name: x, kind: vision_modle, checkpoint: y}]"], UnknownNameError, "vision_model"),
         (["data.dataset=cifar10"], ConfigError, "fashion_mnist"),
         (["committee.answer_mode=reenter"], CommitteeConfigError, "reenter"),
+        (['committee.losses=["task","kd","answer_kd"]'], CommitteeConfigError, "set committee.weights.answer_kd"),
     ],
 )
 def test_bad_configs_fail_by_name(tmp_path: Path, teacher_dir: Path, fashion_slice, override, error, match) -> None:
