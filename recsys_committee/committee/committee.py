@@ -70,6 +70,20 @@ class PairMatrices(Mapping[str, torch.Tensor]):
         return len(self._cols)
 
 
+def check_losses(cfg: CommitteeConfig) -> None:
+    """Refuse loss names no registry entry answers to (with the close matches), and a loss listed
+    by hand in ``losses`` that has no weight: it would be dropped silently, as a weight of 0 is.
+    Called when a run reads its config too, so the mistake costs no teacher forward."""
+    weights = cfg.merged_weights()
+    for name in weights:
+        if name not in LOSSES:
+            LOSSES.get(name)  # raises with close matches
+    for name in cfg.losses or ():
+        LOSSES.get(name)
+        if name not in weights:
+            raise CommitteeConfigError(f"loss '{name}' in committee.losses has no weight: set committee.weights.{name}")
+
+
 class Committee(nn.Module):
     """Student + frozen teachers + the distillation module (QA, gate, loss modules).
 
@@ -142,10 +156,8 @@ class Committee(nn.Module):
                 raise CommitteeConfigError(f"method '{cfg.method}' needs teachers with task logits; none of {[t.name for t in teachers]} has them")
         infos = [TeacherInfo(t.name, int(t.feature_dim), str(t.feature_kind), bool(t.has_logits), t.always_on) for t in chosen]
 
+        check_losses(cfg)
         weights = cfg.merged_weights()
-        for name in weights:
-            if name not in LOSSES:
-                LOSSES.get(name)  # raises with close matches
         names = list(cfg.losses) if cfg.losses is not None else list(spec.losses)
         for name in names:
             LOSSES.get(name)

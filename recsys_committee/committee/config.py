@@ -151,14 +151,5 @@ class CommitteeConfig:
             raise CommitteeConfigError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if isinstance(self.gate_config, dict):  # tolerate a plain dict from hand-written code
             self.gate_config = GateConfig(**self.gate_config)
-        from recsys_committee.committee.losses import LOSSES  # here: losses.py imports this module
-
-        weights = self.merged_weights()
-        for name in self.losses or ():
-            # listed by hand but weightless: it would be dropped silently (an unknown name is
-            # left to Committee.build, which answers with the registered close matches)
-            if name in LOSSES and name not in weights:
-                raise CommitteeConfigError(f"loss '{name}' in committee.losses has no weight: set committee.weights.{name}")
-
     def merged_weights(self) -> dict[str, float]:
         return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in self.weights.items()}}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from recsys_committee.committee import TEACHERS, Committee, CommitteeConfig, TapPathError, TeacherContext, build_teacher, count_params, export_student
+from recsys_committee.committee.committee import check_losses
 from recsys_committee.committee.config import NonFiniteLossError
 from recsys_committee.domain import Domain
 from recsys_committee.errors import UserError
@@ -142,7 +143,9 @@ def build_teachers(specs: list[dict[str, Any]], teacher_dir: str = "runs/teacher
 
 
 def committee_config(cfg: RunConfig) -> CommitteeConfig:
-    return from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
+    ccfg = from_dict(CommitteeConfig, cfg.committee or {}, prefix="committee.")
+    check_losses(ccfg)  # now, before any teacher is built or cached
+    return ccfg
 
 
 def committee_params(committee: Committee) -> dict[str, Any]:
