@@ -151,5 +151,6 @@ class CommitteeConfig:
             raise CommitteeConfigError(f"kd_temperature must be > 0, got {self.kd_temperature}")
         if isinstance(self.gate_config, dict):  # tolerate a plain dict from hand-written code
             self.gate_config = GateConfig(**self.gate_config)
+
     def merged_weights(self) -> dict[str, float]:
         return {**DEFAULT_WEIGHTS, **{k: float(v) for k, v in self.weights.items()}}
