@@ -6,7 +6,7 @@ Two scopes, so that routing stays exact:
     ``sum_k w_k * loss[b, k]`` over the ACTIVE teachers (skipped pairs contribute nothing),
     then averages over the batch. (kd, answer, answer_kd, align, feature_kd)
   * ``scope = "step"``: computed once from the whole step (``StepContext``) and returned per
-    sample [B] (averaged) or as a scalar. (task, avg_kd, camkd, gate)
+    sample [B] (averaged) or as a scalar. (task, avg_kd, camkd, confidence_kd, gate)
 A loss returning None does not apply (e.g. KD for a teacher without a task head).
 
 Adding a loss = one ``@register_loss("name")`` builder ``(spec, **options) -> LossModule``
@@ -15,6 +15,7 @@ plus its weight in the config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -292,6 +293,38 @@ class CAMKDLoss(_MultiTeacherKD):
         return (w * torch.where(ctx.has_logits, kd, torch.zeros_like(kd))).sum(dim=1)
 
 
+class ConfidenceKDLoss(_MultiTeacherKD):
+    """sum_k w_k KD(s, t_k; T) with per-sample weights from each teacher's own confidence:
+    w = softmax_k(-H(p_k) / tau) over the teachers that ran, H the entropy of teacher k's
+    prediction at temperature 1.
+
+    Why: it reads no label, so unlike CA-MKD's weights it weighs transfer rows too (most rows when
+    a transfer set is on); a teacher unsure of a sample counts less there, a sure one more."""
+
+    def __init__(self, temperature: float, confidence_temperature: float = 1.0) -> None:
+        super().__init__(temperature)
+        if not (confidence_temperature > 0 and math.isfinite(confidence_temperature)):
+            raise ValueError(f"confidence_kd: confidence_temperature must be > 0, got {confidence_temperature}")
+        self.confidence_temperature = confidence_temperature
+
+    def combine(self, ctx: StepContext) -> torch.Tensor:
+        t = ctx.teacher_logits.detach()
+        k = t.shape[1]
+        entropy = torch.stack([prediction_entropy(t[:, j], ctx.task) for j in range(k)], dim=1)  # [B, K]
+        kd = torch.stack([kd_loss(ctx.student.logits, t[:, j], self.temperature, ctx.task) for j in range(k)], dim=1)
+        w = torch.softmax(torch.where(ctx.has_logits, -entropy / self.confidence_temperature, torch.full_like(entropy, float("-inf"))), dim=1)
+        w = torch.nan_to_num(w)  # rows without any teacher
+        return (w * torch.where(ctx.has_logits, kd, torch.zeros_like(kd))).sum(dim=1)
+
+
+def prediction_entropy(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Entropy (nats) of a prediction at temperature 1, per sample: Bernoulli (binary) or categorical."""
+    p = soft_targets(logits, 1.0, task)
+    if task == "binary":
+        return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+    return -torch.xlogy(p, p).sum(dim=-1)
+
+
 def _expand_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     while x.dim() < like.dim():
         x = x.unsqueeze(-1)
@@ -341,3 +374,8 @@ def _avg_kd(spec: LossSpec, temperature: Optional[float] = None) -> LossModule:
 @register_loss("camkd")
 def _camkd(spec: LossSpec, temperature: Optional[float] = None) -> LossModule:
     return CAMKDLoss(temperature or spec.kd_temperature)
+
+
+@register_loss("confidence_kd")
+def _confidence_kd(spec: LossSpec, temperature: Optional[float] = None, confidence_temperature: float = 1.0) -> LossModule:
+    return ConfidenceKDLoss(temperature or spec.kd_temperature, confidence_temperature)

@@ -38,6 +38,7 @@ G_ANS = [[0.7, 0.4, 1.2], [0.3, 0.9, 0.5]]
 G_RAN = [[True, True, False], [True, True, True]]
 G_SEL = [[True, False, False], [True, True, False]]
 TAU_G, TAU_T, BETA = 1.5, 0.5, 0.1
+TAU_C = 0.5  # confidence_kd's confidence temperature
 # feature KD: projector W [d_k=2, ds=3], b; token features [B=2, L=3, 2] with a mask
 FK_W = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]
 FK_B = [0.1, -0.2]
@@ -93,6 +94,19 @@ def hand_values() -> dict[str, list[float]]:
         cam.append(float((w * kds).sum()))
     out["avg_kd_binary"], out["camkd_binary"] = avg, cam
 
+    conf = []  # confidence_kd: w = softmax(-entropy / TAU_C) over the teachers that ran (entropy at temperature 1)
+    for i in range(4):
+        ks = [k for k in range(2) if has[i, k]]
+        if not ks:
+            conf.append(0.0)
+            continue
+        ps = np.array([_sig(tk[i, k]) for k in ks])
+        ent = -(ps * np.log(ps) + (1 - ps) * np.log(1 - ps))
+        w = np.exp(-ent / TAU_C) / np.exp(-ent / TAU_C).sum()
+        kds = np.array([T**2 * _bern_kl(_sig(tk[i, k] / T), _sig(s[i] / T)) for k in ks])
+        conf.append(float((w * kds).sum()))
+    out["confidence_kd_binary"] = conf
+
     tmk, hmk = np.array(T_MC_K), np.array(HAS_MC_K)
     avg_mc = []
     for i in range(2):
@@ -101,6 +115,15 @@ def hand_values() -> dict[str, list[float]]:
         qs = _softmax(sm[i] / T)
         avg_mc.append(float(T**2 * (pbar * np.log(pbar / qs)).sum()))
     out["avg_kd_multiclass"] = avg_mc
+
+    conf_mc = []
+    for i in range(2):
+        ks = [k for k in range(2) if hmk[i, k]]
+        ent = np.array([-(_softmax(tmk[i, k]) * np.log(_softmax(tmk[i, k]))).sum() for k in ks])
+        w = np.exp(-ent / TAU_C) / np.exp(-ent / TAU_C).sum()
+        qs, ps = _softmax(sm[i] / T), [_softmax(tmk[i, k] / T) for k in ks]
+        conf_mc.append(float(sum(w[j] * T**2 * (ps[j] * np.log(ps[j] / qs)).sum() for j in range(len(ks)))))
+    out["confidence_kd_multiclass"] = conf_mc
 
     gl, ga, ran, sel = np.array(G_LOGITS), np.array(G_ANS), np.array(G_RAN), np.array(G_SEL)
     ces = []
@@ -124,7 +147,7 @@ def hand_values() -> dict[str, list[float]]:
 # ------------------------------------------------------------------ library values
 def library_values() -> dict[str, list[float]]:
     from recsys_committee.committee import GateConfig, GateDecision, ImportanceGate, StudentOutput, TeacherInfo, TeacherOutput, TeacherView, align_loss, kd_loss, task_loss
-    from recsys_committee.committee.losses import AvgKDLoss, CAMKDLoss, FeatureKDLoss, StepContext
+    from recsys_committee.committee.losses import AvgKDLoss, CAMKDLoss, ConfidenceKDLoss, FeatureKDLoss, StepContext
 
     f = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
     out: dict[str, torch.Tensor] = {}
@@ -141,7 +164,10 @@ def library_values() -> dict[str, list[float]]:
     bin_ctx = ctx(f(S_BIN), f(Y_BIN), f(T_BIN_K), torch.tensor(HAS_K), "binary")
     out["avg_kd_binary"] = AvgKDLoss(T)(bin_ctx)
     out["camkd_binary"] = CAMKDLoss(T)(bin_ctx)
-    out["avg_kd_multiclass"] = AvgKDLoss(T)(ctx(f(S_MC), torch.tensor(Y_MC), f(T_MC_K), torch.tensor(HAS_MC_K), "multiclass"))
+    mc_ctx = ctx(f(S_MC), torch.tensor(Y_MC), f(T_MC_K), torch.tensor(HAS_MC_K), "multiclass")
+    out["avg_kd_multiclass"] = AvgKDLoss(T)(mc_ctx)
+    out["confidence_kd_binary"] = ConfidenceKDLoss(T, TAU_C)(bin_ctx)
+    out["confidence_kd_multiclass"] = ConfidenceKDLoss(T, TAU_C)(mc_ctx)
 
     gate = ImportanceGate(3, 4, [False] * 3, GateConfig(tau_g=TAU_G, tau_t=TAU_T, beta=BETA)).double()
     logits = f(G_LOGITS)
