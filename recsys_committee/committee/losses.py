@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_committee.committee.config import CommitteeConfigError
 from recsys_committee.committee.gate import Gate, GateDecision
 from recsys_committee.committee.qa import TeacherInfo
 from recsys_committee.committee.types import StudentOutput, TeacherOutput
@@ -304,7 +305,7 @@ class ConfidenceKDLoss(_MultiTeacherKD):
     def __init__(self, temperature: float, confidence_temperature: float = 1.0) -> None:
         super().__init__(temperature)
         if not (confidence_temperature > 0 and math.isfinite(confidence_temperature)):
-            raise ValueError(f"confidence_kd: confidence_temperature must be > 0, got {confidence_temperature}")
+            raise CommitteeConfigError(f"loss_options.confidence_kd.confidence_temperature must be > 0, got {confidence_temperature}")
         self.confidence_temperature = confidence_temperature
 
     def combine(self, ctx: StepContext) -> torch.Tensor:

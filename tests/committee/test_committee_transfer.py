@@ -105,6 +105,34 @@ def test_camkd_weighs_teachers_equally_without_a_label():
     assert float(out.terms["task"]) == 0.0  # no labeled row in the step: nothing for the task loss
 
 
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_confidence_kd_weighs_teachers_by_their_confidence_on_transfer_rows(n_classes):
+    """confidence_kd reads no label: on a step of transfer rows only, it is the batch mean of
+    sum_k softmax_k(-entropy_k / tau) KD(s, t_k; T), and the weights are not the equal ones."""
+    from recsys_committee.committee.losses import kd_loss, prediction_entropy
+
+    batch = make_batch(n=10, d_in=D_IN, n_classes=n_classes)
+    tau = 0.1
+    committee = _committee("diverse_distill", n_classes, losses=["task", "confidence_kd", "answer", "align"],
+                           weights={"confidence_kd": 1.0}, loss_options={"confidence_kd": {"confidence_temperature": tau}})
+    committee.eval()
+    out = committee(_unlabel(batch, torch.arange(10)), step=0)
+    with torch.no_grad():
+        s = committee.student(batch).logits
+        t = [teacher.run(batch).logits.reshape(s.shape) for teacher in committee.teachers]
+        kd = torch.stack([kd_loss(s, tk, committee.config.kd_temperature, committee.task) for tk in t], dim=1)
+        w = torch.softmax(-torch.stack([prediction_entropy(tk, committee.task) for tk in t], dim=1) / tau, dim=1)
+    assert float(out.terms["confidence_kd"]) == pytest.approx(float((w * kd).sum(dim=1).mean()), rel=1e-5)
+    assert float((w * kd).sum(dim=1).mean()) != pytest.approx(float(kd.mean()), rel=1e-3)  # not average KD in disguise
+    assert float(out.terms["task"]) == 0.0
+
+
+def test_bad_confidence_temperature_is_refused():
+    with pytest.raises(CommitteeConfigError, match="confidence_temperature must be > 0"):
+        _committee("diverse_distill", losses=["task", "confidence_kd"], weights={"confidence_kd": 1.0},
+                   loss_options={"confidence_kd": {"confidence_temperature": 0.0}})
+
+
 def test_counters_report_labeled_and_transfer_rows_apart():
     committee = _committee("diverse_distill")
     committee(_unlabel(make_batch(n=12, d_in=D_IN), torch.arange(9, 12)), step=0)
