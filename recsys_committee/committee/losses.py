@@ -264,6 +264,14 @@ class _MultiTeacherKD(LossModule):
     def combine(self, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def weighted_kd(self, ctx: StepContext, scores: torch.Tensor) -> torch.Tensor:
+        """sum_k w_k KD(s, t_k; T) per sample, w = softmax_k(scores) over the teachers that ran."""
+        t = ctx.teacher_logits.detach()
+        kd = torch.stack([kd_loss(ctx.student.logits, t[:, j], self.temperature, ctx.task) for j in range(t.shape[1])], dim=1)
+        w = torch.softmax(torch.where(ctx.has_logits, scores, torch.full_like(scores, float("-inf"))), dim=1)
+        w = torch.nan_to_num(w)  # rows without any teacher
+        return (w * torch.where(ctx.has_logits, kd, torch.zeros_like(kd))).sum(dim=1)
+
 
 class AvgKDLoss(_MultiTeacherKD):
     """KD towards the average of the soft targets of the teachers that ran (with logits)."""
@@ -283,15 +291,10 @@ class CAMKDLoss(_MultiTeacherKD):
 
     def combine(self, ctx: StepContext) -> torch.Tensor:
         t = ctx.teacher_logits.detach()
-        k = t.shape[1]
-        ce = torch.stack([task_loss(t[:, j], ctx.labels, ctx.task) for j in range(k)], dim=1)  # [B, K]
+        ce = torch.stack([task_loss(t[:, j], ctx.labels, ctx.task) for j in range(t.shape[1])], dim=1)  # [B, K]
         if ctx.labeled is not None:  # no label, no confidence to weigh by: equal weights (average KD) there
             ce = ce * ctx.labeled[:, None]
-        kd = torch.stack([kd_loss(ctx.student.logits, t[:, j], self.temperature, ctx.task) for j in range(k)], dim=1)
-        neg_inf = torch.full_like(ce, float("-inf"))
-        w = torch.softmax(torch.where(ctx.has_logits, -ce, neg_inf), dim=1)
-        w = torch.nan_to_num(w)  # rows without any teacher
-        return (w * torch.where(ctx.has_logits, kd, torch.zeros_like(kd))).sum(dim=1)
+        return self.weighted_kd(ctx, -ce)
 
 
 class ConfidenceKDLoss(_MultiTeacherKD):
@@ -310,12 +313,8 @@ class ConfidenceKDLoss(_MultiTeacherKD):
 
     def combine(self, ctx: StepContext) -> torch.Tensor:
         t = ctx.teacher_logits.detach()
-        k = t.shape[1]
-        entropy = torch.stack([prediction_entropy(t[:, j], ctx.task) for j in range(k)], dim=1)  # [B, K]
-        kd = torch.stack([kd_loss(ctx.student.logits, t[:, j], self.temperature, ctx.task) for j in range(k)], dim=1)
-        w = torch.softmax(torch.where(ctx.has_logits, -entropy / self.confidence_temperature, torch.full_like(entropy, float("-inf"))), dim=1)
-        w = torch.nan_to_num(w)  # rows without any teacher
-        return (w * torch.where(ctx.has_logits, kd, torch.zeros_like(kd))).sum(dim=1)
+        entropy = torch.stack([prediction_entropy(t[:, j], ctx.task) for j in range(t.shape[1])], dim=1)  # [B, K]
+        return self.weighted_kd(ctx, -entropy / self.confidence_temperature)
 
 
 def prediction_entropy(logits: torch.Tensor, task: str) -> torch.Tensor:
