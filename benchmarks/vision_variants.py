@@ -1,21 +1,25 @@
 """Variants of the shipped vision DiverseDistill, one seed, on validation, beside CA-MKD.
 
-Why: in vision the shipped method and its best baseline (CA-MKD, same transfer images, same KD
-weight) sit within noise of each other (``benchmarks/results/gap.json``). Before a variant of the
-method is believed to separate them it must first win on validation at one seed; this script
+Why: in vision the method with equal teacher weights and its best baseline (CA-MKD, same transfer
+images, same KD weight) sat within noise of each other. Before a variant of the method is believed
+to separate them it must first win on validation at one seed (then gap.py measures it over 5 seeds
+on test: ``benchmarks/results/gap.json``); this script
 trains each variant exactly as ``gap.py`` trains the shipped method (same data, teachers, budget;
 a variant adds config overrides) and records what each one measured, so "what was tried" is a
 file, not a sentence.
 
 Reproduce (after ``make demo``; ~7 minutes per run on 2 cores, one run per variant plus the two
-references; ``--reuse`` reads runs whose config matches):
-    .venv/bin/python benchmarks/vision_variants.py --out runs/vision_variants --reuse train.epochs=8 \\
-        --variant gate_dense=committee.gate=dense \\
-        --variant answer_head_separate=committee.answer_head=separate \\
-        --variant kd_temperature_4=committee.kd_temperature=4 \\
-        --variant 'answer_kd=committee.losses=["task","kd","answer","answer_kd","align","gate"];committee.weights.answer_kd=0.5' \\
-        --variant align_0=committee.weights.align=0 --variant align_3=committee.weights.align=3 \\
-        --variant answer_0=committee.weights.answer=0
+references; ``--reuse`` reads runs whose config matches, e.g. gap.py's own under runs/gap_vision):
+    .venv/bin/python benchmarks/vision_variants.py --out runs/gap_vision --reuse train.epochs=8 \\
+        --variant 'kd_equal_weights=committee.losses=["task","kd","answer","align","gate"];committee.weights.kd=3' \\
+        --variant 'confidence_temperature_1=committee.loss_options={confidence_kd: {confidence_temperature: 1.0}}' \\
+        --variant 'confidence_temperature_0.25=committee.loss_options={confidence_kd: {confidence_temperature: 0.25}}' \\
+        --variant 'confidence_temperature_0.05=committee.loss_options={confidence_kd: {confidence_temperature: 0.05}}' \\
+        --variant 'confidence_kd_without_qa=committee.losses=["task","confidence_kd"]'
+
+(The variants of the earlier, equal-weight config -- gate, answer head, KD temperature, answer_kd,
+align and answer weights -- are in ``benchmarks/results/vision_variants_equal_kd/``, written by this
+script when that config was the shipped one.)
 
 Writes ``benchmarks/results/vision_variants.json``. Selection reads validation only; test top-1
 is recorded beside it and read by no decision.
