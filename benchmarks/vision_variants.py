@@ -13,8 +13,8 @@ references; ``--reuse`` reads runs whose config matches, e.g. gap.py's own under
     .venv/bin/python benchmarks/vision_variants.py --out runs/gap_vision --reuse train.epochs=8 \\
         --variant 'kd_equal_weights=committee.losses=["task","kd","answer","align","gate"];committee.weights.kd=3' \\
         --variant 'confidence_temperature_1=committee.loss_options={confidence_kd: {confidence_temperature: 1.0}}' \\
-        --variant 'confidence_temperature_0.25=committee.loss_options={confidence_kd: {confidence_temperature: 0.25}}' \\
-        --variant 'confidence_temperature_0.05=committee.loss_options={confidence_kd: {confidence_temperature: 0.05}}' \\
+        --variant 'confidence_temperature_0_25=committee.loss_options={confidence_kd: {confidence_temperature: 0.25}}' \\
+        --variant 'confidence_temperature_0_05=committee.loss_options={confidence_kd: {confidence_temperature: 0.05}}' \\
         --variant 'confidence_kd_without_qa=committee.losses=["task","confidence_kd"]'
 
 (The variants of the earlier, equal-weight config -- gate, answer head, KD temperature, answer_kd,
