@@ -102,6 +102,8 @@ def test_cached_foundation_teacher_matches_the_live_one(tmp_path: Path, teacher_
         (["data.dataset=cifar10"], ConfigError, "fashion_mnist"),
         (["committee.answer_mode=reenter"], CommitteeConfigError, "reenter"),
         (['committee.losses=["task","kd","answer_kd"]'], CommitteeConfigError, "set committee.weights.answer_kd"),
+        (["committee.loss_options={confidence_kd: {confidence_temperature: 0}}"], CommitteeConfigError, "confidence_temperature must be > 0"),
+        (["committee.loss_options={confidence_kd: {confidence_temprature: 0.1}}"], UnknownNameError, "confidence_temperature"),
     ],
 )
 def test_bad_configs_fail_by_name(tmp_path: Path, teacher_dir: Path, fashion_slice, override, error, match) -> None:
