@@ -27,7 +27,7 @@ from recsys_committee.committee.qa import QAModule, TeacherInfo
 from recsys_committee.committee.taps import TapPathError, resolve_module
 from recsys_committee.committee.teacher import TeacherAdapter
 from recsys_committee.committee.types import Batch, StudentOutput, TeacherOutput
-from recsys_committee.registry import UnknownNameError
+from recsys_committee.registry import UnknownNameError, check_kwargs
 
 GATE_SEED_OFFSET = 7_919  # the gate's initialisation stream: run seed + this
 PROBE_ROWS = 4  # teachers are probed on a few rows only (an LM forward is not free)
@@ -71,9 +71,10 @@ class PairMatrices(Mapping[str, torch.Tensor]):
 
 
 def check_losses(cfg: CommitteeConfig) -> None:
-    """Refuse loss names no registry entry answers to (with the close matches), and a loss listed
-    by hand in ``losses`` that has no weight: it would be dropped silently, as a weight of 0 is.
-    Called when a run reads its config too, so the mistake costs no teacher forward."""
+    """Refuse loss names no registry entry answers to (with the close matches), a loss listed by
+    hand in ``losses`` that has no weight (it would be dropped silently, as a weight of 0 is), and
+    ``loss_options`` a loss's builder does not take. Called when a run reads its config too, so
+    the mistake costs no teacher forward."""
     weights = cfg.merged_weights()
     for name in weights:
         if name not in LOSSES:
@@ -82,6 +83,8 @@ def check_losses(cfg: CommitteeConfig) -> None:
         LOSSES.get(name)
         if name not in weights:
             raise CommitteeConfigError(f"loss '{name}' in committee.losses has no weight: set committee.weights.{name}")
+    for name, options in cfg.loss_options.items():
+        check_kwargs(LOSSES.get(name), dict(options), where=f"loss '{name}'")
 
 
 class Committee(nn.Module):
@@ -158,9 +161,7 @@ class Committee(nn.Module):
 
         check_losses(cfg)
         weights = cfg.merged_weights()
-        names = list(cfg.losses) if cfg.losses is not None else list(spec.losses)
-        for name in names:
-            LOSSES.get(name)
+        names = list(cfg.losses) if cfg.losses is not None else list(spec.losses)  # checked by check_losses
         names = [n for n in names if weights.get(n, 0.0) != 0.0]
         uses_qa = spec.uses_qa or any(n in ("answer", "align") for n in names)
         if names != ["task"] and not chosen:
@@ -205,8 +206,6 @@ class Committee(nn.Module):
                 head_path = cfg.answer_head
 
         options = dict(cfg.loss_options)
-        for name in options:
-            LOSSES.get(name)
         loss_spec = LossSpec(task=task, ds=ds, teachers=infos, kd_temperature=cfg.kd_temperature)
         losses = {n: build_loss(n, loss_spec, **options.get(n, {})) for n in names}
 

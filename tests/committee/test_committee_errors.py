@@ -89,3 +89,13 @@ def test_nan_teacher_logits_name_the_kd_term(student, batch):
     with pytest.raises(NonFiniteLossError) as err:
         committee(batch, 42)
     assert (err.value.step, err.value.term) == (42, "kd")
+
+
+def test_loss_options_are_checked_with_the_config_before_any_teacher():
+    """committee_config (the runner's config read) calls check_losses: a misspelled loss option
+    fails there with the close match, before a teacher is built or cached."""
+    from recsys_committee.committee.committee import check_losses
+
+    with pytest.raises(UnknownNameError, match="confidence_temperature"):
+        check_losses(CommitteeConfig(loss_options={"confidence_kd": {"confidence_temprature": 0.1}}))
+    check_losses(CommitteeConfig(loss_options={"confidence_kd": {"confidence_temperature": 0.1}}))  # the right name passes
